@@ -1,0 +1,420 @@
+"""The QMP client: connect, greet, negotiate, run commands matched by ``id``, receive events."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qmp_exporter.qmp.address import Address, TCPAddress, UnixAddress, parse_address
+from qmp_exporter.qmp.errors import (
+    BacklogFullError,
+    CommandError,
+    CommandRefusedError,
+    CommandTimeoutError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectRefusedError,
+    ConnectTimeoutError,
+    GreetingTimeoutError,
+    NotQMPError,
+    PermissionDeniedError,
+    ProtocolError,
+    QMPError,
+    SocketNotFoundError,
+)
+from qmp_exporter.qmp.events import DEFAULT_EVENT_QUEUE_SIZE, Event, EventQueue
+from qmp_exporter.qmp.framing import DEFAULT_MAX_LINE_BYTES, LineDecoder, encode_command
+
+log = logging.getLogger(__name__)
+
+#: Default bound, in seconds, on connect + greeting and on each command.
+DEFAULT_TIMEOUT = 5.0
+
+EventCallback = Callable[[Event], None]
+
+
+def is_read_only(command: str) -> bool:
+    """True for the commands that cannot change a VM: ``qmp_capabilities`` and ``query-*``."""
+    return command == "qmp_capabilities" or command.startswith("query-")
+
+
+@dataclass(frozen=True, slots=True)
+class Greeting:
+    """The parsed ``{"QMP": {...}}`` greeting."""
+
+    #: ``"7.2.22"`` for the structured form, the string itself for the 2010 form,
+    #: ``None`` for the 2009 dialect, which sends no version.
+    version: str | None
+    package: str
+    capabilities: tuple[str, ...]
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Greeting:
+        body = message.get("QMP")
+        if not isinstance(body, dict):
+            raise NotQMPError(f"expected a QMP greeting, got members {sorted(message)[:5]}")
+        version_info = body.get("version")
+        version, package = (None, "")
+        if isinstance(version_info, dict):
+            version, package = parse_version(version_info)
+        caps = body.get("capabilities")
+        capabilities = tuple(str(c) for c in caps) if isinstance(caps, list) else ()
+        return cls(version, package, capabilities, message)
+
+
+def parse_version(info: dict[str, Any]) -> tuple[str | None, str]:
+    """Read ``query-version`` (or the greeting's ``version``) in either form:
+    structured ``{"qemu": {"major", "minor", "micro"}}`` or the old string ``{"qemu": "0.12.50"}``.
+    """
+    qemu = info.get("qemu")
+    package = info.get("package")
+    package = package.strip() if isinstance(package, str) else ""
+    if isinstance(qemu, dict):
+        parts = [qemu.get(k) for k in ("major", "minor", "micro")]
+        if all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
+            return ".".join(str(p) for p in parts), package
+        return None, package
+    if isinstance(qemu, str) and qemu:
+        return qemu, package
+    return None, package
+
+
+class _Protocol(asyncio.Protocol):
+    """Feeds bytes to the decoder and hands whole messages to the client."""
+
+    def __init__(self, client: QMPClient) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        try:
+            messages = client._decoder.feed(data)
+        except QMPError as err:
+            if type(err) is ProtocolError and not client._greeted.done():
+                err = NotQMPError(f"{client.address}: not a QMP greeting: {err}")
+            client._abort(err)
+            return
+        for message in messages:
+            client._dispatch(message)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._lost(exc)
+
+
+class QMPClient:
+    """One QMP connection. Create it with :func:`connect`."""
+
+    def __init__(
+        self,
+        address: Address,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        allow_write: bool = False,
+        max_line: int = DEFAULT_MAX_LINE_BYTES,
+        on_event: EventCallback | None = None,
+        event_queue_size: int = DEFAULT_EVENT_QUEUE_SIZE,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.allow_write = allow_write
+        self.greeting: Greeting | None = None
+        #: Events not taken by ``on_event``; ``None`` when a callback receives them instead.
+        self.events: EventQueue | None = None if on_event else EventQueue(event_queue_size)
+        #: Responses that matched no waiting command (errors without ``id``, late answers).
+        self.unmatched_responses = 0
+        self._on_event = on_event
+        self._decoder = LineDecoder(max_line)
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self._next_id = 0
+        self._loop = asyncio.get_running_loop()
+        self._greeted: asyncio.Future[Greeting] = self._loop.create_future()
+        self._closed: asyncio.Future[QMPError] = self._loop.create_future()
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended, for whatever reason."""
+        return self._closed.done()
+
+    @property
+    def close_reason(self) -> QMPError | None:
+        """Why the connection ended (``None`` while open)."""
+        return self._closed.result() if self._closed.done() else None
+
+    async def wait_closed(self) -> QMPError:
+        """Wait until the connection ends; return why."""
+        return await asyncio.shield(self._closed)
+
+    async def execute(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run one command and return its ``return`` value.
+
+        Raises :class:`CommandRefusedError` (nothing sent) for a command that may change
+        the VM unless the client allows writes, :class:`CommandError` for QEMU's error
+        answer, :class:`CommandTimeoutError` and :class:`ConnectionClosedError`.
+        """
+        if not (self.allow_write or is_read_only(command)):
+            raise CommandRefusedError(
+                f"{command!r} may change the VM; this client is read-only "
+                "(only qmp_capabilities and query-* commands are sent)"
+            )
+        if self._closed.done():
+            raise ConnectionClosedError(f"{self.address}: {self._closed.result()}")
+        self._next_id += 1
+        command_id = self._next_id
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[command_id] = (command, future)
+        assert self._transport is not None
+        self._transport.write(encode_command(command, arguments, command_id))
+        limit = self.timeout if timeout is None else timeout
+        timer = self._loop.call_later(limit, self._expire, command_id, limit)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._pending.pop(command_id, None)
+
+    async def close(self) -> None:
+        """Close the connection; pending commands fail with :class:`ConnectionClosedError`."""
+        if self._transport is not None and not self._closed.done():
+            self._transport.close()
+        self._finish(ConnectionClosedError("closed by the client"))
+
+    async def __aenter__(self) -> QMPClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- setting up -----------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        try:
+            await self._connect_transport()
+        except BaseException:
+            self._finish(ConnectionClosedError("connect failed"))
+            raise
+        remaining = max(deadline - time.monotonic(), 0.001)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._greeted), remaining)
+        except TimeoutError:
+            await self.close()
+            raise GreetingTimeoutError(
+                f"{self.address}: connected, but no QMP greeting within {self.timeout:g}s: "
+                "QEMU serves one client per monitor socket, so another client is probably "
+                "holding it (give the exporter a -qmp socket of its own, or use mode: poll)"
+            ) from None
+        except QMPError:
+            await self.close()
+            raise
+        try:
+            await self.execute("qmp_capabilities")
+        except CommandError as err:
+            # The 2009 dialect has no negotiation: commands work at once.
+            if err.error_class != "CommandNotFound":
+                await self.close()
+                raise
+        except QMPError:
+            await self.close()
+            raise
+
+    async def _connect_transport(self) -> None:
+        address = self.address
+        if isinstance(address, UnixAddress):
+            sock = _connect_unix(address)
+            try:
+                transport, _ = await self._loop.create_unix_connection(
+                    lambda: _Protocol(self), sock=sock
+                )
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            try:
+                transport, _ = await asyncio.wait_for(
+                    self._loop.create_connection(
+                        lambda: _Protocol(self), address.host, address.port
+                    ),
+                    self.timeout,
+                )
+            except TimeoutError:
+                raise ConnectTimeoutError(
+                    f"{address}: connect did not complete within {self.timeout:g}s"
+                ) from None
+            except OSError as err:
+                raise _connect_error(address, err) from err
+        self._transport = transport  # type: ignore[assignment]
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "event" in message:
+            self._deliver_event(message)
+        elif "return" in message or "error" in message:
+            self._deliver_response(message)
+        elif "QMP" in message and not self._greeted.done():
+            try:
+                self._greeted.set_result(Greeting.from_message(message))
+            except NotQMPError as err:
+                self._abort(err)
+                return
+            self.greeting = self._greeted.result()
+            return
+        # Anything else is ignored, as the specification asks.
+        if not self._greeted.done():
+            self._abort(NotQMPError(f"{self.address}: first message is not a QMP greeting"))
+
+    def _deliver_event(self, message: dict[str, Any]) -> None:
+        if not isinstance(message.get("event"), str):
+            return
+        event = Event.from_message(message)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("%s: event callback failed on %s", self.address, event.name)
+        elif self.events is not None:
+            self.events.put(event)
+
+    def _deliver_response(self, message: dict[str, Any]) -> None:
+        command_id = message.get("id")
+        try:
+            entry = self._pending.pop(command_id, None)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable id: nothing of ours
+            entry = None
+        if entry is None:
+            self.unmatched_responses += 1
+            log.debug("%s: response matches no pending command: %.200r", self.address, message)
+            return
+        command, future = entry
+        if future.done():
+            return
+        if "error" in message:
+            error = message["error"]
+            if not isinstance(error, dict):
+                error = {}
+            future.set_exception(
+                CommandError(
+                    command,
+                    str(error.get("class", "GenericError")),
+                    str(error.get("desc", "")),
+                    error.get("data"),
+                )
+            )
+        else:
+            future.set_result(message["return"])
+
+    def _expire(self, command_id: int, limit: float) -> None:
+        entry = self._pending.pop(command_id, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_exception(
+                CommandTimeoutError(f"{self.address}: {entry[0]}: no answer within {limit:g}s")
+            )
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def _abort(self, error: QMPError) -> None:
+        """The peer broke the protocol: drop the connection, failing everything with ``error``."""
+        log.debug("%s: aborting: %s", self.address, error)
+        if self._transport is not None:
+            self._transport.abort()
+        self._finish(error)
+
+    def _lost(self, exc: Exception | None) -> None:
+        detail = f": {exc}" if exc else ""
+        self._finish(ConnectionClosedError(f"{self.address}: connection closed by peer{detail}"))
+
+    def _finish(self, error: QMPError) -> None:
+        if self._closed.done():
+            return
+        self._closed.set_result(error)
+        if not self._greeted.done():
+            self._greeted.set_exception(error)
+            self._greeted.exception()  # mark retrieved
+        pending, self._pending = self._pending, {}
+        for command, future in pending.values():
+            if not future.done():
+                if isinstance(error, ConnectionClosedError):
+                    future.set_exception(
+                        ConnectionClosedError(f"{error} (while waiting for {command})")
+                    )
+                else:
+                    future.set_exception(error)
+        if self.events is not None:
+            self.events.close()
+
+
+def _connect_unix(address: UnixAddress) -> socket.socket:
+    """Connect a non-blocking unix socket at once: unix connects never wait, they succeed
+    or fail (EAGAIN when the listen backlog is full)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.connect(address.path)
+    except OSError as err:
+        sock.close()
+        raise _connect_error(address, err) from err
+    return sock
+
+
+def _connect_error(address: Address, err: OSError) -> ConnectError:
+    code = err.errno
+    if code == errno.ENOENT:
+        return SocketNotFoundError(f"{address}: no such socket")
+    if code == errno.ECONNREFUSED:
+        return ConnectRefusedError(f"{address}: connection refused (is QEMU running?)")
+    if code in (errno.EACCES, errno.EPERM):
+        return PermissionDeniedError(f"{address}: permission denied")
+    if code == errno.EAGAIN:
+        return BacklogFullError(
+            f"{address}: listen backlog full: another client holds this monitor socket "
+            "and others are already waiting"
+        )
+    if code == errno.ENOTSOCK or code == errno.ENOTDIR:
+        return ConnectRefusedError(f"{address}: not a socket")
+    return ConnectError(f"{address}: {err.strerror or err}")
+
+
+async def connect(
+    address: str | Address,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    allow_write: bool = False,
+    max_line: int = DEFAULT_MAX_LINE_BYTES,
+    on_event: EventCallback | None = None,
+    event_queue_size: int = DEFAULT_EVENT_QUEUE_SIZE,
+) -> QMPClient:
+    """Open a QMP session: connect, read the greeting, negotiate capabilities.
+
+    ``timeout`` bounds connect + greeting, then each command unless ``execute`` says
+    otherwise. Events go to ``on_event`` when given, else to the bounded ``client.events``.
+    """
+    if isinstance(address, str):
+        address = parse_address(address)
+    client = QMPClient(
+        address,
+        timeout=timeout,
+        allow_write=allow_write,
+        max_line=max_line,
+        on_event=on_event,
+        event_queue_size=event_queue_size,
+    )
+    await client._open()
+    return client
