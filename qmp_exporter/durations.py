@@ -1,0 +1,36 @@
+"""Prometheus-style durations: ``500ms``, ``15s``, ``2m``, ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+_PATTERN = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration string; ``ValueError`` saying the expected form otherwise."""
+    match = _PATTERN.match(text) if isinstance(text, str) and text else None
+    if match is None or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration (expected e.g. 500ms, 15s, 2m, 1h30m)")
+    return sum(
+        int(value) * factor
+        for value, factor in zip(match.groups(), _UNITS.values(), strict=True)
+        if value
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest duration string for ``seconds`` (inverse of :func:`parse_duration`)."""
+    millis = round(seconds * 1000)
+    if millis == 0:
+        return "0s"
+    parts = []
+    for unit, factor in _UNITS.items():
+        unit_millis = round(factor * 1000)
+        count, millis = divmod(millis, unit_millis)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
