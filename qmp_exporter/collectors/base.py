@@ -1,0 +1,44 @@
+"""The collector interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+from qmp_exporter.metrics import Family, Sample
+
+#: Runs one read-only QMP command and returns its answer (raises on error or timeout).
+Query = Callable[[str, dict[str, Any] | None], Awaitable[Any]]
+
+
+class Collector(ABC):
+    """Turns QMP answers into samples for one subject (block devices, vCPUs, ...).
+
+    One instance lives for one QMP connection, so it may cache what it learnt once
+    (a schema, say). ``collect`` is called once per poll; any exception it raises is
+    recorded as this collector's failure for the VM and hides nothing else.
+    """
+
+    #: Short name used in config (``collectors: [block]``) and in the
+    #: ``collector`` label of ``qmp_exporter_collector_success``.
+    name: ClassVar[str]
+    #: Commands that must all appear in ``query-commands`` for the collector to run.
+    required_commands: ClassVar[tuple[str, ...]]
+    #: Every family the collector may produce (for HELP/TYPE, docs and golden tests).
+    families: ClassVar[tuple[Family, ...]]
+
+    def __init__(self, available_commands: frozenset[str] | None) -> None:
+        """``available_commands`` is what ``query-commands`` listed (``None``: unknown)."""
+        self.available_commands = available_commands
+
+    @classmethod
+    def supported(cls, available_commands: frozenset[str] | None) -> bool:
+        """Whether this VM offers what the collector needs."""
+        return available_commands is None or all(
+            c in available_commands for c in cls.required_commands
+        )
+
+    @abstractmethod
+    async def collect(self, query: Query) -> Sequence[Sample]:
+        """Query the VM and return samples (labels without ``vm``)."""

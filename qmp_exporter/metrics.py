@@ -1,0 +1,64 @@
+"""Metric families and the text exposition format (0.0.4); no QMP and no I/O here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Labels = tuple[tuple[str, str], ...]
+#: One sample: (family name, labels without ``vm``, value).
+Sample = tuple[str, Labels, float]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A metric family: its full name (counters end in ``_total``), type and help text."""
+
+    name: str
+    kind: Literal["gauge", "counter", "untyped"]
+    help: str
+
+    def header(self) -> str:
+        """The ``# HELP`` and ``# TYPE`` lines."""
+        return f"# HELP {self.name} {escape_help(self.help)}\n# TYPE {self.name} {self.kind}\n"
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for the text format: backslash, double quote and newline."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def format_value(value: float) -> str:
+    """A sample value as the text format writes it."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def format_labels(labels: Iterable[tuple[str, str]]) -> str:
+    """``{a="1",b="2"}``, or an empty string for no labels."""
+    body = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels)
+    return f"{{{body}}}" if body else ""
+
+
+def sample_line(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
+    """One exposition line, newline included."""
+    return f"{name}{format_labels(labels)} {format_value(value)}\n"
