@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="also watch a few simulated VMs served inside the process (no QEMU needed)",
+        help="also watch a few simulated VMs served inside the process (no QEMU needed); "
+        "the default when no --config.file is given",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
@@ -126,8 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as err:
             log.error("%s", err)
             return 1
-    elif not args.demo:
-        log.info("no --config.file given: no monitors (try --demo)")
+    else:
+        # The embedded default: with nothing to watch, show simulated VMs so a newcomer
+        # sees live metrics at once. A real deployment always gives --config.file.
+        log.warning("no --config.file given: running the built-in demo VMs (--demo)")
+        args.demo = True
     try:
         return asyncio.run(serve(args, config))
     except KeyboardInterrupt:
