@@ -85,6 +85,7 @@ class CommandFailed(Exception):
 
 
 EventListener = Callable[[bytes], None]
+CommandObserver = Callable[["SimulatedVM", str], None]
 
 
 class SimulatedVM:
@@ -518,6 +519,9 @@ class _MonitorProtocol(asyncio.Protocol):
         vm = self.server.vm
         vm.command_counts[command] = vm.command_counts.get(command, 0) + 1
         vm.command_log.append((command, arguments))
+        observer = self.server.observer
+        if observer is not None:
+            observer(vm, command)
         try:
             body = self._execute(vm, command, arguments)
         except CommandFailed as failure:
@@ -577,11 +581,15 @@ class SimulatedMonitorServer:
     non-blocking connects fail with EAGAIN. Idle, it costs one registered socket, no task.
     """
 
-    __slots__ = ("_client", "_listener", "_loop", "_reading", "path", "vm")
+    __slots__ = ("_client", "_listener", "_loop", "_reading", "observer", "path", "vm")
 
-    def __init__(self, vm: SimulatedVM, path: str | Path) -> None:
+    def __init__(
+        self, vm: SimulatedVM, path: str | Path, *, observer: CommandObserver | None = None
+    ) -> None:
         self.vm = vm
         self.path = str(path)
+        #: Called with every command received (after it is counted).
+        self.observer = observer
         self._listener: socket.socket | None = None
         self._client: _MonitorProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -700,6 +708,42 @@ def fleet_vm(index: int, name: str, rng: random.Random) -> SimulatedVM:
     )
 
 
+class PollGaps:
+    """Times between consecutive ``command`` (a poll's marker, ``query-status``) on each VM:
+    how far a poller drifts past its interval."""
+
+    def __init__(self, command: str = "query-status", keep: int = 200_000) -> None:
+        self.command = command
+        self.gaps: deque[float] = deque(maxlen=keep)
+        self._last: dict[int, float] = {}
+
+    def __call__(self, vm: SimulatedVM, command: str) -> None:
+        if command != self.command:
+            return
+        now = time.monotonic()
+        previous = self._last.get(id(vm))
+        self._last[id(vm)] = now
+        if previous is not None:
+            self.gaps.append(now - previous)
+
+    def reset(self) -> None:
+        """Forget the gaps so far (the next poll of each VM starts a new gap)."""
+        self.gaps.clear()
+        self._last.clear()
+
+    def summary(self) -> dict[str, float]:
+        """Count, median, 99th percentile and maximum gap, in seconds."""
+        ordered = sorted(self.gaps)
+        if not ordered:
+            return {"count": 0}
+
+        def quantile(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return {"count": len(ordered), "p50": quantile(0.5), "p99": quantile(0.99),
+                "max": ordered[-1]}  # fmt: skip
+
+
 class SimulatedFleet:
     """``count`` simulated VMs, each on its own socket ``DIR/NAME.qmp``, in this event loop."""
 
@@ -717,6 +761,8 @@ class SimulatedFleet:
         width = max(4, len(str(count)))
         self.vms = [make_vm(i, f"{prefix}-{i:0{width}d}", rng) for i in range(count)]
         self.servers: list[SimulatedMonitorServer] = []
+        #: Poll spacing as seen by the VMs.
+        self.poll_gaps = PollGaps()
 
     @property
     def monitors(self) -> list[tuple[str, str]]:
@@ -741,7 +787,9 @@ class SimulatedFleet:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             for vm in self.vms:
-                server = SimulatedMonitorServer(vm, self.directory / f"{vm.name}.qmp")
+                server = SimulatedMonitorServer(
+                    vm, self.directory / f"{vm.name}.qmp", observer=self.poll_gaps
+                )
                 await server.start()
                 self.servers.append(server)
         except BaseException:
@@ -819,7 +867,9 @@ class Churn:
 
 class _ControlProtocol(asyncio.Protocol):
     """Line commands for a fleet in another process: ``ACTION NAME`` -> ``ok TIME`` or
-    ``error ...``; ``counts`` -> one JSON line of commands received by the whole fleet."""
+    ``error ...`` (``TIME``: just before the change); ``counts`` -> JSON of the commands the
+    whole fleet received, by name; ``gaps`` -> JSON summary of :class:`PollGaps`;
+    ``gaps_reset`` forgets them."""
 
     _ACTIONS: dict[str, Callable[[SimulatedVM], Any]] = {  # noqa: RUF012
         "pause": SimulatedVM.pause,
@@ -851,13 +901,22 @@ class _ControlProtocol(asyncio.Protocol):
     def _run(self, words: list[str]) -> str:
         if words == ["counts"]:
             return json.dumps(self.fleet.total_command_counts())
+        if words == ["gaps"]:
+            return json.dumps(self.fleet.poll_gaps.summary())
+        if words == ["gaps_reset"]:
+            self.fleet.poll_gaps.reset()
+            return "ok"
         if len(words) != 2 or words[0] not in self._ACTIONS or words[1] not in self.names:
-            return f"error: expected one of {sorted(self._ACTIONS)} and a VM name, or counts"
+            return (
+                f"error: expected one of {sorted(self._ACTIONS)} and a VM name, "
+                "or counts, gaps, gaps_reset"
+            )
+        started = time.time()
         try:
             self._ACTIONS[words[0]](self.names[words[1]])
         except (CommandFailed, ValueError) as err:
             return f"error: {err}"
-        return f"ok {time.time():.6f}"
+        return f"ok {started:.6f}"
 
 
 async def serve_fleet(
