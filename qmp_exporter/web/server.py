@@ -244,9 +244,8 @@ class HTTPServer:
             f"Connection: {'keep-alive' if keep_alive else 'close'}",
         ]
         head.extend(f"{k}: {v}" for k, v in response.headers.items())
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        if method != "HEAD":
-            writer.write(response.body)
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        writer.write(head_bytes if method == "HEAD" else head_bytes + response.body)
         await writer.drain()
 
 
