@@ -99,7 +99,10 @@ extra: 1
 
 
 def test_relative_files_are_relative_to_the_config_file(tmp_path: Path, pki: PKI) -> None:
-    text = f"tls_server_config:\n  cert_file: {pki.server.name}\n  key_file: {pki.server_key.name}\n"
+    text = (
+        f"tls_server_config:\n  cert_file: {pki.server.name}\n"
+        f"  key_file: {pki.server_key.name}\n"
+    )
     config = load_web_config(write(pki.directory / "web-relative.yml", text))
     assert config.tls is not None and config.tls.cert_file == str(pki.server)
     # The same file read from elsewhere finds nothing.
@@ -406,7 +409,9 @@ def test_new_connections_see_a_new_certificate_on_disk(tmp_path: Path, pki: PKI,
     key = tmp_path / "server.key"
     cert.write_bytes(pki.server.read_bytes())
     key.write_bytes(pki.server_key.read_bytes())
-    path = write(tmp_path / "web.yml", "tls_server_config: {cert_file: server.crt, key_file: server.key}\n")
+    path = write(
+        tmp_path / "web.yml", "tls_server_config: {cert_file: server.crt, key_file: server.key}\n"
+    )
     clock = [0.0]
     watcher = WebConfigWatcher(path, clock=lambda: clock[0])
     port = serve(watcher.listening_context())
