@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qmp_exporter.qmp.address import Address, TCPAddress, UnixAddress, parse_address
+from qmp_exporter.qmp.address import Address, UnixAddress, parse_address
 from qmp_exporter.qmp.errors import (
     BacklogFullError,
     CommandError,
