@@ -32,6 +32,7 @@ bcrypt is an optional dependency (``pip install qmp-exporter[tls]``), imported o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -53,6 +54,7 @@ from typing import Any
 import yaml
 
 from qmp_exporter.config import ConfigError, _StrictLoader
+from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)
 
@@ -494,6 +496,19 @@ def _bcrypt_cost(hashed: str) -> int:
     return int(hashed.split("$")[2])
 
 
+_DECOYS: dict[int, bytes] = {}
+
+
+def _decoy_hash(bcrypt: ModuleType, cost: int) -> bytes:
+    """A hash of a random password that unknown users are checked against, one per cost.
+
+    It has the highest cost any user has, so an unknown user takes as long as a known one.
+    """
+    if cost not in _DECOYS:
+        _DECOYS[cost] = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
+    return _DECOYS[cost]
+
+
 def _build_context(tls: TLSSettings) -> ssl.SSLContext:
     """An SSLContext for ``tls``; ssl.SSLError/OSError if a file does not load."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -560,9 +575,7 @@ def parse_web_config(data: Any, base_dir: Path, source: str = "web config") -> W
             bcrypt = _import_bcrypt()
         except ImportError as err:
             raise WebConfigError([f"basic_auth_users: {err}"], source) from err
-        # An unknown user is checked against this, at the highest cost any user has.
-        cost = max(_bcrypt_cost(h) for _, h in users)
-        decoy = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
+        decoy = _decoy_hash(bcrypt, max(_bcrypt_cost(h) for _, h in users))
     context = None
     if tls is not None:
         try:
@@ -699,3 +712,33 @@ def _restart_needed(old: WebConfig, new: WebConfig) -> str | None:
             "and curve_preferences need a restart to change"
         )
     return None
+
+
+def _unauthorized() -> Response:
+    """The answer to a request without valid credentials, as the toolkit gives it."""
+    return text_response(401, "Unauthorized", {"WWW-Authenticate": "Basic"})
+
+
+def make_guard(watcher: WebConfigWatcher) -> Callable[[Request], Any]:
+    """An HTTP server guard enforcing the current web config's client SANs and basic auth.
+
+    A credential not yet in the cache is checked by bcrypt in a worker thread.
+    """
+
+    async def guard(request: Request) -> Response | None:
+        config = watcher.current()
+        if not config.client_cert_allowed(request.peercert):
+            return text_response(403, "client certificate not allowed")
+        if not config.requires_auth:
+            return None
+        header = request.headers.get("authorization")
+        if await asyncio.to_thread(config.check_basic_auth, header):
+            return None
+        return _unauthorized()
+
+    return guard
+
+
+def response_headers(watcher: WebConfigWatcher) -> Callable[[], Mapping[str, str]]:
+    """The extra headers of the current web config, for every response."""
+    return lambda: dict(watcher.current().headers)
