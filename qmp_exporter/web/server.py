@@ -256,9 +256,8 @@ class HTTPServer:
         head.extend(f"{k}: {v}" for k, v in response.headers.items())
         if self.response_headers is not None:
             head.extend(f"{k}: {v}" for k, v in self.response_headers().items())
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        if method != "HEAD":
-            writer.write(response.body)
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        writer.write(head_bytes if method == "HEAD" else head_bytes + response.body)
         await writer.drain()
 
 
