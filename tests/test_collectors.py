@@ -270,11 +270,13 @@ JSON = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats()
     | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(["device", "stats", "rd_bytes", "actual", "enabled", "status", "x"]),
-        children,
-        max_size=4,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["device", "stats", "rd_bytes", "actual", "enabled", "status", "x"]),
+            children,
+            max_size=4,
+        )
     ),
     max_leaves=12,
 )
