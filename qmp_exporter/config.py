@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
+from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.durations import parse_duration
 from qmp_exporter.qmp import AddressError, parse_address
 
@@ -40,8 +40,9 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str], source: str = "config") -> None:
         self.errors = errors
         self.source = source
-        lines = "\n".join(f"- {e}" for e in errors)
-        super().__init__(f"{source}: {len(errors)} error(s):\n{lines}")
+        super().__init__(
+            f"{source}: {len(errors)} error(s):\n" + "\n".join(f"- {e}" for e in errors)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +53,8 @@ class MonitorConfig:
     address: str
     mode: str = "persistent"
     labels: tuple[tuple[str, str], ...] = ()
-    #: Names of the optional collectors to run (see :mod:`qmp_exporter.collectors`).
-    collectors: tuple[str, ...] = DEFAULT_COLLECTORS
+    #: Optional collectors to run (``None``: the defaults in ``collectors.DEFAULT_COLLECTORS``).
+    collectors: tuple[str, ...] | None = None
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -78,7 +79,8 @@ class DiscoveryConfig:
     mode: str = "persistent"
     labels: tuple[tuple[str, str], ...] = ()
     rescan: float = DEFAULT_RESCAN
-    collectors: tuple[str, ...] = DEFAULT_COLLECTORS
+    #: As for a monitor: ``None`` for the defaults.
+    collectors: tuple[str, ...] | None = None
     #: The glob is in the Proxmox layout (``/var/run/qemu-server/<vmid>.qmp``).
     proxmox: bool = False
 
@@ -275,13 +277,13 @@ def _alerting(value: Any, errors: _Errors) -> AlertingConfig:
     return AlertingConfig(tuple(urls), tuple(names))
 
 
-def _collectors(value: Any, path: str, errors: _Errors) -> tuple[str, ...]:
-    """A ``collectors:`` list of names from ``COLLECTORS``; the defaults when absent."""
+def _collectors(value: Any, path: str, errors: _Errors) -> tuple[str, ...] | None:
+    """A ``collectors:`` list of names from ``COLLECTORS``; ``None`` (the defaults) when absent."""
     if value is None:
-        return DEFAULT_COLLECTORS
+        return None
     if not isinstance(value, list):
         errors.add(path, f"expected a list of collector names, got {_kind(value)}")
-        return DEFAULT_COLLECTORS
+        return None
     names: list[str] = []
     for index, name in enumerate(value):
         item_path = f"{path}[{index}]"
@@ -469,7 +471,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 def parse_yaml(text: str, source: str = "config") -> Config:
     """Parse YAML text into a :class:`Config`."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}".replace("\n", " ")], source) from err
     return parse_config(data, source)

@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 
-from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from qmp_exporter.config import ConfigError, ProbeConfig, parse_yaml
 
 
@@ -26,7 +25,7 @@ monitors:
 """
     )
     assert [m.collectors for m in config.monitors] == [
-        DEFAULT_COLLECTORS,
+        None,
         ("block", "kvm_stats"),
         (),
     ]
@@ -69,7 +68,7 @@ discovery:
         30.0,
         False,
     )
-    assert plain.collectors == DEFAULT_COLLECTORS
+    assert plain.collectors is None
     assert (pve.name, pve.mode, pve.rescan, pve.proxmox) == ("pve-{vmid}", "poll", 10.0, True)
     assert pve.labels == (("site", "lab"),)
     assert pve.collectors == ("block",)
