@@ -25,7 +25,7 @@ def test_tiny_run_writes_every_table_row(tmp_path: Path) -> None:
     output.write_text("# Benchmarks\n\n## QMP round trips\n\nkept as it is\n")
     results = tmp_path / "results.json"
     completed = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--sizes", "5", "--qemus", "1",
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--sizes", "5", "--qemus", "1",
          "--window", "2", "--scrapes", "10", "--latency-samples", "2", "--no-plot",
          "--output", str(output), "--json", str(results)],
         cwd=REPO, capture_output=True, text=True, timeout=240,
@@ -39,7 +39,7 @@ def test_tiny_run_writes_every_table_row(tmp_path: Path) -> None:
         assert heading in text, heading
     rows = [line for line in text.splitlines() if line.startswith("| 5 |")]
     assert len(rows) == 4, rows  # poll cost, scrape, memory, latency
-    assert "| scrape < 5 ms median, 1 real QEMUs |" in text
+    assert "| scrape < 5 ms median, 1 real QEMUs (spaced, gzip) |" in text
     data = json.loads(results.read_text())
     size = data["sizes"][0]
     assert size["exporter"]["polls"] > 0 and size["raw"]["polls"] > 0
