@@ -17,10 +17,18 @@ class Scraper:
     def get(self, path: str = "/metrics", gzip: bool = False) -> tuple[float, bytes]:
         """One GET; (seconds, body as sent)."""
         headers = {"Accept-Encoding": "gzip"} if gzip else {}
-        started = time.perf_counter()
-        self._connection.request("GET", path, headers=headers)
-        response = self._connection.getresponse()
-        body = response.read()
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            try:
+                self._connection.request("GET", path, headers=headers)
+                response = self._connection.getresponse()
+                body = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle keep-alive connection: open a new one, once.
+                self._connection.close()
+                if attempt == 2:
+                    raise
         elapsed = time.perf_counter() - started
         if response.status != 200:
             raise RuntimeError(f"GET {path}: HTTP {response.status}")
