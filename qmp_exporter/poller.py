@@ -166,6 +166,10 @@ class MonitorPoller:
         self.connections = 0
         #: Bumped on every visible change; lets the renderer cache per VM.
         self.version = 0
+        #: Bumped only when something other than the per-poll values (poll time and
+        #: durations) changes: the renderer keeps the rest of the VM's lines until then.
+        self.stable_version = 0
+        self._stable_key: tuple[Any, ...] = ()
         self._on_change = on_change
         self._on_event = on_event
         self._client: QMPClient | None = None
@@ -416,7 +420,27 @@ class MonitorPoller:
 
     def _changed(self) -> None:
         self.version += 1
+        key = self._stable_view()
+        if key != self._stable_key:
+            self._stable_key = key
+            self.stable_version += 1
         self._on_change()
+
+    def _stable_view(self) -> tuple[Any, ...]:
+        """Everything rendered except the per-poll values, for change detection."""
+        state = self.state
+        return (
+            dataclasses.replace(
+                state,
+                last_success=1.0 if state.last_success else 0.0,
+                last_poll=1.0 if state.last_poll else 0.0,
+                poll_duration=0.0,
+                collector_results=tuple((n, ok, 0.0) for n, ok, _ in state.collector_results),
+            ),
+            self.connections,
+            tuple(self.error_counts.items()),
+            tuple(self.event_counts.items()),
+        )
 
     def _event(self, event: Event) -> None:
         name = event.name

@@ -4,7 +4,7 @@ so a scrape costs a join of cached strings, not thousands of metric objects."""
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.fleet import Fleet
@@ -71,6 +71,11 @@ CORE_FAMILIES: tuple[Family, ...] = (
 )
 
 
+#: Families whose values change on every poll. They are kept apart, so that a poll that changes
+#: nothing else re-renders (and re-compresses) only these lines, not the whole exposition.
+PER_POLL_FAMILIES = frozenset({POLL_DURATION.name, LAST_SUCCESS.name, COLLECTOR_DURATION.name})
+
+
 def all_families() -> tuple[Family, ...]:
     """Core families, then every collector's, each name once."""
     seen: dict[str, Family] = {f.name: f for f in CORE_FAMILIES}
@@ -87,7 +92,7 @@ def _line(name: str, vm_label: str, labels: Iterable[tuple[str, str]], value: fl
 
 
 def vm_lines(poller: MonitorPoller) -> dict[str, list[str]]:
-    """Every line of one VM, by family name."""
+    """Every line of one VM, by family name (see :func:`split_lines` for the two parts)."""
     state = poller.state
     vm = format_labels((("vm", poller.name),))[1:-1]
     out: dict[str, list[str]] = {}
@@ -142,56 +147,123 @@ def vm_lines(poller: MonitorPoller) -> dict[str, list[str]]:
     return out
 
 
+def split_lines(poller: MonitorPoller) -> tuple[dict[str, str], dict[str, str]]:
+    """One VM's text by family: (the rest, the per-poll families)."""
+    stable: dict[str, str] = {}
+    per_poll: dict[str, str] = {}
+    for name, lines in vm_lines(poller).items():
+        (per_poll if name in PER_POLL_FAMILIES else stable)[name] = "".join(lines)
+    return stable, per_poll
+
+
+class _VMCache:
+    """One VM's rendered text, with the poller versions it was rendered at."""
+
+    __slots__ = ("per_poll", "poller", "stable", "stable_version", "version")
+
+    def __init__(self, poller: MonitorPoller) -> None:
+        self.poller = poller
+        self.version = poller.version
+        self.stable_version = poller.stable_version
+        self.stable, self.per_poll = split_lines(poller)
+
+
 class FleetRenderer:
-    """Exposition bytes for a fleet, re-rendered only for VMs that changed."""
+    """Exposition bytes for a fleet, re-rendered only for VMs that changed.
+
+    The body is a sequence of chunks in family order: runs of families that change only when
+    a VM's state does, and the per-poll families between them. A poll that only refreshes
+    poll times re-renders the per-poll chunks; the others (and their gzip) are kept.
+    """
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self._per_vm: dict[str, tuple[int, MonitorPoller, dict[str, str]]] = {}
+        self._per_vm: dict[str, _VMCache] = {}
         self._generation = -1
-        self._body = b""
+        #: (is per-poll, text, gzip member or None until asked)
+        self._chunks: list[tuple[bool, bytes, bytes | None]] = []
+        self._body: bytes | None = None
         self._gzipped: bytes | None = None
         self._families = all_families()
 
     def body(self) -> bytes:
         """The exposition of every VM (without the exporter's global metrics)."""
-        fleet = self.fleet
-        if fleet.generation != self._generation:
-            self._generation = fleet.generation
-            self._body = self._render()
-            self._gzipped = None
+        self._refresh()
+        if self._body is None:
+            self._body = b"".join(text for _, text, _ in self._chunks if text)
         return self._body
 
     def gzipped(self) -> bytes:
-        """:meth:`body`, gzip-compressed once per change."""
-        body = self.body()
+        """:meth:`body`, gzip-compressed: each chunk once per change of that chunk."""
+        self._refresh()
         if self._gzipped is None:
-            self._gzipped = gzip.compress(body, compresslevel=5, mtime=0)
+            members = []
+            for index, (per_poll, text, member) in enumerate(self._chunks):
+                if not text:
+                    continue
+                if member is None:
+                    member = gzip.compress(text, compresslevel=1 if per_poll else 5, mtime=0)
+                    self._chunks[index] = (per_poll, text, member)
+                members.append(member)
+            self._gzipped = b"".join(members)
         return self._gzipped
 
-    def _render(self) -> bytes:
+    def _refresh(self) -> None:
+        fleet = self.fleet
+        if fleet.generation == self._generation:
+            return
+        self._generation = fleet.generation
+        self._body = self._gzipped = None
         pollers = self.fleet.pollers
         cache = self._per_vm
+        stable_changed = not self._chunks
         for name in [n for n in cache if n not in pollers]:
             del cache[name]
+            stable_changed = True
         fragments = []
         for name, poller in pollers.items():
             cached = cache.get(name)
-            if cached is None or cached[0] != poller.version or cached[1] is not poller:
-                lines = vm_lines(poller)
-                cached = (poller.version, poller, {k: "".join(v) for k, v in lines.items()})
-                cache[name] = cached
-            fragments.append(cached[2])
-        parts: list[str] = []
+            if cached is None or cached.poller is not poller:
+                cached = cache[name] = _VMCache(poller)
+                stable_changed = True
+            elif cached.version != poller.version:
+                if cached.stable_version != poller.stable_version:
+                    stable_changed = True
+                    cached = cache[name] = _VMCache(poller)
+                else:
+                    cached.per_poll = split_lines(poller)[1]
+                    cached.version = poller.version
+            fragments.append(cached)
+        chunks: list[tuple[bool, bytes, bytes | None]] = []
+        run: list[str] = []
+        old = iter(c for c in self._chunks if not c[0])
         for family in self._families:
             name = family.name
-            texts = [f[name] for f in fragments if name in f]
+            if name not in PER_POLL_FAMILIES:
+                if stable_changed:
+                    texts = [f.stable[name] for f in fragments if name in f.stable]
+                    if texts:
+                        run.append(family.header())
+                        run.extend(texts)
+                continue
+            chunks.append(self._stable_chunk(run, stable_changed, old))
+            run = []
+            texts = [f.per_poll[name] for f in fragments if name in f.per_poll]
             if texts:
-                parts.append(family.header())
-                parts.extend(texts)
-        known = {f.name for f in self._families}
-        unknown = sorted({k for f in fragments for k in f} - known)
-        for name in unknown:  # a collector sample without a declared family
-            parts.append(f"# TYPE {name} untyped\n")
-            parts.extend(f[name] for f in fragments if name in f)
-        return "".join(parts).encode()
+                chunks.append((True, (family.header() + "".join(texts)).encode(), None))
+        if stable_changed:
+            known = {f.name for f in self._families}
+            unknown = sorted({k for f in fragments for k in f.stable} - known)
+            for name in unknown:  # a collector sample without a declared family
+                run.append(f"# TYPE {name} untyped\n")
+                run.extend(f.stable[name] for f in fragments if name in f.stable)
+        chunks.append(self._stable_chunk(run, stable_changed, old))
+        self._chunks = chunks  # empty stable runs stay, so their order is kept
+
+    @staticmethod
+    def _stable_chunk(
+        run: list[str], changed: bool, old: Iterator[tuple[bool, bytes, bytes | None]]
+    ) -> tuple[bool, bytes, bytes | None]:
+        if changed:
+            return (False, "".join(run).encode(), None)
+        return next(old, (False, b"", None))

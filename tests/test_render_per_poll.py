@@ -1,0 +1,103 @@
+"""The renderer keeps per-poll lines (poll times, durations) apart: the exposition is the same
+as rendering every family in order, and a poll that changes nothing else reuses the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+
+from qmp_exporter.config import MonitorConfig
+from qmp_exporter.fleet import Fleet
+from qmp_exporter.poller import MonitorPoller, PollSettings
+from qmp_exporter.qmp import Event
+from qmp_exporter.render import FleetRenderer, all_families, vm_lines
+from qmp_exporter.snapshot import Identity, VMState, VncState
+
+
+def reference_body(fleet: Fleet) -> bytes:
+    """Every family in order, every VM's lines: the exposition without any caching."""
+    fragments = [vm_lines(poller) for poller in fleet.pollers.values()]
+    parts = []
+    for family in all_families():
+        texts = ["".join(f[family.name]) for f in fragments if family.name in f]
+        if texts:
+            parts.append(family.header())
+            parts.extend(texts)
+    return "".join(parts).encode()
+
+
+def make_fleet(count: int) -> Fleet:
+    fleet = Fleet(PollSettings())
+    for index in range(count):
+        monitor = MonitorConfig(name=f"vm-{index}", address=f"unix:/nonexistent/{index}.qmp")
+        poller = MonitorPoller(monitor, fleet.settings, on_change=fleet._changed)
+        fleet.pollers[monitor.name] = poller
+        poller.connections = 1
+        poller._publish(
+            VMState(
+                up=True,
+                identity=Identity("7.2.22", "pkg", f"vm-{index}", "uuid"),
+                status="running",
+                running=True,
+                vnc=VncState(True, "127.0.0.1", "5900", "ipv4", "none", 0),
+                samples=(("qemu_memory_base_bytes", (), 1024.0),),
+                collector_results=(("memory", True, 0.001),),
+                last_success=1700000000.5,
+                last_poll=1700000000.5,
+                poll_duration=0.002,
+            )
+        )
+    return fleet
+
+
+def repoll(poller: MonitorPoller, **changes: object) -> None:
+    state = poller.state
+    poller._publish(
+        dataclasses.replace(
+            state,
+            last_success=state.last_success + 5,
+            last_poll=state.last_poll + 5,
+            poll_duration=state.poll_duration * 1.5,
+            collector_results=tuple((n, ok, d * 2) for n, ok, d in state.collector_results),
+            **changes,
+        )
+    )
+
+
+def test_same_exposition_and_stable_chunks_reused_after_a_poll() -> None:
+    async def scenario() -> None:
+        fleet = make_fleet(5)
+        renderer = FleetRenderer(fleet)
+        assert renderer.body() == reference_body(fleet)
+        assert gzip.decompress(renderer.gzipped()) == renderer.body()
+        stable_before = [text for per_poll, text, _ in renderer._chunks if not per_poll]
+
+        poller = fleet.pollers["vm-3"]
+        version = poller.stable_version
+        repoll(poller)  # only per-poll values change
+        assert poller.stable_version == version
+        body = renderer.body()
+        assert body == reference_body(fleet)
+        assert b'qmp_exporter_poll_duration_seconds{vm="vm-3"} 0.003' in body
+        stable_after = [text for per_poll, text, _ in renderer._chunks if not per_poll]
+        assert all(a is b for a, b in zip(stable_before, stable_after, strict=True))
+        assert gzip.decompress(renderer.gzipped()) == body
+
+        repoll(poller, status="paused", running=False)  # a real change
+        assert poller.stable_version == version + 1
+        body = renderer.body()
+        assert body == reference_body(fleet)
+        assert b'qemu_vm_status{vm="vm-3",status="paused"} 1' in body
+        assert gzip.decompress(renderer.gzipped()) == body
+
+        poller._event(Event("VNC_CONNECTED"))  # counters are stable lines too
+        assert renderer.body() == reference_body(fleet)
+        assert b'qemu_events_total{vm="vm-3",event="VNC_CONNECTED"} 1' in renderer.body()
+
+        del fleet.pollers["vm-0"]
+        fleet._changed()
+        assert renderer.body() == reference_body(fleet)
+        assert b'vm="vm-0"' not in renderer.body()
+
+    asyncio.run(scenario())
