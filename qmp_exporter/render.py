@@ -8,7 +8,13 @@ from collections.abc import Iterable, Iterator
 
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.fleet import Fleet
-from qmp_exporter.metrics import Family, Labels, format_labels, format_value
+from qmp_exporter.metrics import (
+    Family,
+    Labels,
+    escape_label_value,
+    format_labels,
+    format_value,
+)
 from qmp_exporter.poller import MonitorPoller
 from qmp_exporter.snapshot import RUN_STATES
 
@@ -147,6 +153,26 @@ def vm_lines(poller: MonitorPoller) -> dict[str, list[str]]:
     return out
 
 
+def per_poll_lines(poller: MonitorPoller, vm: str) -> dict[str, str]:
+    """The per-poll families of one VM (as :func:`vm_lines` writes them); ``vm`` is the
+    VM's formatted label, ``vm="..."``."""
+    state = poller.state
+    out: dict[str, str] = {}
+    if state.up and state.collector_results:
+        name = COLLECTOR_DURATION.name
+        out[name] = "".join(
+            f'{name}{{{vm},collector="{escape_label_value(collector)}"}} {format_value(duration)}\n'
+            for collector, _, duration in state.collector_results
+        )
+    if state.last_poll:
+        name = POLL_DURATION.name
+        out[name] = f"{name}{{{vm}}} {format_value(state.poll_duration)}\n"
+    if state.last_success:
+        name = LAST_SUCCESS.name
+        out[name] = f"{name}{{{vm}}} {format_value(state.last_success)}\n"
+    return out
+
+
 def split_lines(poller: MonitorPoller) -> tuple[dict[str, str], dict[str, str]]:
     """One VM's text by family: (the rest, the per-poll families)."""
     stable: dict[str, str] = {}
@@ -159,10 +185,11 @@ def split_lines(poller: MonitorPoller) -> tuple[dict[str, str], dict[str, str]]:
 class _VMCache:
     """One VM's rendered text, with the poller versions it was rendered at."""
 
-    __slots__ = ("per_poll", "poller", "stable", "stable_version", "version")
+    __slots__ = ("per_poll", "poller", "stable", "stable_version", "version", "vm")
 
     def __init__(self, poller: MonitorPoller) -> None:
         self.poller = poller
+        self.vm = format_labels((("vm", poller.name),))[1:-1]
         self.version = poller.version
         self.stable_version = poller.stable_version
         self.stable, self.per_poll = split_lines(poller)
@@ -231,7 +258,7 @@ class FleetRenderer:
                     stable_changed = True
                     cached = cache[name] = _VMCache(poller)
                 else:
-                    cached.per_poll = split_lines(poller)[1]
+                    cached.per_poll = per_poll_lines(poller, cached.vm)
                     cached.version = poller.version
             fragments.append(cached)
         chunks: list[tuple[bool, bytes, bytes | None]] = []

@@ -11,7 +11,13 @@ from qmp_exporter.config import MonitorConfig
 from qmp_exporter.fleet import Fleet
 from qmp_exporter.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import Event
-from qmp_exporter.render import FleetRenderer, all_families, vm_lines
+from qmp_exporter.render import (
+    FleetRenderer,
+    all_families,
+    per_poll_lines,
+    split_lines,
+    vm_lines,
+)
 from qmp_exporter.snapshot import Identity, VMState, VncState
 
 
@@ -77,6 +83,7 @@ def test_same_exposition_and_stable_chunks_reused_after_a_poll() -> None:
         version = poller.stable_version
         repoll(poller)  # only per-poll values change
         assert poller.stable_version == version
+        assert per_poll_lines(poller, 'vm="vm-3"') == split_lines(poller)[1]
         body = renderer.body()
         assert body == reference_body(fleet)
         assert b'qmp_exporter_poll_duration_seconds{vm="vm-3"} 0.003' in body
