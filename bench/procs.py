@@ -270,7 +270,9 @@ class RealQemu:
 
     def ready(self) -> bool:
         if self.popen.poll() is not None:
-            raise RuntimeError(f"QEMU {self.name} exited with {self.popen.returncode}")
+            self._log.flush()
+            log = Path(self._log.name).read_text(errors="replace")[-500:]
+            raise RuntimeError(f"QEMU {self.name} exited with {self.popen.returncode}: {log}")
         return self.socket_path.exists() and _tcp_listening(self.vnc_port)
 
     def stop(self) -> None:
@@ -288,14 +290,20 @@ def _tcp_listening(port: int) -> bool:
         )
 
 
+_TAKEN_DISPLAYS: set[int] = set()
+
+
 def _free_vnc_display() -> int:
     for _ in range(200):
         display = random.randint(100, 2000)
+        if display in _TAKEN_DISPLAYS:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", 5900 + display))
             except OSError:
                 continue
+        _TAKEN_DISPLAYS.add(display)
         return display
     raise RuntimeError("no free VNC display found")
 

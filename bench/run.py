@@ -328,7 +328,18 @@ def run_qemus(count: int, settings: Settings, per_poll: list[str], once: list[st
     try:
         for index in range(count):
             qemus.append(RealQemu(workdir, f"qemu-{index:02d}"))
-        wait_until(lambda: all(q.ready() for q in qemus), 60, 0.1)
+        for attempt in range(3):  # a VNC port can be taken between our probe and QEMU's bind
+            try:
+                wait_until(lambda: all(q.ready() for q in qemus), 60, 0.1)
+                break
+            except RuntimeError as err:
+                if attempt == 2:
+                    raise
+                log(f"restarting QEMUs that failed to start: {err}")
+                for index, qemu in enumerate(qemus):
+                    if qemu.popen.poll() is not None:
+                        qemu.stop()
+                        qemus[index] = RealQemu(workdir, qemu.name)
         monitors = [(q.name, q.address) for q in qemus]
         exporter = ExporterProcess(workdir, monitors, interval, "qemu")
         try:
@@ -633,6 +644,11 @@ def plot(sizes: list[SizeResult], path: Path) -> None:
     plt.close(figure)
 
 
+def _size_from_dict(data: dict[str, Any]) -> SizeResult:
+    fields = {**data, "exporter": RunResult(**data["exporter"]), "raw": RunResult(**data["raw"])}
+    return SizeResult(**fields)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
@@ -646,12 +662,18 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=None, help="also dump raw results here")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--reuse-sizes", type=Path, default=None, metavar="JSON",
+        help="take the simulated-fleet results from an earlier --json instead of measuring",
+    )  # fmt: skip
     args = parser.parse_args()
     settings = Settings.from_args(args)
     rng = random.Random(1)
     log(f"settings: {settings}")
     sizes = []
-    for n in settings.sizes:
+    if args.reuse_sizes:
+        sizes = [_size_from_dict(d) for d in json.loads(args.reuse_sizes.read_text())["sizes"]]
+    for n in [] if args.reuse_sizes else settings.sizes:
         sizes.append(run_size(n, settings, rng))
         if args.json:  # kept as it goes, so a long run that fails later keeps its results
             args.json.write_text(json.dumps({"sizes": [asdict(s) for s in sizes]}, indent=1))
