@@ -12,6 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import requests
+
+from tests.helpers.exporter import parse_samples
+
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class ExporterProcess:
     """One exporter process on 127.0.0.1 with a free port; its log lines are collected."""
 
-    def __init__(self, args: Sequence[str], start_timeout: float = 20.0) -> None:
+    def __init__(
+        self, args: Sequence[str], start_timeout: float = 20.0, prefix: Sequence[str] = ()
+    ) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        self.args = [sys.executable, "-m", "qmp_exporter",
+        self.args = [*prefix, sys.executable, "-m", "qmp_exporter",
                      "--web.listen-address", "127.0.0.1:0", *args]  # fmt: skip
         self.proc = subprocess.Popen(
             self.args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
@@ -59,6 +65,16 @@ class ExporterProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def scrape(self, timeout: float = 5.0) -> tuple[float, str]:
+        """(seconds the scrape took, exposition text)."""
+        start = time.monotonic()
+        response = requests.get(self.url(), timeout=timeout)
+        response.raise_for_status()
+        return time.monotonic() - start, response.text
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return parse_samples(self.scrape()[1])
 
     def url(self, path: str = "/metrics", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
