@@ -60,7 +60,8 @@ def decode_line(line: bytes) -> dict[str, Any]:
     """Decode one line (CRLF or LF, surrounding white space allowed) into a JSON object."""
     try:
         message = json.loads(line)
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        # RecursionError: nesting deeper than the decoder's limit (a short hostile line).
         snippet = line[:80].decode("utf-8", "replace")
         raise ProtocolError(f"not JSON: {snippet!r}") from err
     if not isinstance(message, dict):
