@@ -16,6 +16,8 @@ from typing import Any
 
 from tests.helpers.scripted_monitor import NO_GREETING, ScriptedMonitor, Session
 
+__all__ = ["NO_GREETING", "MonitorLoop", "ScriptedMonitor", "Session"]
+
 #: Bytes an "endless line" monitor sends at most (then it stops and waits).
 ENDLESS_LINE_BYTES = 64 << 20
 
