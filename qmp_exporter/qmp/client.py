@@ -211,29 +211,31 @@ class QMPClient:
         except BaseException:
             self._finish(ConnectionClosedError("connect failed"))
             raise
+        try:
+            await self._greet_and_negotiate(deadline)
+        except BaseException:
+            # Also on cancellation: never leave a half-open session holding the socket.
+            if self._transport is not None:
+                self._transport.abort()
+            self._finish(ConnectionClosedError("closed by the client while connecting"))
+            raise
+
+    async def _greet_and_negotiate(self, deadline: float) -> None:
         remaining = max(deadline - time.monotonic(), 0.001)
         try:
             await asyncio.wait_for(asyncio.shield(self._greeted), remaining)
         except TimeoutError:
-            await self.close()
             raise GreetingTimeoutError(
                 f"{self.address}: connected, but no QMP greeting within {self.timeout:g}s: "
                 "QEMU serves one client per monitor socket, so another client is probably "
                 "holding it (give the exporter a -qmp socket of its own, or use mode: poll)"
             ) from None
-        except QMPError:
-            await self.close()
-            raise
         try:
             await self.execute("qmp_capabilities")
         except CommandError as err:
             # The 2009 dialect has no negotiation: commands work at once.
             if err.error_class != "CommandNotFound":
-                await self.close()
                 raise
-        except QMPError:
-            await self.close()
-            raise
 
     async def _connect_transport(self) -> None:
         address = self.address
