@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.exporter import ExporterProcess, wait_for
-from tests.helpers.ops_stack import QemuVM, promql_metric_names
+from tests.helpers.ops_stack import promql_metric_names
+from tests.helpers.qemu import QemuVM
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "grafana" / "qmp-exporter.json"
@@ -115,22 +117,21 @@ def test_recording_rules_used_by_the_dashboard_exist() -> None:
 
 
 @pytest.mark.qemu
-def test_queries_name_only_metrics_a_real_exporter_serves(tmp_path: Path) -> None:
-    vm = QemuVM(tmp_path, "vm-scrape")
-    try:
-        exporter = ExporterProcess(
-            {
-                "poll_interval": "500ms",
-                "monitors": [{"name": vm.name, "address": vm.qmp_address}],
-                "alerting": {"alertmanagers": ["http://127.0.0.1:9"]},
-            }
-        )
-        with exporter:
-            ready = f'qemu_vnc_enabled{{vm="{vm.name}"}} 1'
-            wait_for(lambda: ready in exporter.text(), 15)
-            text = exporter.text()
-    finally:
-        vm.stop()
+def test_queries_name_only_metrics_a_real_exporter_serves(
+    qemu_factory: Callable[..., QemuVM],
+) -> None:
+    vm = qemu_factory(name="vm-scrape", vnc=True)
+    exporter = ExporterProcess(
+        {
+            "poll_interval": "500ms",
+            "monitors": [{"name": vm.name, "address": vm.qmp_address()}],
+            "alerting": {"alertmanagers": ["http://127.0.0.1:9"]},
+        }
+    )
+    with exporter:
+        ready = f'qemu_vnc_enabled{{vm="{vm.name}"}} 1'
+        wait_for(lambda: ready in exporter.text(), 15)
+        text = exporter.text()
     served = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     records = _recording_rules()
     used = {name for expr in _exprs() for name in promql_metric_names(expr)}

@@ -19,13 +19,9 @@ import requests
 import yaml
 
 from tests.helpers.exporter import ExporterProcess
-from tests.helpers.ops_stack import (
-    QemuVM,
-    alertmanager,
-    prometheus,
-    require_binary,
-    rfb_login,
-)
+from tests.helpers.ops_stack import alertmanager, prometheus, require_binary
+from tests.helpers.qemu import QemuVM
+from tests.helpers.rfb import rfb_handshake
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.qemu]
 
@@ -91,16 +87,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
     with contextlib.ExitStack() as cleanup:
         am_url = cleanup.enter_context(alertmanager(tmp))
-        vnc_vm = QemuVM(tmp, "vm-vnc")
-        cleanup.callback(vnc_vm.stop)
-        other_vm = QemuVM(tmp, "vm-prelaunch", paused=True)
-        cleanup.callback(other_vm.stop)
+        require_binary("qemu-system-x86_64")
+        vnc_vm = QemuVM(name="vm-vnc", vnc=True)
+        cleanup.callback(vnc_vm.close)
+        vnc_vm.start()
+        other_vm = QemuVM(name="vm-prelaunch", vnc=True, paused=True)
+        cleanup.callback(other_vm.close)
+        other_vm.start()
         exporter = ExporterProcess(
             {
                 "poll_interval": "500ms",
                 "monitors": [
-                    {"name": vnc_vm.name, "address": vnc_vm.qmp_address, "labels": {"team": "web"}},
-                    {"name": other_vm.name, "address": other_vm.qmp_address},
+                    {
+                        "name": vnc_vm.name,
+                        "address": vnc_vm.qmp_address(),
+                        "labels": {"team": "web"},
+                    },
+                    {"name": other_vm.name, "address": other_vm.qmp_address()},
                 ],
                 "alerting": {"alertmanagers": [am_url]},
             }
@@ -134,7 +137,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             20,
             "Prometheus scraped the exporter twice",
         )
-        vnc = rfb_login(vnc_vm.vnc_port)
+        vnc = rfb_handshake(vnc_vm.vnc_port)
         cleanup.callback(vnc.close)
         yield Stack(prom_url, am_url, exporter, vnc_vm.name, other_vm.name)
 

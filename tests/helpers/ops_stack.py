@@ -162,60 +162,6 @@ def exporter(tmp_path: Path, config_text: str) -> Iterator[str]:
         process.stop()
 
 
-class QemuVM:
-    """A real ``qemu-system-x86_64 -M none`` with one QMP socket and (optionally) VNC."""
-
-    def __init__(self, workdir: Path, name: str, *, vnc: bool = True, paused: bool = False):
-        binary = require_binary("qemu-system-x86_64")
-        self.name = name
-        self.qmp_path = workdir / f"{name}.qmp"
-        self.vnc_port = free_port() if vnc else None
-        argv = [binary, "-M", "none", "-display", "none", "-nodefaults", "-name", name]
-        argv += ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
-        argv += ["-vnc", f"127.0.0.1:{self.vnc_port - 5900}" if self.vnc_port else "none"]
-        if paused:
-            argv.append("-S")
-        self.process = Process(argv, workdir / f"{name}.log")
-        deadline = time.monotonic() + 20
-        while not self.qmp_path.exists():
-            if self.process.popen.poll() is not None or time.monotonic() > deadline:
-                self.process.stop()
-                pytest.fail(f"QEMU {name} did not start:\n{self.process.log()}")
-            time.sleep(0.02)
-
-    @property
-    def qmp_address(self) -> str:
-        return f"unix:{self.qmp_path}"
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
-def rfb_login(port: int, timeout: float = 5.0) -> socket.socket:
-    """A real VNC client: connect and complete the RFB 3.8 handshake (security None)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-
-    def read(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = sock.recv(count - len(data))
-            if not chunk:
-                raise ConnectionError("VNC server closed the connection")
-            data += chunk
-        return data
-
-    assert read(12).startswith(b"RFB ")
-    sock.sendall(b"RFB 003.008\n")
-    types = read(read(1)[0])
-    assert 1 in types, f"security type None not offered: {types!r}"
-    sock.sendall(b"\x01")
-    assert read(4) == b"\x00\x00\x00\x00", "VNC security handshake failed"
-    sock.sendall(b"\x01")  # ClientInit: shared
-    header = read(24)
-    read(int.from_bytes(header[20:24], "big"))  # the desktop name
-    return sock
-
-
 _PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
 _PROMQL_KEYWORDS |= {"group_left", "group_right", "inf", "nan", "atan2"}
 
