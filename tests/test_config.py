@@ -56,7 +56,8 @@ alerting: {alertmanagers: ["ftp://x"], events: [vnc_connected]}
         )
     errors = caught.value.errors
     assert errors == [
-        "pol_interval: unknown key (allowed: alerting, monitors, poll_interval, timeout)",
+        "pol_interval: unknown key (allowed: alerting, discovery, monitors, poll_interval, probe, "
+        "timeout)",
         "poll_interval: expected a duration string like '15s', got 5",
         "monitors[0].labels.vm: label name is reserved (instance, job, name, uuid, vm)",
         "monitors[0].labels.bad-name: not a valid Prometheus label name",
