@@ -61,7 +61,7 @@ def churn_vnc(vms: list[QemuVM], stop: threading.Event, counter: dict[str, int])
         stop.wait(0.05)
 
 
-def run(seconds: float, vm_count: int, restart_every: float) -> list[Sample]:
+def run(seconds: float, vm_count: int, restart_every: float) -> tuple[list[Sample], int, int]:
     if find_qemu() is None:
         raise SystemExit("qemu-system-x86_64 is required (scripts/install-test-deps.sh)")
     workdir = Path(tempfile.mkdtemp(prefix="qmpx-soak-"))
@@ -111,11 +111,12 @@ def run(seconds: float, vm_count: int, restart_every: float) -> list[Sample]:
         for vm in vms:
             vm.close()
     warnings = [line for line in exporter.log_lines() if "level=WARNING" in line]
-    print(f"{len(warnings)} warning line(s) in the exporter log over {restarts} restarts")
-    return samples
+    return samples, len(warnings), restarts
 
 
-def table(samples: list[Sample], seconds: float, vm_count: int) -> str:
+def table(
+    samples: list[Sample], seconds: float, vm_count: int, warnings: int, restarts: int
+) -> str:
     baseline = samples[min(2, len(samples) - 1)]  # after warm-up
     last = samples[-1]
     rows = [
@@ -139,7 +140,8 @@ def table(samples: list[Sample], seconds: float, vm_count: int) -> str:
         "",
         f"RSS growth ×{last.rss_bytes / baseline.rss_bytes:.3f}, fds {baseline.fds} → "
         f"{last.fds}, threads {baseline.threads} → {last.threads}; median slowest scrape "
-        f"{statistics.median(s.scrape_max for s in samples) * 1000:.1f} ms.",
+        f"{statistics.median(s.scrape_max for s in samples) * 1000:.1f} ms; {warnings} warning "
+        f"line(s) in the exporter's log for {restarts} restarts (one per state change).",
         "",
     ]
     return "\n".join(rows)
@@ -161,8 +163,8 @@ def main() -> int:
     parser.add_argument("--restart-every", type=float, default=6.0)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
-    samples = run(args.seconds, args.vms, args.restart_every)
-    text = table(samples, args.seconds, args.vms)
+    samples, warnings, restarts = run(args.seconds, args.vms, args.restart_every)
+    text = table(samples, args.seconds, args.vms, warnings, restarts)
     print(text)
     write_section(args.output, text)
     baseline, last = samples[min(2, len(samples) - 1)], samples[-1]
