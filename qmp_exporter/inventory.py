@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import yaml
 
 from qmp_exporter.config import ConfigError, MonitorConfig, load_config
+from qmp_exporter.discovery import scan
 from qmp_exporter.qmp import AddressError, CommandError, QMPError, connect, parse_version
 
 FORMATS = ("table", "json", "yaml")
@@ -265,9 +266,10 @@ def add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config.file",
         dest="config_file",
-        default=None,
-        help="the exporter's config: ask every monitor it lists (default qmp-exporter.yml "
-        "when no ADDRESS is given)",
+        # SUPPRESS: a --config.file given before the subcommand is not overwritten.
+        default=argparse.SUPPRESS,
+        help="the exporter's config: ask every monitor it lists or discovers "
+        "(default qmp-exporter.yml when no ADDRESS is given)",
     )
     parser.add_argument(
         "--format", choices=FORMATS, default="table", help="output format (default: table)"
@@ -283,18 +285,23 @@ def add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
 def run_inventory(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    """Run ``inventory``: 0 when every VM answered, 1 when some did not, 2 for a bad config."""
+    """Run ``inventory`` on the config's monitors (listed and discovered) and/or the
+    addresses given: 0 when every VM answered, 1 when some did not, 2 for a bad config."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     targets: list[Target] = list(args.addresses)
     timeout = args.timeout
-    if not targets or args.config_file:
+    config_file = getattr(args, "config_file", None)
+    if not targets or config_file:
         try:
-            config = load_config(args.config_file or "qmp-exporter.yml")
+            config = load_config(config_file or "qmp-exporter.yml")
         except ConfigError as err:
             print(f"qmp-exporter inventory: {err}", file=stderr)
             return 2
-        targets = [*config.monitors, *targets]
+        discovered, problems = scan(config.discovery, config.monitors)
+        for problem in problems:
+            print(f"qmp-exporter inventory: {problem}", file=stderr)
+        targets = [*config.monitors, *discovered, *targets]
         if timeout is None:
             timeout = config.timeout
     if timeout is None:

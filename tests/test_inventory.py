@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import io
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -24,6 +27,7 @@ from tests.helpers.tools_qemu import dead_socket, qmp_command, start_qemu, vnc_p
 
 pytestmark = pytest.mark.qemu
 
+ROOT = Path(__file__).resolve().parent.parent
 KEYS = ["vm", "name", "uuid", "status", "version", "vnc", "error"]
 
 
@@ -142,6 +146,57 @@ def test_config_monitors_are_asked_with_their_names(fleet):
         ("alpha", "vm-alpha"),
         ("beta", "vm-beta"),
     ]
+
+
+def test_discovered_sockets_are_asked_too(fleet, tmp_path):
+    # Discovery globs for sockets; the dead socket is found as well and gives an error row.
+    config = tmp_path / "discover.yml"
+    pattern = str(fleet["dir"] / "*.qmp")
+    config.write_text(yaml.safe_dump({"discovery": [{"glob": pattern, "mode": "poll"}]}))
+    status, out, _ = _run(["--config.file", str(config), "--format", "json", "--timeout", "2"])
+    rows = {d["vm"]: d for d in json.loads(out)}
+    assert status == 1
+    assert rows["vm-alpha-0"]["name"] == "vm-alpha" and rows["vm-alpha-0"]["error"] is None
+    assert rows["vm-beta-0"]["status"] == "prelaunch"
+    assert "connection refused" in rows["dead"]["error"]
+
+
+def test_the_command_line_runs_inventory(fleet, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmp_exporter",
+            "inventory",
+            "--format",
+            "json",
+            fleet["running"].address,
+            f"unix:{fleet['dead']}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1, result.stderr
+    assert [d["name"] for d in json.loads(result.stdout)] == ["vm-alpha", None]
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmp_exporter",
+            "--config.file",
+            str(tmp_path / "none.yml"),
+            "inventory",
+            fleet["prelaunch"].address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    # --config.file before the subcommand is honoured (and here it does not exist).
+    assert ok.returncode == 2 and "none.yml" in ok.stderr
 
 
 def test_bad_config_is_exit_status_2(fleet):

@@ -18,20 +18,12 @@ from tests.helpers.recording_monitor import RecordingMonitor
 from tests.helpers.tools_qemu import qmp_command, start_qemu, vnc_port
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The shell as a user runs it (subcommand wired through argparse).
+#: The shell as a user runs it: the real command line.
 SHELL = [sys.executable, "-m", "qmp_exporter", "shell"]
 
 
 def _shell_argv() -> list[str]:
-    code = (
-        "import argparse, sys\n"
-        "from qmp_exporter import shell\n"
-        "p = argparse.ArgumentParser(); shell.add_shell_arguments(p)\n"
-        "sys.exit(shell.run_shell_command(p.parse_args()))\n"
-    )
-    if (ROOT / "qmp_exporter" / "cli.py").exists():
-        return SHELL
-    return [sys.executable, "-c", code]
+    return SHELL
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
