@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import html
 import logging
 import resource
 import signal
@@ -13,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qmp_exporter import __version__
 from qmp_exporter.config import Config, ConfigError, MonitorConfig, load_config
 from qmp_exporter.fleet import Fleet
 from qmp_exporter.metrics import CONTENT_TYPE
@@ -20,6 +20,8 @@ from qmp_exporter.poller import PollSettings
 from qmp_exporter.qmp import Event
 from qmp_exporter.render import FleetRenderer
 from qmp_exporter.selfmetrics import SelfMetrics
+from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
+from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, VMRow, render_landing_page
 from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
 from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_headers
 
@@ -208,18 +210,12 @@ class Exporter:
         return text_response(500, "reload failed; the running config is kept (see the log)")
 
     async def _landing(self, request: Request) -> Response:
-        rows = []
-        for name, poller in sorted(self.fleet.pollers.items()):
-            state = poller.state
-            rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{'up' if state.up else 'down'}</td>"
-                f"<td>{html.escape(state.status)}</td><td>{html.escape(state.error)}</td></tr>"
-            )
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>qmp-exporter</title>"
-            "</head><body><h1>qmp-exporter</h1><p><a href='/metrics'>Metrics</a></p>"
-            "<table><tr><th>VM</th><th>up</th><th>status</th><th>error</th></tr>"
-            + "".join(rows)
-            + "</table></body></html>"
+        vms = [
+            VMRow(p.monitor.name, p.monitor.address, p.monitor.mode, p.state)
+            for p in self.fleet.pollers.values()
+        ]
+        reload_status = ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time)
+        page = render_landing_page(
+            vms, reload_status, version=__version__, poll_interval=self.config.poll_interval
         )
-        return Response(200, page.encode(), "text/html; charset=utf-8")
+        return Response(200, page, LANDING_CONTENT_TYPE, dict(LANDING_HEADERS))
