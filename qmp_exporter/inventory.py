@@ -312,7 +312,10 @@ def run_inventory(
     if not targets:
         print("qmp-exporter inventory: no monitors in the config and no ADDRESS", file=stderr)
         return 2
-    rows = asyncio.run(gather_inventory(targets, timeout))
+    try:
+        rows = asyncio.run(gather_inventory(targets, timeout))
+    except KeyboardInterrupt:
+        return 130
     width = shutil.get_terminal_size().columns if stdout.isatty() else None
     stdout.write(format_rows(rows, args.format, width))
     stdout.flush()

@@ -174,7 +174,12 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -317,6 +322,8 @@ class _Shell:
             return False
         except QMPError as err:
             self.complain(f"error: {err}")
+        except KeyboardInterrupt:
+            self.complain(f"interrupted: stopped waiting for the answer to {command}")
         else:
             self.say(format_response(answer))
         self.show_events()

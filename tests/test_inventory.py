@@ -23,6 +23,7 @@ from qmp_exporter.inventory import (
     run_inventory,
 )
 from qmp_exporter.qmp import parse_version
+from tests.helpers.scripted_monitor import ScriptedMonitor
 from tests.helpers.tools_qemu import dead_socket, qmp_command, start_qemu, vnc_port
 
 pytestmark = pytest.mark.qemu
@@ -238,3 +239,21 @@ def test_table_fits_the_width_and_escapes_control_characters():
     assert "off" in text.splitlines()[2]
     with pytest.raises(ValueError, match="unknown format"):
         format_rows(rows, "xml")
+
+
+@pytest.mark.parametrize(
+    ("dialect", "version"), [("2009", "0.12.50"), ("2010", "0.13.0"), ("modern", "7.2.22")]
+)
+def test_old_dialects_give_version_and_status(tmp_path, dialect, version):
+    # Real QEMU only speaks the modern dialect; the seed era's answers come from the
+    # scripted monitor: version as a string, query-status without "status", no VNC command.
+    async def run() -> tuple[InventoryRow, list[str]]:
+        path = str(tmp_path / f"{dialect}.qmp")
+        async with ScriptedMonitor(path, dialect=dialect, name="seed-vm") as monitor:
+            [row] = await gather_inventory([monitor.address], 2.0)
+            return row, monitor.commands()
+
+    row, sent = asyncio.run(run())
+    assert (row.name, row.version, row.status, row.error) == ("seed-vm", version, "running", None)
+    assert row.vnc is None and row.uuid is None  # CommandNotFound: unknown, not an error
+    assert all(c == "qmp_capabilities" or c.startswith("query-") for c in sent)
