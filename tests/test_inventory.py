@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import io
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -23,8 +24,8 @@ from qmp_exporter.inventory import (
     run_inventory,
 )
 from qmp_exporter.qmp import parse_version
+from tests.helpers.qemu import QemuVM, find_qemu, new_uuid, qmp_command
 from tests.helpers.scripted_monitor import ScriptedMonitor
-from tests.helpers.tools_qemu import dead_socket, qmp_command, start_qemu, vnc_port
 
 pytestmark = pytest.mark.qemu
 
@@ -34,15 +35,21 @@ KEYS = ["vm", "name", "uuid", "status", "version", "vnc", "error"]
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
+    """A running VM (two monitors: the second is the test's own), a prelaunch VM, and a
+    socket file nobody listens on; the VMs' sockets all sit in one directory for discovery."""
+    if find_qemu() is None:
+        pytest.fail("qemu-system-x86_64 is not installed: run scripts/install-test-deps.sh")
     directory = tmp_path_factory.mktemp("inv")
-    running = start_qemu(directory, "vm-alpha", qmp_sockets=2)
-    paused = start_qemu(directory, "vm-beta", prelaunch=True, vnc=False)
-    dead = dead_socket(directory)
-    try:
+    running = QemuVM(name="vm-alpha", uuid=new_uuid(), monitors=2, vnc=True)
+    paused = QemuVM(name="vm-beta", uuid=new_uuid(), paused=True)
+    running.qmp_paths = [str(directory / "vm-alpha-0.qmp"), str(directory / "vm-alpha-1.qmp")]
+    paused.qmp_paths = [str(directory / "vm-beta-0.qmp")]
+    dead = directory / "dead.qmp"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(dead))
+    listener.close()
+    with running.start(), paused.start():
         yield {"running": running, "prelaunch": paused, "dead": dead, "dir": directory}
-    finally:
-        running.stop()
-        paused.stop()
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -59,18 +66,17 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 def test_rows_for_running_prelaunch_and_dead(fleet):
     running, prelaunch = fleet["running"], fleet["prelaunch"]
-    expected_version = parse_version(qmp_command(running.sockets[1], "query-version")["return"])[0]
-    rows = asyncio.run(
-        gather_inventory([running.address, prelaunch.address, f"unix:{fleet['dead']}"], 3.0)
-    )
+    expected_version = parse_version(qmp_command(running.qmp_paths[1], "query-version"))[0]
+    addresses = [running.qmp_address(), prelaunch.qmp_address(), f"unix:{fleet['dead']}"]
+    rows = asyncio.run(gather_inventory(addresses, 3.0))
     alpha, beta, dead = rows
     assert alpha == InventoryRow(
-        vm=running.address,
+        vm=running.qmp_address(),
         name="vm-alpha",
         uuid=running.uuid,
         status="running",
         version=expected_version,
-        vnc=VncInfo(True, f"127.0.0.1:{vnc_port(running.sockets[1])}", 0),
+        vnc=VncInfo(True, f"127.0.0.1:{running.vnc_port}", 0),
         error=None,
     )
     assert (beta.name, beta.uuid, beta.status, beta.error) == (
@@ -86,18 +92,17 @@ def test_rows_for_running_prelaunch_and_dead(fleet):
 
 
 def test_vnc_clients_are_counted(fleet):
-    import socket
-
     running = fleet["running"]
-    port = vnc_port(running.sockets[1])
-    with socket.create_connection(("127.0.0.1", port)) as viewer:
+    with socket.create_connection(("127.0.0.1", running.vnc_port)) as viewer:
         viewer.recv(12)  # the RFB version: QEMU has registered the client
-        [row] = asyncio.run(gather_inventory([running.address], 3.0))
+        [row] = asyncio.run(gather_inventory([running.qmp_address()], 3.0))
     assert row.vnc.clients == 1
 
 
 def test_json_keys_exact_and_exit_status_1_when_one_vm_is_dead(fleet):
-    status, out, err = _run(["--format", "json", fleet["running"].address, f"unix:{fleet['dead']}"])
+    status, out, err = _run(
+        ["--format", "json", fleet["running"].qmp_address(), f"unix:{fleet['dead']}"]
+    )
     assert status == 1
     data = json.loads(out)
     assert [list(item) for item in data] == [KEYS, KEYS]
@@ -108,7 +113,7 @@ def test_json_keys_exact_and_exit_status_1_when_one_vm_is_dead(fleet):
 
 def test_exit_status_0_when_every_vm_answers(fleet):
     status, out, _ = _run(
-        ["--format", "yaml", fleet["running"].address, fleet["prelaunch"].address]
+        ["--format", "yaml", fleet["running"].qmp_address(), fleet["prelaunch"].qmp_address()]
     )
     assert status == 0
     data = yaml.safe_load(out)
@@ -117,7 +122,7 @@ def test_exit_status_0_when_every_vm_answers(fleet):
 
 
 def test_table_is_aligned_and_says_why_a_vm_did_not_answer(fleet):
-    status, out, _ = _run([fleet["running"].address, str(fleet["dead"])])
+    status, out, _ = _run([fleet["running"].qmp_address(), str(fleet["dead"])])
     assert status == 1
     header, alpha, dead = out.splitlines()
     assert header.split() == ["VM", "NAME", "UUID", "STATUS", "VERSION", "VNC", "CLIENTS", "ERROR"]
@@ -135,8 +140,8 @@ def test_config_monitors_are_asked_with_their_names(fleet):
             {
                 "timeout": "2s",
                 "monitors": [
-                    {"name": "alpha", "address": fleet["running"].address, "mode": "poll"},
-                    {"name": "beta", "address": fleet["prelaunch"].address},
+                    {"name": "alpha", "address": fleet["running"].qmp_address(), "mode": "poll"},
+                    {"name": "beta", "address": fleet["prelaunch"].qmp_address()},
                 ],
             }
         )
@@ -171,7 +176,7 @@ def test_the_command_line_runs_inventory(fleet, tmp_path):
             "inventory",
             "--format",
             "json",
-            fleet["running"].address,
+            fleet["running"].qmp_address(),
             f"unix:{fleet['dead']}",
         ],
         capture_output=True,
@@ -189,7 +194,7 @@ def test_the_command_line_runs_inventory(fleet, tmp_path):
             "--config.file",
             str(tmp_path / "none.yml"),
             "inventory",
-            fleet["prelaunch"].address,
+            fleet["prelaunch"].qmp_address(),
         ],
         capture_output=True,
         text=True,
@@ -209,8 +214,6 @@ def test_bad_config_is_exit_status_2(fleet):
 
 
 def test_a_held_socket_times_out_without_delaying_the_others(fleet, tmp_path):
-    import socket
-
     # A listening socket that never greets: the inventory must give up on it after the
     # timeout while the real VM still answers.
     silent = tmp_path / "silent.qmp"
@@ -219,7 +222,9 @@ def test_a_held_socket_times_out_without_delaying_the_others(fleet, tmp_path):
     server.listen(4)
     try:
         started = time.monotonic()
-        rows = asyncio.run(gather_inventory([f"unix:{silent}", fleet["running"].address], 0.5))
+        rows = asyncio.run(
+            gather_inventory([f"unix:{silent}", fleet["running"].qmp_address()], 0.5)
+        )
         elapsed = time.monotonic() - started
     finally:
         server.close()

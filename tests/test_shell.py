@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from qmp_exporter.shell import ShellSyntaxError, parse_command_line, split_words
+from tests.helpers.qemu import qmp_command
 from tests.helpers.recording_monitor import RecordingMonitor
-from tests.helpers.tools_qemu import qmp_command, start_qemu, vnc_port
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The shell as a user runs it: the real command line.
@@ -45,12 +45,9 @@ def run_piped(tmp_path: Path, args: list[str], lines: str) -> subprocess.Complet
 
 
 @pytest.fixture
-def vm(tmp_path):
-    qemu = start_qemu(tmp_path, "vm-shell", qmp_sockets=2)
-    try:
-        yield qemu
-    finally:
-        qemu.stop()
+def vm(qemu_factory):
+    """A running VM with VNC and two monitors: the shell's, and the test's own."""
+    return qemu_factory(name="vm-shell", monitors=2, vnc=True)
 
 
 @pytest.fixture
@@ -94,7 +91,7 @@ def test_json_object_lines_and_syntax_errors():
 
 @pytest.mark.qemu
 def test_piped_query_status_is_pretty_printed_without_prompt(vm, tmp_path):
-    result = run_piped(tmp_path, [vm.address], "query-status\nquery-name\n")
+    result = run_piped(tmp_path, [vm.qmp_address()], "query-status\nquery-name\n")
     assert result.returncode == 0, result.stderr
     expected = (
         json.dumps({"status": "running", "singlestep": False, "running": True}, indent=2)
@@ -108,7 +105,7 @@ def test_piped_query_status_is_pretty_printed_without_prompt(vm, tmp_path):
 
 @pytest.mark.qemu
 def test_qemu_errors_show_class_and_desc_and_fail_the_exit_status(vm, tmp_path):
-    result = run_piped(tmp_path, [vm.address], "query-nothing\nquery-status\n")
+    result = run_piped(tmp_path, [vm.qmp_address()], "query-nothing\nquery-status\n")
     assert result.returncode == 1
     assert "error: CommandNotFound: The command query-nothing has not been found" in result.stderr
     assert '"status": "running"' in result.stdout
@@ -142,16 +139,18 @@ def test_arguments_reach_the_monitor_as_parsed(recorder, tmp_path):
 
 @pytest.mark.qemu
 def test_allow_write_and_yes_really_stop_the_vm_and_show_the_event(vm, tmp_path):
-    result = run_piped(tmp_path, ["--allow-write", "--yes", vm.address], "stop\nquery-status\n")
+    result = run_piped(
+        tmp_path, ["--allow-write", "--yes", vm.qmp_address()], "stop\nquery-status\n"
+    )
     assert result.returncode == 0, result.stderr
     assert "event: STOP " in result.stdout
-    assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "paused"
+    assert qmp_command(vm.qmp_paths[1], "query-status")["status"] == "paused"
 
 
 @pytest.mark.qemu
 def test_events_that_arrive_between_commands_are_shown(vm, tmp_path):
     process = subprocess.Popen(
-        [*_shell_argv(), vm.address],
+        [*_shell_argv(), vm.qmp_address()],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -164,7 +163,7 @@ def test_events_that_arrive_between_commands_are_shown(vm, tmp_path):
         first = [process.stdout.readline() for _ in range(3)]
         assert json.loads("".join(first)) == {"name": "vm-shell"}
         # A VNC viewer connects while the shell waits for its next line.
-        with socket.create_connection(("127.0.0.1", vnc_port(vm.sockets[1]))) as viewer:
+        with socket.create_connection(("127.0.0.1", vm.vnc_port)) as viewer:
             viewer.recv(12)
             time.sleep(0.2)
         out, err = process.communicate("query-status\n", timeout=20)
@@ -240,7 +239,7 @@ def _quote(text: str) -> str:
 def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
     env = _env(tmp_path)
     env["TERM"] = "xterm"
-    tmux = Tmux(tmp_path, [*_shell_argv(), "--allow-write", vm.address], env)
+    tmux = Tmux(tmp_path, [*_shell_argv(), "--allow-write", vm.qmp_address()], env)
     try:
         tmux.wait_for("(QEMU)")  # capture-pane drops trailing spaces
         assert "Connected to QEMU 7." in tmux.screen()
@@ -252,12 +251,12 @@ def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
         tmux.wait_for("stop may change the VM. Send it? [y/N]")
         tmux.send("n", "Enter")
         tmux.wait_for("not sent")
-        assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "running"
+        assert qmp_command(vm.qmp_paths[1], "query-status")["status"] == "running"
         tmux.send("stop", "Enter")
         tmux.wait_for("not sent\n(QEMU) stop\nstop may change the VM. Send it? [y/N]")
         tmux.send("y", "Enter")
         tmux.wait_for("event: STOP ")
-        assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "paused"
+        assert qmp_command(vm.qmp_paths[1], "query-status")["status"] == "paused"
         tmux.send("C-d")
         tmux.wait_for("SHELL-EXIT=0")
         history = tmp_path / "state" / "qmp-exporter" / "shell_history"
