@@ -15,7 +15,7 @@ import pytest
 
 from qmp_exporter.shell import ShellSyntaxError, parse_command_line, split_words
 from tests.helpers.qemu import qmp_command
-from tests.helpers.recording_monitor import RecordingMonitor
+from tests.helpers.scripted_monitor import ScriptedMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The shell as a user runs it: the real command line.
@@ -52,11 +52,10 @@ def vm(qemu_factory):
 
 @pytest.fixture
 def recorder(tmp_path):
-    monitor = RecordingMonitor(tmp_path / "rec.qmp")
-    try:
+    """A scripted monitor (modern dialect) that records every command it receives."""
+    handlers = {"query-block": [], "stop": {}}
+    with ScriptedMonitor(str(tmp_path / "rec.qmp"), handlers=handlers).in_thread() as monitor:
         yield monitor
-    finally:
-        monitor.close()
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -117,24 +116,32 @@ def test_stop_is_refused_with_the_hint_and_nothing_is_sent(recorder, tmp_path):
     assert "'stop' may change the VM" in result.stderr
     assert "--allow-write" in result.stderr
     assert '"status": "running"' in result.stdout  # the shell went on after the refusal
-    assert recorder.commands == ["qmp_capabilities", "query-commands", "query-status"]
+    assert recorder.commands() == ["qmp_capabilities", "query-commands", "query-status"]
 
 
 def test_piped_writes_need_yes_as_well(recorder, tmp_path):
     result = run_piped(tmp_path, ["--allow-write", recorder.address], "stop\n")
     assert result.returncode == 1
     assert "--yes" in result.stderr
-    assert "stop" not in recorder.commands
+    assert "stop" not in recorder.commands()
 
 
 def test_arguments_reach_the_monitor_as_parsed(recorder, tmp_path):
     line = 'query-block x=1 y="a b" z={"k": [true]} w=text\n'
     result = run_piped(tmp_path, [recorder.address], line)
     assert result.returncode == 0, result.stderr
-    assert recorder.received[-1] == (
-        "query-block",
-        {"x": 1, "y": "a b", "z": {"k": [True]}, "w": "text"},
-    )
+    request = recorder.received[-1]
+    assert request["execute"] == "query-block"
+    assert request["arguments"] == {"x": 1, "y": "a b", "z": {"k": [True]}, "w": "text"}
+
+
+def test_the_2009_dialect_works_without_negotiation(tmp_path):
+    # The seed's own QEMU: no qmp_capabilities (CommandNotFound), version as a string.
+    monitor = ScriptedMonitor(str(tmp_path / "seed.qmp"), dialect="2009")
+    with monitor.in_thread():
+        result = run_piped(tmp_path, [monitor.address], "query-version\n")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"qemu": "0.12.50", "package": ""}
 
 
 @pytest.mark.qemu
