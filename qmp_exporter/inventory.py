@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import sys
@@ -101,15 +102,24 @@ async def gather_inventory(
     targets: Sequence[Target], timeout: float = DEFAULT_TIMEOUT
 ) -> list[InventoryRow]:
     """Ask every monitor at once (at most :data:`MAX_CONCURRENT` open at a time); one row each,
-    in the order given. Each VM is bounded by ``timeout`` from connect to its last answer."""
+    in the order given. Each VM is bounded by ``timeout`` from connect to its last answer.
+    An address listed twice is asked once: QEMU serves one client per socket, so a second
+    concurrent connection would only wait for the first."""
     slots = asyncio.Semaphore(MAX_CONCURRENT)
+    asked: dict[str, asyncio.Task[InventoryRow]] = {}
 
-    async def one(target: Target) -> InventoryRow:
-        vm, address = _target_name_and_address(target)
+    async def ask(address: str) -> InventoryRow:
         async with slots:
-            return await inventory_one(vm, address, timeout)
+            return await inventory_one(address, address, timeout)
 
-    return list(await asyncio.gather(*(one(t) for t in targets)))
+    names = []
+    for target in targets:
+        vm, address = _target_name_and_address(target)
+        names.append((vm, address))
+        if address not in asked:
+            asked[address] = asyncio.ensure_future(ask(address))
+    await asyncio.gather(*asked.values())
+    return [dataclasses.replace(asked[address].result(), vm=vm) for vm, address in names]
 
 
 async def inventory_one(vm: str, address: str, timeout: float) -> InventoryRow:

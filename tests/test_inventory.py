@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qmp_exporter.config import MonitorConfig
 from qmp_exporter.inventory import (
     InventoryRow,
     VncInfo,
@@ -262,3 +263,20 @@ def test_old_dialects_give_version_and_status(tmp_path, dialect, version):
     assert (row.name, row.version, row.status, row.error) == ("seed-vm", version, "running", None)
     assert row.vnc is None and row.uuid is None  # CommandNotFound: unknown, not an error
     assert all(c == "qmp_capabilities" or c.startswith("query-") for c in sent)
+
+
+def test_an_address_listed_twice_is_asked_once(tmp_path):
+    # Two connections to one socket would queue behind each other (one client per socket).
+    async def run() -> tuple[list[InventoryRow], int]:
+        async with ScriptedMonitor(str(tmp_path / "twice.qmp"), name="vm-twice") as monitor:
+            alpha = MonitorConfig(name="alpha", address=monitor.address)
+            rows = await gather_inventory([alpha, monitor.address], 1.0)
+            return rows, monitor.connections
+
+    rows, connections = asyncio.run(run())
+    assert connections == 1
+    assert [(r.vm, r.name, r.error) for r in rows] == [
+        ("alpha", "vm-twice", None),
+        (rows[1].vm, "vm-twice", None),
+    ]
+    assert rows[1].vm.startswith("unix:")
