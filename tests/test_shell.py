@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from qmp_exporter.shell import ShellSyntaxError, parse_command_line, split_words
+from qmp_exporter.shell import (
+    ShellSyntaxError,
+    _Completer,
+    argument_names,
+    parse_command_line,
+    split_words,
+)
 from tests.helpers.qemu import qmp_command
 from tests.helpers.scripted_monitor import ScriptedMonitor
 
@@ -83,6 +89,28 @@ def test_json_object_lines_and_syntax_errors():
     for bad in ("cmd novalue", 'cmd x="open', "cmd x={", "cmd a=1 a=2", "cmd =1", '{"x": 1}'):
         with pytest.raises(ShellSyntaxError):
             parse_command_line(bad)
+
+
+def test_argument_names_from_the_schema():
+    schema = [
+        {"name": "query-stats", "meta-type": "command", "arg-type": "1", "ret-type": "[2]"},
+        {
+            "name": "1",
+            "meta-type": "object",
+            "tag": "target",
+            "members": [{"name": "target", "type": "3"}, {"name": "providers", "type": "[4]"}],
+            "variants": [{"case": "vcpu", "type": "5"}, {"case": "vm", "type": "0"}],
+        },
+        {"name": "5", "meta-type": "object", "members": [{"name": "vcpus", "type": "[str]"}]},
+        {"name": "0", "meta-type": "object", "members": []},
+        {"name": "stop", "meta-type": "command", "arg-type": "0", "ret-type": "0"},
+    ]
+    assert argument_names(schema) == {"query-stats": ["target", "providers", "vcpus"], "stop": []}
+    completer = _Completer(["query-stats", "query-status", "stop"], lambda: schema)
+    assert completer.matches("", "query-stat") == ["query-stats ", "query-status "]
+    assert completer.matches("query-stats ", "") == ["target=", "providers=", "vcpus="]
+    assert completer.matches("query-stats target=vm ", "") == ["providers=", "vcpus="]
+    assert completer.matches("query-stats ", "target=v") == []
 
 
 # -- piped mode -----------------------------------------------------------------------------
@@ -254,6 +282,12 @@ def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
         tmux.wait_for("(QEMU) query-status")  # completed from query-commands
         tmux.send("Enter")
         tmux.wait_for('"status": "running"')
+        # Argument names come from query-qmp-schema, variants included.
+        tmux.send("query-stats ta", "Tab")
+        tmux.wait_for("(QEMU) query-stats target=")
+        tmux.send("vm pro", "Tab")
+        tmux.wait_for("(QEMU) query-stats target=vm providers=")
+        tmux.send("C-u")
         tmux.send("stop", "Enter")
         tmux.wait_for("stop may change the VM. Send it? [y/N]")
         tmux.send("n", "Enter")
