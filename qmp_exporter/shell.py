@@ -497,7 +497,7 @@ def _banner(shell: _Shell, client: QMPClient, address: str, allow_write: bool) -
         else "read-only: query-* commands only (--allow-write to change that)"
     )
     shell.say(f"Connected to QEMU {version or '(version unknown)'} at {address}; {mode}.")
-    shell.say("Tab completes command names; 'help' for help; Ctrl-D quits.")
+    shell.say("Tab completes commands and argument names; 'help' for help; Ctrl-D quits.")
 
 
 # -- command line ------------------------------------------------------------------------
