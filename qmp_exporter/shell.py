@@ -283,14 +283,24 @@ class _Shell:
         shown = f"{command} {json.dumps(arguments)}" if arguments else command
         self.stdout.write(f"{shown} may change the VM. Send it? [y/N] ")
         self.stdout.flush()
-        answer = input() if self.stdin is sys.stdin else self.stdin.readline()
-        if self.readline is not None and self.readline.get_current_history_length():
-            # The y/N answer is not a command: keep it out of the history.
-            self.readline.remove_history_item(self.readline.get_current_history_length() - 1)
+        try:
+            answer = input() if self.stdin is sys.stdin else self.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+            self.say("")
+        self._forget_answer(answer)
         if answer.strip().lower() in ("y", "yes"):
             return True
         self.say("not sent")
         return False
+
+    def _forget_answer(self, answer: str) -> None:
+        """Keep a y/N answer out of the history (readline adds every non-empty line)."""
+        if self.readline is None or not answer.strip():
+            return
+        length = self.readline.get_current_history_length()
+        if length and self.readline.get_history_item(length) == answer:
+            self.readline.remove_history_item(length - 1)
 
     def run_line(self, line: str) -> bool:
         """Handle one line; ``False`` when the session is over."""

@@ -288,13 +288,17 @@ def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
         tmux.send("vm pro", "Tab")
         tmux.wait_for("(QEMU) query-stats target=vm providers=")
         tmux.send("C-u")
+        tmux.send("system_reset", "Enter")
+        tmux.wait_for("system_reset may change the VM. Send it? [y/N]")
+        tmux.send("Enter")  # the default is No
+        tmux.wait_for("not sent")
         tmux.send("stop", "Enter")
         tmux.wait_for("stop may change the VM. Send it? [y/N]")
         tmux.send("n", "Enter")
-        tmux.wait_for("not sent")
+        tmux.wait_for("[y/N] n\nnot sent")
         assert qmp_command(vm.qmp_paths[1], "query-status")["status"] == "running"
         tmux.send("stop", "Enter")
-        tmux.wait_for("not sent\n(QEMU) stop\nstop may change the VM. Send it? [y/N]")
+        tmux.wait_for("[y/N] n\nnot sent\n(QEMU) stop\nstop may change the VM. Send it? [y/N]")
         tmux.send("y", "Enter")
         tmux.wait_for("event: STOP ")
         assert qmp_command(vm.qmp_paths[1], "query-status")["status"] == "paused"
@@ -303,6 +307,6 @@ def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
         history = tmp_path / "state" / "qmp-exporter" / "shell_history"
         # The y/N answers are not in the history (readline folds the repeated "stop"; the
         # completed line keeps its space).
-        assert history.read_text().splitlines() == ["query-status ", "stop"]
+        assert history.read_text().splitlines() == ["query-status ", "system_reset", "stop"]
     finally:
         tmux.close()
