@@ -310,3 +310,20 @@ def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
         assert history.read_text().splitlines() == ["query-status ", "system_reset", "stop"]
     finally:
         tmux.close()
+
+
+@pytest.mark.qemu
+def test_tty_history_that_cannot_be_written_is_harmless(vm, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = {**_env(tmp_path), "TERM": "xterm", "XDG_STATE_HOME": str(blocker)}
+    tmux = Tmux(tmp_path, [*_shell_argv(), vm.qmp_address()], env)
+    try:
+        tmux.wait_for("(QEMU)")
+        tmux.send("query-name", "Enter")
+        tmux.wait_for('"name": "vm-shell"')
+        tmux.send("C-d")
+        tmux.wait_for("SHELL-EXIT=0")
+        assert "Traceback" not in tmux.screen()
+    finally:
+        tmux.close()
