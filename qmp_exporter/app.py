@@ -21,6 +21,7 @@ from qmp_exporter.qmp import Event
 from qmp_exporter.render import FleetRenderer
 from qmp_exporter.selfmetrics import SelfMetrics
 from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
+from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_headers
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,13 @@ class Exporter:
         self.fleet = Fleet(self._settings(config), on_event=self._on_event)
         self.renderer = FleetRenderer(self.fleet)
         self.server = HTTPServer()
+        # WebConfigError (a ConfigError) here when --web.config.file is unusable.
+        self.web_config = (
+            WebConfigWatcher(options.web_config_path) if options.web_config_path else None
+        )
+        if self.web_config is not None:
+            self.server.guard = make_guard(self.web_config)
+            self.server.response_headers = response_headers(self.web_config)
         self.event_listeners: list[Callable[[MonitorConfig, Event], None]] = []
         self.reload_ok = True
         self.reload_time = time.time()
@@ -111,7 +119,8 @@ class Exporter:
         await self.fleet.apply(monitors)
         self.self_metrics.monitors.set(len(self.fleet.pollers))
         host, port = parse_listen_address(self.options.listen_address)
-        await self.server.start(host, port)
+        ssl_context = self.web_config.listening_context() if self.web_config else None
+        await self.server.start(host, port, ssl_context)
         log.info(
             "listening on %s, watching %d monitor(s) every %gs",
             ", ".join(f"{h}:{p}" for h, p in self.server.addresses),

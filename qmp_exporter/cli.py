@@ -98,7 +98,13 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
         demo = await start_demo()
         extra = tuple(MonitorConfig(name=name, address=address) for name, address in demo.monitors)
         log.info("demo: %d simulated VMs", len(extra))
-    exporter = Exporter(config, options, extra_monitors=extra)
+    try:
+        exporter = Exporter(config, options, extra_monitors=extra)
+    except ConfigError as err:
+        log.error("%s", err)
+        if demo is not None:
+            await demo.close()
+        return 1
     try:
         await exporter.run()
     except OSError as err:

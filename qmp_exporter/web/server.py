@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class Request:
     body: bytes = b""
     peer: str = ""
     version: str = "HTTP/1.1"
+    #: The verified TLS client certificate (``SSLSocket.getpeercert()``), if any.
+    peercert: dict[str, Any] | None = None
 
     def accepts_gzip(self) -> bool:
         encodings = self.headers.get("accept-encoding", "")
@@ -61,8 +65,9 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-#: Returns a response to send instead of routing (e.g. 401), or None to go on.
-Guard = Callable[[Request], Response | None]
+#: Returns a response to send instead of routing (e.g. 401), or None to go on; may be async
+#: (a bcrypt check runs in a thread so that it never stalls the event loop).
+Guard = Callable[[Request], Response | Awaitable[Response | None] | None]
 
 
 def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
@@ -82,6 +87,8 @@ class HTTPServer:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[Handler, tuple[str, ...]]] = {}
         self.guard: Guard | None = None
+        #: Headers added to every response (e.g. the web config's http_server_config.headers).
+        self.response_headers: Callable[[], Mapping[str, str]] | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
@@ -141,6 +148,7 @@ class HTTPServer:
                         break
                     if request is None:
                         break
+                    request.peercert = writer.get_extra_info("peercert")
                     keep_alive = _wants_keep_alive(request)
                     response = await self._dispatch(request)
                     await self._send(writer, request.method, response, keep_alive)
@@ -214,6 +222,8 @@ class HTTPServer:
     async def _dispatch(self, request: Request) -> Response:
         if self.guard is not None:
             denied = self.guard(request)
+            if inspect.isawaitable(denied):
+                denied = await denied
             if denied is not None:
                 return denied
         entry = self.routes.get(request.path)
@@ -244,6 +254,8 @@ class HTTPServer:
             f"Connection: {'keep-alive' if keep_alive else 'close'}",
         ]
         head.extend(f"{k}: {v}" for k, v in response.headers.items())
+        if self.response_headers is not None:
+            head.extend(f"{k}: {v}" for k, v in self.response_headers().items())
         head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         writer.write(head_bytes if method == "HEAD" else head_bytes + response.body)
         await writer.drain()

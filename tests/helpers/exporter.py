@@ -150,6 +150,6 @@ class ExporterProcess:
     def samples(self) -> dict[SampleKey, float]:
         return parse_samples(self.text())
 
-    def value(self, name: str, **labels: str) -> float | None:
+    def value(self, metric: str, /, **labels: str) -> float | None:
         """The value of the one sample with exactly these labels, or None."""
-        return self.samples().get((name, tuple(sorted(labels.items()))))
+        return self.samples().get((metric, tuple(sorted(labels.items()))))
