@@ -13,7 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qmp_exporter.config import Config, ConfigError, MonitorConfig, load_config
+from prometheus_client import CollectorRegistry, generate_latest
+
+from qmp_exporter.alerting import AlertPusher
+from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
 from qmp_exporter.discovery import Discoverer
 from qmp_exporter.fleet import Fleet
 from qmp_exporter.metrics import CONTENT_TYPE
@@ -88,6 +91,9 @@ class Exporter:
             self.server.guard = make_guard(self.web_config)
             self.server.response_headers = response_headers(self.web_config)
         self.event_listeners: list[Callable[[MonitorConfig, Event], None]] = []
+        self.pusher: tuple[AlertPusher, CollectorRegistry] | None = self._make_pusher(
+            config.alerting
+        )
         self.reload_ok = True
         self.reload_time = time.time()
         self._stopping = asyncio.Event()
@@ -100,6 +106,21 @@ class Exporter:
     @staticmethod
     def _settings(config: Config) -> PollSettings:
         return PollSettings(interval=config.poll_interval, timeout=config.timeout)
+
+    @staticmethod
+    def _make_pusher(alerting: AlertingConfig) -> tuple[AlertPusher, CollectorRegistry] | None:
+        """An Alertmanager pusher with its own registry (so a reload can replace it)."""
+        if not alerting.alertmanagers:
+            return None
+        registry = CollectorRegistry(auto_describe=True)
+        return AlertPusher(alerting, registry), registry
+
+    async def _replace_pusher(self, alerting: AlertingConfig) -> None:
+        old, self.pusher = self.pusher, self._make_pusher(alerting)
+        if self.pusher is not None:
+            self.pusher[0].start()
+        if old is not None:
+            await asyncio.to_thread(old[0].close)
 
     def monitors(self, config: Config) -> tuple[MonitorConfig, ...]:
         """Every monitor to watch under ``config``."""
@@ -121,6 +142,8 @@ class Exporter:
             log.info("no monitors configured: serving only the exporter's own metrics")
         self.self_metrics.reload_successful.set(1)
         self.self_metrics.reload_success_time.set(self.reload_time)
+        if self.pusher is not None:
+            self.pusher[0].start()
         await self.fleet.apply(monitors)
         self.self_metrics.monitors.set(len(self.fleet.pollers))
         self._discovery_task = asyncio.create_task(self.discoverer.run(), name="discovery")
@@ -141,6 +164,8 @@ class Exporter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._discovery_task
         await self.fleet.close()
+        if self.pusher is not None:
+            await asyncio.to_thread(self.pusher[0].close)
 
     async def _apply_discovered(self, monitors: tuple[MonitorConfig, ...]) -> None:
         """Discovery found a change: watch the configured plus the discovered monitors."""
@@ -180,6 +205,8 @@ class Exporter:
                 self.self_metrics.reload_successful.set(0)
                 log.error("reload failed, keeping the running config: %s", err)
                 return False
+            if config.alerting != self.config.alerting:
+                await self._replace_pusher(config.alerting)
             self.config = config
             self.discoverer.update_config(config)  # rescans at once
             monitors = (*self.discoverer.discovered, *self.monitors(config))
@@ -193,6 +220,8 @@ class Exporter:
             return True
 
     def _on_event(self, monitor: MonitorConfig, event: Event) -> None:
+        if self.pusher is not None:
+            self.pusher[0].notify(monitor, event)
         for listener in self.event_listeners:
             listener(monitor, event)
 
@@ -210,6 +239,8 @@ class Exporter:
 
     async def _metrics(self, request: Request) -> Response:
         own = self.self_metrics.render()
+        if self.pusher is not None:
+            own += generate_latest(self.pusher[1])
         headers = {"Vary": "Accept-Encoding"}
         if request.accepts_gzip():
             # Two gzip members: the fleet's, compressed once per change, and our own.

@@ -332,3 +332,16 @@ def test_metrics_exist_at_zero_for_every_alertmanager(registry) -> None:
         line = f'qmp_exporter_alerts_dropped_total{{alertmanager="{url}",reason="{reason}"}} 0.0'
         assert line in text
     assert f'qmp_exporter_alert_queue_length{{alertmanager="{url}"}} 0.0' in text
+
+
+def test_close_unregisters_metrics_so_a_new_pusher_can_replace_it(registry) -> None:
+    """A reload that changes ``alerting:`` closes the old pusher and starts a new one."""
+    old = AlertPusher(AlertingConfig(("http://127.0.0.1:1",)), registry)
+    old.start()
+    old.close()
+    old.close()  # idempotent
+    new = AlertPusher(AlertingConfig(("http://127.0.0.1:2",)), registry)
+    text = prometheus_client.generate_latest(registry).decode()
+    assert 'alertmanager="http://127.0.0.1:2"' in text
+    assert 'alertmanager="http://127.0.0.1:1"' not in text
+    new.close()

@@ -160,9 +160,10 @@ def test_client_allowed_sans(tmp_path: Path, pki: PKI, exporters, config_file: P
 
 def server_cert_der(port: int, pki: PKI) -> bytes:
     context = ssl.create_default_context(cafile=str(pki.ca))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(
-        raw, server_hostname="127.0.0.1"
-    ) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
         assert der is not None
         return der

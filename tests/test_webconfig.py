@@ -46,11 +46,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def tls_yaml(pki: PKI, extra: str = "") -> str:
-    return (
-        "tls_server_config:\n"
-        f"  cert_file: {pki.server}\n"
-        f"  key_file: {pki.server_key}\n" + extra
-    )
+    return f"tls_server_config:\n  cert_file: {pki.server}\n  key_file: {pki.server_key}\n" + extra
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -100,8 +96,7 @@ extra: 1
 
 def test_relative_files_are_relative_to_the_config_file(tmp_path: Path, pki: PKI) -> None:
     text = (
-        f"tls_server_config:\n  cert_file: {pki.server.name}\n"
-        f"  key_file: {pki.server_key.name}\n"
+        f"tls_server_config:\n  cert_file: {pki.server.name}\n  key_file: {pki.server_key.name}\n"
     )
     config = load_web_config(write(pki.directory / "web-relative.yml", text))
     assert config.tls is not None and config.tls.cert_file == str(pki.server)

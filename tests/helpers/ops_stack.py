@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -159,3 +160,23 @@ def exporter(tmp_path: Path, config_text: str) -> Iterator[str]:
         yield url
     finally:
         process.stop()
+
+
+_PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
+_PROMQL_KEYWORDS |= {"group_left", "group_right", "inf", "nan", "atan2"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (strings, matchers, ranges and grouping
+    clauses removed; identifiers followed by ``(`` are functions)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        rest = text[match.end() :].lstrip()
+        if rest.startswith("(") or match.group().lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(match.group())
+    return names

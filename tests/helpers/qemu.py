@@ -72,6 +72,22 @@ def tcp_port_listening(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def unix_socket_listening(path: str) -> bool:
+    """True when a unix socket at ``path`` is listening, read from ``/proc/net/unix``
+    (flag ``__SO_ACCEPTCON``) so that nothing connects."""
+    try:
+        with open("/proc/net/unix") as table:
+            next(table)
+            for row in table:
+                fields = row.split(None, 7)
+                listening = len(fields) == 8 and int(fields[3], 16) & 0x10000
+                if listening and fields[7].strip() == path:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def tcp_port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when ``host:port`` can be bound now (it may be taken a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -260,7 +276,8 @@ class QemuVM:
         )
 
     def _ready(self) -> bool:
-        if not all(os.path.exists(path) for path in self.qmp_paths):
+        # The socket file appears at bind(), a moment before listen(): wait for the latter.
+        if not all(unix_socket_listening(path) for path in self.qmp_paths):
             return False
         return self.vnc_display is None or tcp_port_listening(self.vnc_port)
 
