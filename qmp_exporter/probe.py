@@ -122,11 +122,13 @@ async def probe(
     # public one-shot entry yet); the poll closes its connection in poll mode.
     started = asyncio.get_running_loop().time()
     try:
-        await asyncio.wait_for(poller._poll_once(), timeout)
+        await asyncio.wait_for(poller.poll_once(), timeout)
     except TimeoutError:
         await poller.stop()
         elapsed = asyncio.get_running_loop().time() - started
-        poller._failed(TimeoutError(f"{address}: probe timed out after {timeout:g}s"), elapsed)
+        poller.record_failure(
+            TimeoutError(f"{address}: probe timed out after {timeout:g}s"), elapsed
+        )
     lines = vm_lines(poller)
     parts = []
     for family in all_families():
