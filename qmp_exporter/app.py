@@ -17,9 +17,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from qmp_exporter import __version__
 from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
+from qmp_exporter.discovery import Discoverer
 from qmp_exporter.fleet import Fleet
 from qmp_exporter.metrics import CONTENT_TYPE
 from qmp_exporter.poller import PollSettings
+from qmp_exporter.probe import ProbeEndpoint
 from qmp_exporter.qmp import Event
 from qmp_exporter.render import FleetRenderer
 from qmp_exporter.selfmetrics import SelfMetrics
@@ -98,6 +100,9 @@ class Exporter:
         self.reload_time = time.time()
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self.discoverer = Discoverer(config, self._apply_discovered)
+        self.probes = ProbeEndpoint(lambda: self.config, lambda: self.discoverer.monitors)
+        self._discovery_task: asyncio.Task[None] | None = None
         self._add_routes()
 
     @staticmethod
@@ -143,6 +148,7 @@ class Exporter:
             self.pusher[0].start()
         await self.fleet.apply(monitors)
         self.self_metrics.monitors.set(len(self.fleet.pollers))
+        self._discovery_task = asyncio.create_task(self.discoverer.run(), name="discovery")
         host, port = parse_listen_address(self.options.listen_address)
         ssl_context = self.web_config.listening_context() if self.web_config else None
         await self.server.start(host, port, ssl_context)
@@ -155,9 +161,19 @@ class Exporter:
 
     async def stop(self) -> None:
         await self.server.close()
+        if self._discovery_task is not None:
+            self._discovery_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._discovery_task
         await self.fleet.close()
         if self.pusher is not None:
             await asyncio.to_thread(self.pusher[0].close)
+
+    async def _apply_discovered(self, monitors: tuple[MonitorConfig, ...]) -> None:
+        """Discovery found a change: watch the configured plus the discovered monitors."""
+        async with self._reload_lock:
+            await self.fleet.apply((*monitors, *self.extra_monitors))
+            self.self_metrics.monitors.set(len(self.fleet.pollers))
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM or SIGINT; SIGHUP reloads the config."""
@@ -194,7 +210,9 @@ class Exporter:
             if config.alerting != self.config.alerting:
                 await self._replace_pusher(config.alerting)
             self.config = config
-            await self.fleet.apply(self.monitors(config), self._settings(config))
+            self.discoverer.update_config(config)  # rescans at once
+            monitors = (*self.discoverer.discovered, *self.monitors(config))
+            await self.fleet.apply(monitors, self._settings(config))
             self.reload_ok = True
             self.reload_time = time.time()
             self.self_metrics.reload_successful.set(1)
@@ -216,6 +234,8 @@ class Exporter:
         self.server.route("/", self._landing)
         self.server.route("/-/healthy", self._healthy)
         self.server.route("/-/ready", self._healthy)
+        self.server.route("/probe", self.probes.handle_probe)
+        self.server.route("/discovery", self.probes.handle_discovery)
         if self.options.enable_lifecycle:
             self.server.route("/-/reload", self._reload_endpoint, methods=("POST", "PUT"))
 
