@@ -143,7 +143,7 @@ def test_poller_runs_collectors_and_reports_each(pc_vm, none_vm):
             name="t", address=address, mode="poll", collectors=tuple(COLLECTORS)
         )
         poller = MonitorPoller(monitor, PollSettings(interval=5, timeout=5, start_spread=0))
-        await poller._poll_once()
+        await poller.poll_once()
         return poller
 
     for vm in (pc_vm, none_vm):
