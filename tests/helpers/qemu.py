@@ -10,10 +10,10 @@ Use the fixtures in ``tests/conftest.py`` rather than this module directly::
         qmp_command(vm.qmp_paths[1], "stop")   # a state change from the test's own monitor
         vm.kill()            # SIGKILL; vm.restart() brings it back on the same sockets
 
-Readiness: :meth:`QemuVM.start` returns once every QMP socket file exists and the VNC port
-listens (read from ``/proc/net/tcp``, without connecting: a connection would use QEMU's single
-client slot, or make VNC events). QEMU may still be a few milliseconds from sending its
-greeting; a QMP client's greeting timeout covers that.
+Readiness: :meth:`QemuVM.start` returns once every QMP socket and the VNC port listen
+(from ``/proc/net/unix`` and ``/proc/net/tcp``, without connecting: a connection would use
+QEMU's single client slot, or make VNC events). QEMU may still be a few milliseconds from
+sending its greeting; a QMP client's greeting timeout covers that.
 
 Every VM started here is killed by :meth:`QemuVM.close` (the fixtures call it), and its
 temporary directory removed.
@@ -70,6 +70,24 @@ def tcp_port_listening(port: int, host: str = "127.0.0.1") -> bool:
     except OSError:
         pass
     return False
+
+
+def unix_sockets_listening(paths: Sequence[str]) -> bool:
+    """True when every path is a listening unix socket, read from ``/proc/net/unix`` so that
+    nothing connects. (The socket file appears at bind(), a moment before listen(): a
+    connect in between is refused.)"""
+    wanted = set(paths)
+    try:
+        with open("/proc/net/unix") as table:
+            next(table)
+            for row in table:
+                fields = row.split(None, 7)
+                # Flags 00010000 is __SO_ACCEPTCON: the socket listens.
+                if len(fields) == 8 and fields[3] == "00010000":
+                    wanted.discard(fields[7].rstrip("\n"))
+    except OSError:
+        return all(os.path.exists(path) for path in paths)
+    return not wanted
 
 
 def tcp_port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -260,7 +278,7 @@ class QemuVM:
         )
 
     def _ready(self) -> bool:
-        if not all(os.path.exists(path) for path in self.qmp_paths):
+        if not unix_sockets_listening(self.qmp_paths):
             return False
         return self.vnc_display is None or tcp_port_listening(self.vnc_port)
 
