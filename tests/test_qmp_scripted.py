@@ -203,6 +203,69 @@ def test_command_timeout_then_late_answer_is_ignored(sock_path: str) -> None:
     with_monitor(sock_path, body, concurrent=True, handlers={"query-late": late})
 
 
+def test_each_pending_command_keeps_its_own_timeout(sock_path: str) -> None:
+    async def silent(session: Session, request: dict[str, Any]) -> None:
+        return None
+
+    async def body(monitor: ScriptedMonitor) -> None:
+        client = await connect(monitor.address, timeout=2)
+        started = time.monotonic()
+        long_wait = asyncio.create_task(client.execute("query-silent", timeout=0.6))
+        await asyncio.sleep(0.01)
+        with pytest.raises(CommandTimeoutError):  # shorter, sent later: expires first
+            await client.execute("query-silent", timeout=0.1)
+        assert 0.09 < time.monotonic() - started < 0.3
+        assert not long_wait.done()
+        with pytest.raises(CommandTimeoutError, match=r"0\.6s"):
+            await long_wait
+        assert 0.55 < time.monotonic() - started < 0.9
+        assert await client.execute("query-name") == {"name": "scripted"}
+        await client.close()
+
+    with_monitor(sock_path, body, handlers={"query-silent": silent})
+
+
+def test_late_answer_never_reaches_a_newer_command(sock_path: str) -> None:
+    answers = iter(["first, late", "second"])
+
+    async def slow(session: Session, request: dict[str, Any]) -> None:
+        await asyncio.sleep(0.3)
+        await session.reply(request, next(answers))
+
+    async def body(monitor: ScriptedMonitor) -> None:
+        client = await connect(monitor.address, timeout=2)
+        with pytest.raises(CommandTimeoutError):
+            await client.execute("query-slow", timeout=0.1)
+        cancelled = asyncio.create_task(client.execute("query-slow"))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        # Sent while both earlier answers are still due: it must get only its own.
+        assert await client.execute("query-name") == {"name": "scripted"}
+        await asyncio.sleep(0.35)
+        assert client.unmatched_responses == 2
+        ids = [r["id"] for r in monitor.received]
+        assert len(set(ids[1:])) == 3, ids  # no id reused while its answer was due
+        assert await client.execute("query-name") == {"name": "scripted"}
+        await client.close()
+
+    with_monitor(sock_path, body, concurrent=True, handlers={"query-slow": slow})
+
+
+def test_answer_with_a_lookalike_id_matches_nothing(sock_path: str) -> None:
+    async def tricky(session: Session, request: dict[str, Any]) -> None:
+        for fake in (True, float(request["id"]), str(request["id"]), [request["id"]]):
+            await session.send({"return": "wrong", "id": fake})
+        await session.reply(request, "right")
+
+    async def body(monitor: ScriptedMonitor) -> None:
+        client = await connect(monitor.address, timeout=2)
+        assert await client.execute("query-tricky") == "right"
+        assert client.unmatched_responses == 4
+        await client.close()
+
+    with_monitor(sock_path, body, handlers={"query-tricky": tricky})
+
+
 def test_event_queue_is_bounded_and_counts_drops(sock_path: str) -> None:
     async def burst(session: Session, request: dict[str, Any]) -> None:
         for i in range(10):
