@@ -6,13 +6,15 @@ Every error is collected with its path (``monitors[2].address: ...``) and report
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.durations import parse_duration
 from qmp_exporter.qmp import AddressError, parse_address
 
@@ -23,6 +25,13 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Label names the exporter sets itself on ``qemu_vm_info``.
 RESERVED_LABELS = frozenset({"vm", "name", "uuid", "job", "instance"})
 _EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+#: Where Proxmox VE keeps one QMP socket per VM, named ``<vmid>.qmp``; its tools connect
+#: per command, so the exporter must use ``poll`` mode there.
+PROXMOX_DIRS = ("/var/run/qemu-server", "/run/qemu-server")
+#: Fields a discovery ``name`` template may use (``vmid`` only in the Proxmox layout).
+NAME_FIELDS = ("stem", "name")
+PROXMOX_NAME_FIELDS = ("stem", "name", "vmid")
+DEFAULT_RESCAN = 30.0
 
 
 class ConfigError(Exception):
@@ -31,7 +40,9 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str], source: str = "config") -> None:
         self.errors = errors
         self.source = source
-        super().__init__(f"{source}: {len(errors)} error(s):\n" + "\n".join(f"- {e}" for e in errors))
+        super().__init__(
+            f"{source}: {len(errors)} error(s):\n" + "\n".join(f"- {e}" for e in errors)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,8 @@ class MonitorConfig:
     address: str
     mode: str = "persistent"
     labels: tuple[tuple[str, str], ...] = ()
+    #: Optional collectors to run (``None``: the defaults in ``collectors.DEFAULT_COLLECTORS``).
+    collectors: tuple[str, ...] | None = None
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -57,6 +70,35 @@ class AlertingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """Monitors found by globbing for sockets; see :mod:`qmp_exporter.discovery`."""
+
+    glob: str
+    #: A ``str.format`` template over ``{stem}``, ``{name}`` (and ``{vmid}`` for Proxmox).
+    name: str = "{stem}"
+    mode: str = "persistent"
+    labels: tuple[tuple[str, str], ...] = ()
+    rescan: float = DEFAULT_RESCAN
+    #: As for a monitor: ``None`` for the defaults.
+    collectors: tuple[str, ...] | None = None
+    #: The glob is in the Proxmox layout (``/var/run/qemu-server/<vmid>.qmp``).
+    proxmox: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """Who may be probed through ``/probe?target=...``.
+
+    ``allow`` holds normalised globs (``unix:/var/run/qemu-server/*.qmp``,
+    ``tcp:10.0.0.*:4444``); empty means only the addresses of ``poll``-mode monitors.
+    """
+
+    allow: tuple[str, ...] = ()
+    #: Serve the known monitors as Prometheus HTTP service discovery JSON on ``/discovery``.
+    http_sd: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -64,6 +106,8 @@ class Config:
     timeout: float = 5.0
     monitors: tuple[MonitorConfig, ...] = ()
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    discovery: tuple[DiscoveryConfig, ...] = ()
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
 
 class _Errors:
@@ -151,7 +195,7 @@ def _monitor(value: Any, path: str, errors: _Errors) -> MonitorConfig | None:
     if not isinstance(value, Mapping):
         errors.add(path, f"expected a mapping with name and address, got {_kind(value)}")
         return None
-    raw = _mapping(value, path, errors, {"name", "address", "mode", "labels"})
+    raw = _mapping(value, path, errors, {"name", "address", "mode", "labels", "collectors"})
     name = raw.get("name")
     ok = True
     if not isinstance(name, str) or not name.strip():
@@ -166,9 +210,12 @@ def _monitor(value: Any, path: str, errors: _Errors) -> MonitorConfig | None:
         errors.add(_join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
         ok = False
     labels = _labels(raw.get("labels"), _join(path, "labels"), errors)
+    collectors = _collectors(raw.get("collectors"), _join(path, "collectors"), errors)
     if not ok or address is None:
         return None
-    return MonitorConfig(name=name, address=address, mode=mode, labels=labels)
+    return MonitorConfig(
+        name=name, address=address, mode=mode, labels=labels, collectors=collectors
+    )
 
 
 def _monitors(value: Any, errors: _Errors) -> tuple[MonitorConfig, ...]:
@@ -230,6 +277,148 @@ def _alerting(value: Any, errors: _Errors) -> AlertingConfig:
     return AlertingConfig(tuple(urls), tuple(names))
 
 
+def _collectors(value: Any, path: str, errors: _Errors) -> tuple[str, ...] | None:
+    """A ``collectors:`` list of names from ``COLLECTORS``; ``None`` (the defaults) when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        errors.add(path, f"expected a list of collector names, got {_kind(value)}")
+        return None
+    names: list[str] = []
+    for index, name in enumerate(value):
+        item_path = f"{path}[{index}]"
+        if not isinstance(name, str) or name not in COLLECTORS:
+            errors.add(item_path, f"unknown collector {name!r} (known: {', '.join(COLLECTORS)})")
+        elif name in names:
+            errors.add(item_path, f"collector {name!r} listed twice")
+        else:
+            names.append(name)
+    return tuple(names)
+
+
+def is_proxmox_glob(pattern: str) -> bool:
+    """Whether a discovery glob looks in Proxmox VE's socket directory."""
+    directory = pattern.rsplit("/", 1)[0]
+    return directory in PROXMOX_DIRS
+
+
+def _name_template(value: Any, path: str, errors: _Errors, proxmox: bool) -> str:
+    if not isinstance(value, str) or not value:
+        errors.add(path, f"expected a non-empty template string, got {_kind(value)}")
+        return "{stem}"
+    allowed = PROXMOX_NAME_FIELDS if proxmox else NAME_FIELDS
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError as err:
+        errors.add(path, f"not a valid template: {err}")
+        return "{stem}"
+    for _, field_name, spec, conversion in parts:
+        if field_name is None:
+            continue
+        if field_name not in allowed:
+            hint = "" if proxmox else " ({vmid} only in the Proxmox layout)"
+            errors.add(
+                path,
+                f"unknown field {{{field_name}}}: use {', '.join('{' + f + '}' for f in allowed)}"
+                + (hint if field_name == "vmid" else ""),
+            )
+            return "{stem}"
+        if spec or conversion:
+            errors.add(path, f"{{{field_name}}}: format specs and conversions are not allowed")
+            return "{stem}"
+    return value
+
+
+def _discovery_entry(value: Any, path: str, errors: _Errors) -> DiscoveryConfig | None:
+    if not isinstance(value, Mapping):
+        errors.add(path, f"expected a mapping with a glob, got {_kind(value)}")
+        return None
+    allowed = {"glob", "name", "mode", "labels", "rescan", "collectors"}
+    raw = _mapping(value, path, errors, allowed)
+    pattern = raw.get("glob")
+    if not isinstance(pattern, str) or not pattern.startswith("/") or "\0" in pattern:
+        errors.add(_join(path, "glob"), f"required: an absolute path glob, got {pattern!r}")
+        return None
+    proxmox = is_proxmox_glob(pattern)
+    mode = raw.get("mode", "poll" if proxmox else "persistent")
+    if mode not in MODES:
+        errors.add(_join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
+        mode = "poll"
+    elif proxmox and mode != "poll":
+        errors.add(
+            _join(path, "mode"),
+            "must be poll in the Proxmox layout: Proxmox connects to these sockets per "
+            "command, and QEMU serves one client per socket",
+        )
+    name = _name_template(raw.get("name", "{stem}"), _join(path, "name"), errors, proxmox)
+    labels = _labels(raw.get("labels"), _join(path, "labels"), errors)
+    if proxmox and "vmid" in dict(labels):
+        errors.add(_join(path, "labels.vmid"), "set by the exporter in the Proxmox layout")
+    rescan = _duration(raw.get("rescan"), _join(path, "rescan"), errors, DEFAULT_RESCAN, 1.0)
+    collectors = _collectors(raw.get("collectors"), _join(path, "collectors"), errors)
+    return DiscoveryConfig(pattern, name, mode, labels, rescan, collectors, proxmox)
+
+
+def _discovery(value: Any, errors: _Errors) -> tuple[DiscoveryConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        errors.add("discovery", f"expected a list, got {_kind(value)}")
+        return ()
+    entries: list[DiscoveryConfig] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(value):
+        path = f"discovery[{index}]"
+        entry = _discovery_entry(item, path, errors)
+        if entry is None:
+            continue
+        if entry.glob in seen:
+            errors.add(_join(path, "glob"), f"duplicate glob (also discovery[{seen[entry.glob]}])")
+            continue
+        seen[entry.glob] = index
+        entries.append(entry)
+    return tuple(entries)
+
+
+def probe_pattern(value: Any) -> str:
+    """Normalise a ``probe.allow`` glob to ``unix:/PATH-GLOB`` or ``tcp:HOST-GLOB:PORT-GLOB``;
+    ``ValueError`` saying the expected forms otherwise."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"expected a socket path glob or HOST:PORT glob, got {value!r}")
+    if value.startswith("unix:"):
+        value = value[len("unix:") :]
+    if value.startswith("/"):
+        if any(part == ".." for part in value.split("/")):
+            raise ValueError(f"{value!r}: '..' is not allowed in a path glob")
+        return f"unix:{value}"
+    if value.startswith("tcp:"):
+        value = value[len("tcp:") :]
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port:
+        raise ValueError(
+            f"{value!r}: expected an absolute socket path glob (/var/run/qemu-server/*.qmp) "
+            "or HOST:PORT (10.0.0.*:4444)"
+        )
+    return f"tcp:{host.lower()}:{port}"
+
+
+def _probe(value: Any, errors: _Errors) -> ProbeConfig:
+    raw = _mapping(value, "probe", errors, {"allow", "http_sd"})
+    allow = raw.get("allow", [])
+    patterns: list[str] = []
+    if not isinstance(allow, list):
+        errors.add("probe.allow", f"expected a list of globs, got {_kind(allow)}")
+        allow = []
+    for index, item in enumerate(allow):
+        try:
+            patterns.append(probe_pattern(item))
+        except ValueError as err:
+            errors.add(f"probe.allow[{index}]", str(err))
+    http_sd = raw.get("http_sd", False)
+    if not isinstance(http_sd, bool):
+        errors.add("probe.http_sd", f"expected true or false, got {http_sd!r}")
+        http_sd = False
+    return ProbeConfig(tuple(patterns), http_sd)
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -237,7 +426,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
     errors = _Errors()
     if data is None:
         data = {}
-    allowed = {"poll_interval", "timeout", "monitors", "alerting"}
+    allowed = {"poll_interval", "timeout", "monitors", "alerting", "discovery", "probe"}
     raw = _mapping(data, "", errors, allowed)
     if not isinstance(data, Mapping):
         raise ConfigError(errors.items, source)
@@ -250,6 +439,8 @@ def parse_config(data: Any, source: str = "config") -> Config:
         timeout=timeout,
         monitors=_monitors(raw.get("monitors"), errors),
         alerting=_alerting(raw.get("alerting"), errors),
+        discovery=_discovery(raw.get("discovery"), errors),
+        probe=_probe(raw.get("probe"), errors),
     )
     if errors.items:
         raise ConfigError(errors.items, source)
@@ -280,7 +471,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 def parse_yaml(text: str, source: str = "config") -> Config:
     """Parse YAML text into a :class:`Config`."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}".replace("\n", " ")], source) from err
     return parse_config(data, source)

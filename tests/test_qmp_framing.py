@@ -17,8 +17,9 @@ from qmp_exporter.qmp.framing import decode_line, encode_command
 json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=6,
 )
 messages = st.dictionaries(st.text(max_size=10), json_values, min_size=1, max_size=5)

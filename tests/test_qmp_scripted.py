@@ -107,8 +107,13 @@ def test_members_in_any_order_and_unknown_members_ignored(sock_path: str) -> Non
             % request["id"]
         )
 
-    greeting = {"QMP": {"capabilities": ["oob", "future-cap"], "extra": 1, "version": {
-        "package": " v ", "qemu": {"minor": 0, "micro": 1, "major": 10}}}}
+    greeting = {
+        "QMP": {
+            "capabilities": ["oob", "future-cap"],
+            "extra": 1,
+            "version": {"package": " v ", "qemu": {"minor": 0, "micro": 1, "major": 10}},
+        }
+    }
 
     async def body(monitor: ScriptedMonitor) -> None:
         client = await connect(monitor.address, timeout=2)

@@ -73,21 +73,25 @@ def tcp_port_listening(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def unix_sockets_listening(paths: Sequence[str]) -> bool:
-    """True when every path is a listening unix socket, read from ``/proc/net/unix`` so that
-    nothing connects. (The socket file appears at bind(), a moment before listen(): a
-    connect in between is refused.)"""
+    """True when every path is a listening unix socket, read from ``/proc/net/unix``
+    (flag ``__SO_ACCEPTCON``) so that nothing connects. (The socket file appears at bind(),
+    a moment before listen(): a connect in between is refused.)"""
     wanted = set(paths)
     try:
         with open("/proc/net/unix") as table:
             next(table)
             for row in table:
                 fields = row.split(None, 7)
-                # Flags 00010000 is __SO_ACCEPTCON: the socket listens.
-                if len(fields) == 8 and fields[3] == "00010000":
-                    wanted.discard(fields[7].rstrip("\n"))
+                if len(fields) == 8 and int(fields[3], 16) & 0x10000:
+                    wanted.discard(fields[7].strip())
     except OSError:
-        return all(os.path.exists(path) for path in paths)
+        return False
     return not wanted
+
+
+def unix_socket_listening(path: str) -> bool:
+    """True when a unix socket at ``path`` is listening (see :func:`unix_sockets_listening`)."""
+    return unix_sockets_listening([path])
 
 
 def tcp_port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -278,6 +282,7 @@ class QemuVM:
         )
 
     def _ready(self) -> bool:
+        # The socket file appears at bind(), a moment before listen(): wait for the latter.
         if not unix_sockets_listening(self.qmp_paths):
             return False
         return self.vnc_display is None or tcp_port_listening(self.vnc_port)

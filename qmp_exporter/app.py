@@ -1,0 +1,256 @@
+"""The running exporter: config, fleet, HTTP endpoints, signals and reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import html
+import logging
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from qmp_exporter.alerting import AlertPusher
+from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
+from qmp_exporter.fleet import Fleet
+from qmp_exporter.metrics import CONTENT_TYPE
+from qmp_exporter.poller import PollSettings
+from qmp_exporter.qmp import Event
+from qmp_exporter.render import FleetRenderer
+from qmp_exporter.selfmetrics import SelfMetrics
+from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
+from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_headers
+
+log = logging.getLogger(__name__)
+
+#: The default port: 9100-9999 are all taken by known exporters; 10144 is not.
+DEFAULT_PORT = 10144
+#: File descriptors kept free for HTTP clients, logs and the like.
+FD_RESERVE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How the exporter was started (from the command line)."""
+
+    config_path: str | None = None
+    listen_address: str = f":{DEFAULT_PORT}"
+    web_config_path: str | None = None
+    enable_lifecycle: bool = False
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``[IPV6]:PORT`` → (host, port); ``ValueError`` otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r}: expected HOST:PORT, :PORT or [IPV6]:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft open-files limit towards the hard one; return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Exporter:
+    """Polls the configured monitors and serves what it learnt over HTTP."""
+
+    def __init__(
+        self,
+        config: Config,
+        options: Options,
+        *,
+        extra_monitors: tuple[MonitorConfig, ...] = (),
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.extra_monitors = extra_monitors
+        self.self_metrics = SelfMetrics()
+        self.fleet = Fleet(self._settings(config), on_event=self._on_event)
+        self.renderer = FleetRenderer(self.fleet)
+        self.server = HTTPServer()
+        # WebConfigError (a ConfigError) here when --web.config.file is unusable.
+        self.web_config = (
+            WebConfigWatcher(options.web_config_path) if options.web_config_path else None
+        )
+        if self.web_config is not None:
+            self.server.guard = make_guard(self.web_config)
+            self.server.response_headers = response_headers(self.web_config)
+        self.event_listeners: list[Callable[[MonitorConfig, Event], None]] = []
+        self.pusher: tuple[AlertPusher, CollectorRegistry] | None = self._make_pusher(
+            config.alerting
+        )
+        self.reload_ok = True
+        self.reload_time = time.time()
+        self._stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._add_routes()
+
+    @staticmethod
+    def _settings(config: Config) -> PollSettings:
+        return PollSettings(interval=config.poll_interval, timeout=config.timeout)
+
+    @staticmethod
+    def _make_pusher(alerting: AlertingConfig) -> tuple[AlertPusher, CollectorRegistry] | None:
+        """An Alertmanager pusher with its own registry (so a reload can replace it)."""
+        if not alerting.alertmanagers:
+            return None
+        registry = CollectorRegistry(auto_describe=True)
+        return AlertPusher(alerting, registry), registry
+
+    async def _replace_pusher(self, alerting: AlertingConfig) -> None:
+        old, self.pusher = self.pusher, self._make_pusher(alerting)
+        if self.pusher is not None:
+            self.pusher[0].start()
+        if old is not None:
+            await asyncio.to_thread(old[0].close)
+
+    def monitors(self, config: Config) -> tuple[MonitorConfig, ...]:
+        """Every monitor to watch under ``config``."""
+        return (*config.monitors, *self.extra_monitors)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start polling and listening."""
+        monitors = self.monitors(self.config)
+        limit = raise_fd_limit(len(monitors) + FD_RESERVE)
+        if len(monitors) + FD_RESERVE > limit:
+            log.warning(
+                "open-files limit %d is too low for %d monitors: raise LimitNOFILE",
+                limit,
+                len(monitors),
+            )
+        if not monitors:
+            log.info("no monitors configured: serving only the exporter's own metrics")
+        self.self_metrics.reload_successful.set(1)
+        self.self_metrics.reload_success_time.set(self.reload_time)
+        if self.pusher is not None:
+            self.pusher[0].start()
+        await self.fleet.apply(monitors)
+        self.self_metrics.monitors.set(len(self.fleet.pollers))
+        host, port = parse_listen_address(self.options.listen_address)
+        ssl_context = self.web_config.listening_context() if self.web_config else None
+        await self.server.start(host, port, ssl_context)
+        log.info(
+            "listening on %s, watching %d monitor(s) every %gs",
+            ", ".join(f"{h}:{p}" for h, p in self.server.addresses),
+            len(monitors),
+            self.config.poll_interval,
+        )
+
+    async def stop(self) -> None:
+        await self.server.close()
+        await self.fleet.close()
+        if self.pusher is not None:
+            await asyncio.to_thread(self.pusher[0].close)
+
+    async def run(self) -> None:
+        """Start, then serve until SIGTERM or SIGINT; SIGHUP reloads the config."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        try:
+            await self._stopping.wait()
+            log.info("shutting down")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; keep the running config when the new one is invalid."""
+        async with self._reload_lock:
+            path = self.options.config_path
+            if path is None:
+                log.info("reload: no --config.file; nothing to reload")
+                return True
+            try:
+                config = load_config(path)
+            except ConfigError as err:
+                self.reload_ok = False
+                self.self_metrics.reload_successful.set(0)
+                log.error("reload failed, keeping the running config: %s", err)
+                return False
+            if config.alerting != self.config.alerting:
+                await self._replace_pusher(config.alerting)
+            self.config = config
+            await self.fleet.apply(self.monitors(config), self._settings(config))
+            self.reload_ok = True
+            self.reload_time = time.time()
+            self.self_metrics.reload_successful.set(1)
+            self.self_metrics.reload_success_time.set(self.reload_time)
+            self.self_metrics.monitors.set(len(self.fleet.pollers))
+            log.info("reloaded %s: %d monitor(s)", path, len(self.fleet.pollers))
+            return True
+
+    def _on_event(self, monitor: MonitorConfig, event: Event) -> None:
+        if self.pusher is not None:
+            self.pusher[0].notify(monitor, event)
+        for listener in self.event_listeners:
+            listener(monitor, event)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _add_routes(self) -> None:
+        self.server.route("/metrics", self._metrics)
+        self.server.route("/", self._landing)
+        self.server.route("/-/healthy", self._healthy)
+        self.server.route("/-/ready", self._healthy)
+        if self.options.enable_lifecycle:
+            self.server.route("/-/reload", self._reload_endpoint, methods=("POST", "PUT"))
+
+    async def _metrics(self, request: Request) -> Response:
+        own = self.self_metrics.render()
+        if self.pusher is not None:
+            own += generate_latest(self.pusher[1])
+        headers = {"Vary": "Accept-Encoding"}
+        if request.accepts_gzip():
+            # Two gzip members: the fleet's, compressed once per change, and our own.
+            body = self.renderer.gzipped() + gzip.compress(own, compresslevel=1, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        else:
+            body = self.renderer.body() + own
+        return Response(200, body, CONTENT_TYPE, headers)
+
+    async def _healthy(self, request: Request) -> Response:
+        return text_response(200, "OK")
+
+    async def _reload_endpoint(self, request: Request) -> Response:
+        if await self.reload():
+            return text_response(200, "config reloaded")
+        return text_response(500, "reload failed; the running config is kept (see the log)")
+
+    async def _landing(self, request: Request) -> Response:
+        rows = []
+        for name, poller in sorted(self.fleet.pollers.items()):
+            state = poller.state
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td>{'up' if state.up else 'down'}</td>"
+                f"<td>{html.escape(state.status)}</td><td>{html.escape(state.error)}</td></tr>"
+            )
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'><title>qmp-exporter</title>"
+            "</head><body><h1>qmp-exporter</h1><p><a href='/metrics'>Metrics</a></p>"
+            "<table><tr><th>VM</th><th>up</th><th>status</th><th>error</th></tr>"
+            + "".join(rows)
+            + "</table></body></html>"
+        )
+        return Response(200, page.encode(), "text/html; charset=utf-8")

@@ -1,0 +1,144 @@
+"""The ``qmp-exporter`` command line (Prometheus-style flags). The only module that exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from qmp_exporter import __version__
+from qmp_exporter.app import DEFAULT_PORT, Exporter, Options, parse_listen_address
+from qmp_exporter.config import Config, ConfigError, MonitorConfig, load_config
+
+log = logging.getLogger("qmp_exporter")
+
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qmp-exporter",
+        description="Prometheus exporter for QEMU virtual machines, over QMP.",
+    )
+    parser.add_argument("--version", action="version", version=f"qmp-exporter {__version__}")
+    parser.add_argument(
+        "--config.file", dest="config_file", metavar="PATH", help="YAML configuration file"
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=f":{DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help=f"address to serve /metrics on (default :{DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="TLS and basic-auth settings (the exporter-toolkit web config format)",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="allow POST /-/reload to reload the configuration",
+    )
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="info")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="also watch a few simulated VMs served inside the process (no QEMU needed); "
+        "the default when no --config.file is given",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check-config", help="validate a configuration file and exit (0 valid, 1 not)"
+    )
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=LOG_LEVELS[level],
+        format="%(asctime)s level=%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"{path}: valid ({len(config.monitors)} monitor(s))")
+    return 0
+
+
+async def serve(args: argparse.Namespace, config: Config) -> int:
+    options = Options(
+        config_path=args.config_file,
+        listen_address=args.listen_address,
+        web_config_path=args.web_config_file,
+        enable_lifecycle=args.enable_lifecycle,
+    )
+    demo = None
+    extra: tuple[MonitorConfig, ...] = ()
+    if args.demo:
+        from qmp_exporter.demo import start_demo
+
+        demo = await start_demo()
+        extra = tuple(MonitorConfig(name=name, address=address) for name, address in demo.monitors)
+        log.info("demo: %d simulated VMs", len(extra))
+    try:
+        exporter = Exporter(config, options, extra_monitors=extra)
+    except ConfigError as err:
+        log.error("%s", err)
+        if demo is not None:
+            await demo.close()
+        return 1
+    try:
+        await exporter.run()
+    except OSError as err:
+        log.error("cannot listen on %s: %s", args.listen_address, err)
+        return 1
+    finally:
+        if demo is not None:
+            await demo.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command == "check-config":
+        return check_config(args.file)
+    try:
+        parse_listen_address(args.listen_address)
+    except ValueError as err:
+        parser.error(f"--web.listen-address: {err}")
+    config = Config()
+    if args.config_file:
+        try:
+            config = load_config(args.config_file)
+        except ConfigError as err:
+            log.error("%s", err)
+            return 1
+    else:
+        # The embedded default: with nothing to watch, show simulated VMs so a newcomer
+        # sees live metrics at once. A real deployment always gives --config.file.
+        log.warning("no --config.file given: running the built-in demo VMs (--demo)")
+        args.demo = True
+    try:
+        return asyncio.run(serve(args, config))
+    except KeyboardInterrupt:
+        return 130

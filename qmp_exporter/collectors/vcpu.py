@@ -1,0 +1,47 @@
+"""Virtual CPUs from ``query-cpus-fast``.
+
+Sample output::
+
+    qemu_vcpus{vm="web1"} 2
+    qemu_vcpu_info{vm="web1",vcpu="0",thread_id="13551"} 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qmp_exporter.collectors.base import Collector, Query
+from qmp_exporter.collectors.values import as_count, as_dict, as_list
+from qmp_exporter.metrics import Family, Sample
+
+
+class VcpuCollector(Collector):
+    """The number of vCPUs, and each vCPU's host thread id (to match with per-thread
+    metrics such as process_exporter's) as an info series."""
+
+    name = "vcpu"
+    required_commands = ("query-cpus-fast",)
+    families = (
+        Family("qemu_vcpus", "gauge", "Number of virtual CPUs."),
+        Family("qemu_vcpu_info", "gauge", "One series per vCPU with its host thread id; value 1."),
+    )
+
+    async def collect(self, query: Query) -> Sequence[Sample]:
+        return parse_cpus_fast(await query("query-cpus-fast", None))
+
+
+def parse_cpus_fast(answer: Any) -> list[Sample]:
+    """Samples from a ``query-cpus-fast`` answer (``[]`` on ``-M none``)."""
+    cpus = as_list(answer, "query-cpus-fast")
+    samples: list[Sample] = [("qemu_vcpus", (), len(cpus))]
+    seen: set[int] = set()
+    for position, item in enumerate(cpus):
+        cpu = as_dict(item, f"query-cpus-fast[{position}]")
+        index = as_count(cpu.get("cpu-index"), f"query-cpus-fast[{position}].cpu-index")
+        thread = as_count(cpu.get("thread-id"), f"query-cpus-fast[{position}].thread-id")
+        if index in seen:
+            raise ValueError(f"query-cpus-fast: cpu-index {index} listed twice")
+        seen.add(index)
+        samples.append(("qemu_vcpu_info", (("vcpu", str(index)), ("thread_id", str(thread))), 1))
+    return samples

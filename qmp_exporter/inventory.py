@@ -1,0 +1,312 @@
+"""``qmp-exporter inventory``: ask every VM once (connect, query, leave) and print one row each.
+
+The heir of the 2009 ``vm-info`` script, for a whole fleet at once::
+
+    $ qmp-exporter inventory --format json unix:/run/qemu/alpha.qmp
+    [{"vm": "unix:/run/qemu/alpha.qmp", "name": "vm-alpha", "uuid": "1111...",
+      "status": "running", "version": "7.2.22",
+      "vnc": {"enabled": true, "address": "127.0.0.1:5955", "clients": 0}, "error": null}]
+
+Only ``qmp_capabilities`` and ``query-*`` commands are sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import yaml
+
+from qmp_exporter.config import ConfigError, MonitorConfig, load_config
+from qmp_exporter.qmp import AddressError, CommandError, QMPError, connect, parse_version
+
+FORMATS = ("table", "json", "yaml")
+#: VMs asked at the same time; more wait for a free slot (bounds open sockets).
+MAX_CONCURRENT = 64
+DEFAULT_TIMEOUT = 5.0
+#: Extra time before the overall per-VM bound cuts in, so the client's own step bounds
+#: (which say *which* step was slow) fire first.
+_GRACE = 0.5
+#: Columns of the table, in order: (heading, row attribute).
+_COLUMNS = (
+    ("VM", "vm"),
+    ("NAME", "name"),
+    ("UUID", "uuid"),
+    ("STATUS", "status"),
+    ("VERSION", "version"),
+    ("VNC", "vnc_address"),
+    ("CLIENTS", "vnc_clients"),
+    ("ERROR", "error"),
+)
+#: Columns shortened first when the table is wider than the terminal, with their minimum width.
+_SHRINKABLE = (("error", 10), ("uuid", 8), ("name", 8), ("vm", 8))
+
+
+@dataclass(frozen=True, slots=True)
+class VncInfo:
+    """``query-vnc`` in short: whether VNC is on, where it listens, how many clients."""
+
+    enabled: bool
+    address: str | None = None
+    clients: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRow:
+    """What one VM said: ``error`` is ``None`` when it answered; what it did not say is ``None``."""
+
+    vm: str
+    name: str | None = None
+    uuid: str | None = None
+    status: str | None = None
+    version: str | None = None
+    vnc: VncInfo | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as plain data: keys ``vm, name, uuid, status, version, vnc, error``."""
+        return asdict(self)
+
+    @property
+    def vnc_address(self) -> str | None:
+        if self.vnc is None:
+            return None
+        return self.vnc.address if self.vnc.enabled else "off"
+
+    @property
+    def vnc_clients(self) -> str | None:
+        if self.vnc is None or not self.vnc.enabled:
+            return None
+        return str(self.vnc.clients)
+
+
+Target = MonitorConfig | str
+
+
+def _target_name_and_address(target: Target) -> tuple[str, str]:
+    if isinstance(target, MonitorConfig):
+        return target.name, target.address
+    return target, target
+
+
+async def gather_inventory(
+    targets: Sequence[Target], timeout: float = DEFAULT_TIMEOUT
+) -> list[InventoryRow]:
+    """Ask every monitor at once (at most :data:`MAX_CONCURRENT` open at a time); one row each,
+    in the order given. Each VM is bounded by ``timeout`` from connect to its last answer."""
+    slots = asyncio.Semaphore(MAX_CONCURRENT)
+
+    async def one(target: Target) -> InventoryRow:
+        vm, address = _target_name_and_address(target)
+        async with slots:
+            return await inventory_one(vm, address, timeout)
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+async def inventory_one(vm: str, address: str, timeout: float) -> InventoryRow:
+    """Connect, query, leave; a row with ``error`` set when the VM did not answer in time."""
+    found: dict[str, Any] = {}
+    try:
+        # The client bounds each step and says which one failed; this is only a safety net.
+        async with asyncio.timeout(timeout + _GRACE):
+            await _ask(address, timeout, found)
+    except TimeoutError:
+        return InventoryRow(vm, **found, error=f"{address}: no answer within {timeout:g}s")
+    except AddressError as err:
+        return InventoryRow(vm, error=str(err))
+    except QMPError as err:
+        return InventoryRow(vm, **found, error=str(err) or type(err).__name__)
+    except OSError as err:
+        return InventoryRow(vm, **found, error=f"{address}: {err.strerror or err}")
+    return InventoryRow(vm, **found)
+
+
+async def _ask(address: str, timeout: float, found: dict[str, Any]) -> None:
+    """Fill ``found`` with what the VM says; commands it lacks leave their field unset."""
+    deadline = time.monotonic() + timeout
+    client = await connect(address, timeout)
+    try:
+        left = max(deadline - time.monotonic(), 0.001)
+        version, status, name, uuid, vnc = await asyncio.gather(
+            *(
+                _optional(client.execute(command, timeout=left))
+                for command in (
+                    "query-version",
+                    "query-status",
+                    "query-name",
+                    "query-uuid",
+                    "query-vnc",
+                )
+            )
+        )
+    finally:
+        await client.close()
+    if isinstance(version, dict):
+        found["version"] = parse_version(version)[0]
+    if version is None and client.greeting is not None:
+        found["version"] = client.greeting.version
+    if isinstance(status, dict):
+        found["status"] = run_state(status)
+    if isinstance(name, dict) and isinstance(name.get("name"), str):
+        found["name"] = name["name"]
+    if isinstance(uuid, dict) and isinstance(uuid.get("UUID"), str):
+        found["uuid"] = uuid["UUID"]
+    if isinstance(vnc, dict):
+        found["vnc"] = vnc_info(vnc)
+
+
+async def _optional(call: Any) -> Any:
+    """The command's answer, or ``None`` when QEMU answered with an error (command missing,
+    feature not built in); connection problems still raise."""
+    try:
+        return await call
+    except CommandError:
+        return None
+
+
+def run_state(status: dict[str, Any]) -> str | None:
+    """``query-status``'s run state; the 2010 dialect has only ``running``."""
+    state = status.get("status")
+    if isinstance(state, str):
+        return state
+    running = status.get("running")
+    if isinstance(running, bool):
+        return "running" if running else "paused"
+    return None
+
+
+def vnc_info(vnc: dict[str, Any]) -> VncInfo:
+    """Summarise ``query-vnc``: listening address (``host:port``, IPv6 in brackets), clients."""
+    if not vnc.get("enabled"):
+        return VncInfo(enabled=False)
+    host, service = vnc.get("host"), vnc.get("service")
+    address = None
+    if isinstance(host, str) and isinstance(service, str | int):
+        address = f"[{host}]:{service}" if ":" in host else f"{host}:{service}"
+    clients = vnc.get("clients")
+    return VncInfo(True, address, len(clients) if isinstance(clients, list) else 0)
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def format_rows(rows: Sequence[InventoryRow], fmt: str = "table", width: int | None = None) -> str:
+    """Render rows as ``table`` (aligned, at most ``width`` columns wide), ``json`` or ``yaml``."""
+    if fmt == "json":
+        return json.dumps([r.to_dict() for r in rows], indent=2) + "\n"
+    if fmt == "yaml":
+        return yaml.safe_dump([r.to_dict() for r in rows], sort_keys=False, allow_unicode=True)
+    if fmt == "table":
+        return _table(rows, width)
+    raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+def _cell(value: str | None) -> str:
+    """A value made safe for one table cell: no control characters, ``-`` for nothing."""
+    if value is None or value == "":
+        return "-"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+def _table(rows: Sequence[InventoryRow], width: int | None) -> str:
+    cells = [{attr: _cell(getattr(row, attr)) for _, attr in _COLUMNS} for row in rows]
+    if not any(row.error for row in rows):
+        columns = [c for c in _COLUMNS if c[1] != "error"]
+    else:
+        columns = list(_COLUMNS)
+    widths = {attr: max([len(head)] + [len(c[attr]) for c in cells]) for head, attr in columns}
+    if width is not None:
+        _fit(widths, width)
+    lines = [_line([head for head, _ in columns], [widths[a] for _, a in columns])]
+    for cell in cells:
+        values = [_shorten(cell[a], widths[a]) for _, a in columns]
+        lines.append(_line(values, [widths[a] for _, a in columns]))
+    return "\n".join(lines) + "\n"
+
+
+def _fit(widths: dict[str, int], limit: int) -> None:
+    """Shrink the shrinkable columns, in order, until the table fits ``limit``."""
+    gaps = 2 * (len(widths) - 1)
+    for attr, minimum in _SHRINKABLE:
+        excess = sum(widths.values()) + gaps - limit
+        if excess <= 0:
+            return
+        if attr in widths and widths[attr] > minimum:
+            widths[attr] = max(minimum, widths[attr] - excess)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _line(values: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``inventory`` subcommand's options to ``parser``."""
+    parser.add_argument(
+        "addresses",
+        nargs="*",
+        metavar="ADDRESS",
+        help="monitor addresses (unix:/PATH, /PATH, tcp:HOST:PORT) to ask instead of the config",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=None,
+        help="the exporter's config: ask every monitor it lists (default qmp-exporter.yml "
+        "when no ADDRESS is given)",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="table", help="output format (default: table)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds each VM may take to answer (default: the config's timeout, else 5)",
+    )
+
+
+def run_inventory(
+    args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Run ``inventory``: 0 when every VM answered, 1 when some did not, 2 for a bad config."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    targets: list[Target] = list(args.addresses)
+    timeout = args.timeout
+    if not targets or args.config_file:
+        try:
+            config = load_config(args.config_file or "qmp-exporter.yml")
+        except ConfigError as err:
+            print(f"qmp-exporter inventory: {err}", file=stderr)
+            return 2
+        targets = [*config.monitors, *targets]
+        if timeout is None:
+            timeout = config.timeout
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    if timeout <= 0:
+        print("qmp-exporter inventory: --timeout must be positive", file=stderr)
+        return 2
+    if not targets:
+        print("qmp-exporter inventory: no monitors in the config and no ADDRESS", file=stderr)
+        return 2
+    rows = asyncio.run(gather_inventory(targets, timeout))
+    width = shutil.get_terminal_size().columns if stdout.isatty() else None
+    stdout.write(format_rows(rows, args.format, width))
+    stdout.flush()
+    return 1 if any(row.error for row in rows) else 0

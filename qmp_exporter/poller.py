@@ -1,0 +1,434 @@
+"""One task per monitor: keep (or open per poll) a QMP session, poll it, count its events,
+and publish an immutable :class:`~qmp_exporter.snapshot.VMState` after every poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
+from qmp_exporter.collectors.base import Collector
+from qmp_exporter.config import MonitorConfig
+from qmp_exporter.qmp import (
+    CommandError,
+    CommandTimeoutError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    Event,
+    MonitorBusyError,
+    ProtocolError,
+    QMPClient,
+    QMPError,
+    connect,
+    parse_version,
+)
+from qmp_exporter.snapshot import Identity, VMState, VncState
+
+log = logging.getLogger(__name__)
+
+#: Values of the ``reason`` label of ``qmp_exporter_poll_errors_total``.
+ERROR_REASONS = ("connect", "busy", "timeout", "protocol", "command")
+
+#: Events whose counters exist at 0 from the first connection, so ``increase()`` sees the first.
+PRECREATED_EVENTS = (
+    "VNC_CONNECTED",
+    "VNC_INITIALIZED",
+    "VNC_DISCONNECTED",
+    "SHUTDOWN",
+    "RESET",
+    "POWERDOWN",
+    "STOP",
+    "RESUME",
+    "GUEST_PANICKED",
+    "WATCHDOG",
+    "BLOCK_IO_ERROR",
+)
+#: Events after which the VM's state is re-polled at once rather than at the next interval.
+REPOLL_EVENTS = frozenset(
+    {
+        "VNC_CONNECTED",
+        "VNC_DISCONNECTED",
+        "STOP",
+        "RESUME",
+        "SHUTDOWN",
+        "RESET",
+        "SUSPEND",
+        "WAKEUP",
+        "GUEST_PANICKED",
+        "WATCHDOG",
+        "BLOCK_IO_ERROR",
+        "MIGRATION",
+    }
+)
+#: A monitor may invent event names; past this many distinct names per VM, the rest are
+#: counted as ``OTHER`` so a lying monitor cannot grow the series without bound.
+MAX_EVENT_NAMES = 128
+_EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+#: Shortest spacing between event-triggered re-polls, in seconds.
+REPOLL_MIN_SPACING = 0.05
+#: First reconnect delay after a failure; doubles up to the poll interval.
+BACKOFF_START = 0.5
+
+
+class MalformedAnswerError(ProtocolError):
+    """An answer that parsed as JSON but is not what the command returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    """How often and how patiently to poll."""
+
+    interval: float = 15.0
+    timeout: float = 5.0
+    #: Spread first connects over this many seconds (0: all at once).
+    start_spread: float = 1.0
+
+
+def error_reason(error: BaseException) -> str:
+    """The ``reason`` label for an error."""
+    if isinstance(error, MonitorBusyError):
+        return "busy"
+    if isinstance(error, CommandTimeoutError | ConnectTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(error, ConnectError | ConnectionClosedError):
+        return "connect"
+    if isinstance(error, CommandError):
+        return "command"
+    return "protocol"
+
+
+def parse_status(answer: Any) -> tuple[str, bool]:
+    """``query-status`` → (RunState, running). The seed dialect has no ``status``."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("running"), bool):
+        raise MalformedAnswerError(f"query-status: unexpected answer {answer!r:.200}")
+    running = answer["running"]
+    status = answer.get("status")
+    if status is None:
+        status = "running" if running else "paused"
+    elif not isinstance(status, str) or not 0 < len(status) <= 64:
+        raise MalformedAnswerError(f"query-status: bad status {status!r:.100}")
+    return status, running
+
+
+def parse_vnc(answer: Any) -> VncState:
+    """``query-vnc`` → :class:`VncState`."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("enabled"), bool):
+        raise MalformedAnswerError(f"query-vnc: unexpected answer {answer!r:.200}")
+    if not answer["enabled"]:
+        return VncState(enabled=False)
+    clients = answer.get("clients", [])
+    if not isinstance(clients, list):
+        raise MalformedAnswerError("query-vnc: clients is not a list")
+
+    def text(key: str) -> str:
+        value = answer.get(key, "")
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise MalformedAnswerError(f"query-vnc: {key} is {type(value).__name__}")
+        return str(value)[:256]
+
+    return VncState(True, text("host"), text("service"), text("family"), text("auth"), len(clients))
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise MalformedAnswerError(f"{what}: expected a string, got {type(value).__name__}")
+    return value[:1024]
+
+
+class MonitorPoller:
+    """Watches one monitor; its latest state is :attr:`state`, its counters alongside."""
+
+    def __init__(
+        self,
+        monitor: MonitorConfig,
+        settings: PollSettings,
+        *,
+        on_change: Callable[[], None] = lambda: None,
+        on_event: Callable[[MonitorConfig, Event], None] | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.settings = settings
+        self.state = VMState()
+        #: Events received, by name (pre-created at 0 on the first connection).
+        self.event_counts: dict[str, int] = {}
+        #: Failed polls by reason (all reasons at 0 from the start).
+        self.error_counts: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
+        #: QMP sessions opened.
+        self.connections = 0
+        #: Bumped on every visible change; lets the renderer cache per VM.
+        self.version = 0
+        self._on_change = on_change
+        self._on_event = on_event
+        self._client: QMPClient | None = None
+        self._identity: Identity | None = None
+        self._collectors: list[Collector] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._last_poll_started = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.monitor.name
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start polling in the background."""
+        self._task = asyncio.create_task(self._run(), name=f"poll {self.name}")
+
+    async def stop(self) -> None:
+        """Stop polling and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._disconnect()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        settings = self.settings
+        if settings.start_spread > 0:
+            await asyncio.sleep(random.uniform(0, min(settings.start_spread, settings.interval)))
+        # After the first poll, each VM keeps its own phase so polls spread over the interval.
+        phase = random.uniform(0, settings.interval)
+        next_poll = time.monotonic()
+        first = True
+        while True:
+            await self._poll_once()
+            now = time.monotonic()
+            if first:
+                next_poll = now + phase
+                first = False
+            else:
+                next_poll += settings.interval
+                if next_poll <= now:  # fell behind (a slow poll): skip, never burst
+                    next_poll += ((now - next_poll) // settings.interval + 1) * settings.interval
+            if self._failures:
+                retry = min(BACKOFF_START * 2 ** (self._failures - 1), settings.interval)
+                next_poll = min(next_poll, now + retry * random.uniform(0.8, 1.2))
+            await self._sleep_until(next_poll)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until ``deadline``, or until an event asks for a re-poll, or until a held
+        connection drops."""
+        self._wake.clear()
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+        client = self._client
+        if client is not None:
+            waits.add(asyncio.ensure_future(client.wait_closed()))
+        try:
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        spacing = self._last_poll_started + REPOLL_MIN_SPACING - time.monotonic()
+        if spacing > 0:
+            await asyncio.sleep(spacing)
+
+    async def _poll_once(self) -> None:
+        started = time.monotonic()
+        self._last_poll_started = started
+        persistent = self.monitor.mode == "persistent"
+        try:
+            try:
+                if self._client is None or self._client.closed:
+                    if self._client is not None:
+                        reason = self._client.close_reason
+                        await self._disconnect()
+                        if reason is not None and self.state.up:
+                            raise reason
+                    await self._connect()
+                state = await self._query(self._client)  # type: ignore[arg-type]
+            finally:
+                if not persistent:
+                    await self._disconnect()
+        except (QMPError, OSError) as err:
+            await self._disconnect()
+            self._failed(err, time.monotonic() - started)
+            return
+        self._succeeded(state, time.monotonic() - started)
+
+    async def _connect(self) -> None:
+        on_event = self._event if self.monitor.mode == "persistent" else None
+        client = await connect(
+            self.monitor.address,
+            timeout=self.settings.timeout,
+            on_event=on_event,
+            event_queue_size=1,
+        )
+        self._client = client
+        self.connections += 1
+        self._identity = None
+        if on_event is not None:  # events are only seen on a held connection
+            for name in PRECREATED_EVENTS:
+                self.event_counts.setdefault(name, 0)
+        self._collectors = await self._make_collectors(client)
+
+    async def _make_collectors(self, client: QMPClient) -> list[Collector]:
+        names = self.monitor.collectors
+        if names is None:
+            names = DEFAULT_COLLECTORS
+        if not names:
+            return []
+        available: frozenset[str] | None = None
+        try:
+            answer = await client.execute("query-commands")
+            available = frozenset(
+                c["name"] for c in answer if isinstance(c, dict) and isinstance(c.get("name"), str)
+            )
+        except CommandError:
+            available = None
+        except TypeError as err:
+            raise MalformedAnswerError(f"query-commands: {err}") from err
+        collectors = []
+        for name in names:
+            cls = COLLECTORS.get(name)
+            if cls is not None and cls.supported(available):
+                collectors.append(cls(available))
+        return collectors
+
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def _query(self, client: QMPClient) -> VMState:
+        if self._identity is None:
+            self._identity = await self._query_identity(client)
+        status_answer, vnc_answer = await asyncio.gather(
+            client.execute("query-status"), self._query_vnc(client)
+        )
+        status, running = parse_status(status_answer)
+        samples, results = await self._run_collectors(client)
+        now = time.time()
+        return VMState(
+            up=True,
+            identity=self._identity,
+            status=status,
+            running=running,
+            vnc=vnc_answer,
+            samples=samples,
+            collector_results=results,
+            last_success=now,
+            last_poll=now,
+        )
+
+    async def _query_identity(self, client: QMPClient) -> Identity:
+        version_answer = await client.execute("query-version")
+        if not isinstance(version_answer, dict):
+            raise MalformedAnswerError("query-version: not an object")
+        version, package = parse_version(version_answer)
+        name = uuid = ""
+        try:
+            answer = await client.execute("query-name")
+            if isinstance(answer, dict) and "name" in answer:
+                name = _text(answer["name"], "query-name")
+        except CommandError as err:
+            if err.error_class != "CommandNotFound":
+                raise
+        try:
+            answer = await client.execute("query-uuid")
+            if isinstance(answer, dict) and "UUID" in answer:
+                uuid = _text(answer["UUID"], "query-uuid")
+        except CommandError as err:
+            if err.error_class != "CommandNotFound":
+                raise
+        return Identity(version=(version or "")[:64], package=package[:256], name=name, uuid=uuid)
+
+    async def _query_vnc(self, client: QMPClient) -> VncState | None:
+        try:
+            return parse_vnc(await client.execute("query-vnc"))
+        except CommandError as err:
+            if err.error_class == "CommandNotFound":  # QEMU built without VNC
+                return None
+            raise
+
+    async def _run_collectors(
+        self, client: QMPClient
+    ) -> tuple[tuple[Any, ...], tuple[tuple[str, bool, float], ...]]:
+        if not self._collectors:
+            return (), ()
+
+        async def query(command: str, arguments: dict[str, Any] | None = None) -> Any:
+            return await client.execute(command, arguments)
+
+        samples: list[Any] = []
+        results = []
+        for collector in self._collectors:
+            started = time.monotonic()
+            try:
+                samples.extend(await collector.collect(query))
+                ok = True
+            except (ConnectionClosedError, CommandTimeoutError, ProtocolError):
+                raise  # the connection itself is broken: the whole poll failed
+            except (QMPError, ValueError, TypeError, KeyError, AttributeError) as err:
+                log.debug("%s: collector %s failed: %s", self.name, collector.name, err)
+                ok = False
+            results.append((collector.name, ok, time.monotonic() - started))
+        return tuple(samples), tuple(results)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _succeeded(self, state: VMState, duration: float) -> None:
+        if not self.state.up and (self.state.last_poll or self._failures):
+            log.info("%s: up (%s)", self.name, self.monitor.address)
+        self._failures = 0
+        self._publish(dataclasses.replace(state, poll_duration=duration))
+
+    def _failed(self, error: BaseException, duration: float) -> None:
+        reason = error_reason(error)
+        self.error_counts[reason] += 1
+        self._failures += 1
+        previous = self.state
+        message = str(error) or type(error).__name__
+        if previous.up or previous.error_reason != reason or not previous.last_poll:
+            log.warning("%s: down (%s): %s", self.name, reason, message)
+        log.debug("%s: poll failed", self.name, exc_info=error)
+        self._publish(
+            VMState(
+                up=False,
+                identity=previous.identity,
+                error_reason=reason,
+                error=message,
+                last_success=previous.last_success,
+                last_poll=time.time(),
+                poll_duration=duration,
+            )
+        )
+
+    def _publish(self, state: VMState) -> None:
+        self.state = state
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._on_change()
+
+    def _event(self, event: Event) -> None:
+        name = event.name
+        counts = self.event_counts
+        if name not in counts and (len(counts) >= MAX_EVENT_NAMES or not _EVENT_NAME.match(name)):
+            name = "OTHER"
+        counts[name] = counts.get(name, 0) + 1
+        self._changed()
+        if self._on_event is not None:
+            try:
+                self._on_event(self.monitor, event)
+            except Exception:
+                log.exception("%s: event handler failed on %s", self.name, event.name)
+        if event.name in REPOLL_EVENTS:
+            self._wake.set()

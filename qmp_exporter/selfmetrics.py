@@ -1,0 +1,57 @@
+"""The exporter's own global metrics, in a private prometheus_client registry."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Gauge,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from qmp_exporter import __version__
+
+del GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # the default registry's; not ours
+
+
+class SelfMetrics:
+    """Build info, monitor count, reload status, and process metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        build = Gauge(
+            "qmp_exporter_build_info",
+            "The exporter's version and the Python that runs it; value 1.",
+            ["version", "python_version"],
+            registry=self.registry,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        self.monitors = Gauge(
+            "qmp_exporter_monitors",
+            "Monitors being watched (configured and discovered).",
+            registry=self.registry,
+        )
+        self.reload_successful = Gauge(
+            "qmp_exporter_config_last_reload_successful",
+            "1 when the last configuration (re)load succeeded, else 0.",
+            registry=self.registry,
+        )
+        self.reload_success_time = Gauge(
+            "qmp_exporter_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully, in seconds since the epoch.",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The exposition of this registry."""
+        return generate_latest(self.registry)

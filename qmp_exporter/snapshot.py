@@ -1,0 +1,72 @@
+"""What one poll learnt about one VM: immutable, replaced whole after every poll."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qmp_exporter.metrics import Sample
+
+#: QAPI RunState values (QEMU 7.2); ``qemu_vm_status`` has a series for each.
+RUN_STATES = (
+    "debug",
+    "inmigrate",
+    "internal-error",
+    "io-error",
+    "paused",
+    "postmigrate",
+    "prelaunch",
+    "finish-migrate",
+    "restore-vm",
+    "running",
+    "save-vm",
+    "shutdown",
+    "suspended",
+    "watchdog",
+    "guest-panicked",
+    "colo",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VncState:
+    """``query-vnc``: the server's address and how many clients are connected."""
+
+    enabled: bool
+    host: str = ""
+    service: str = ""
+    family: str = ""
+    auth: str = ""
+    clients: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What does not change while a connection lasts: version, name, uuid."""
+
+    version: str = ""
+    package: str = ""
+    name: str = ""
+    uuid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VMState:
+    """The latest poll of one VM. ``up`` False means the other fields are stale or empty."""
+
+    up: bool = False
+    identity: Identity | None = None
+    status: str = ""
+    running: bool = False
+    vnc: VncState | None = None
+    #: Samples from the optional collectors.
+    samples: tuple[Sample, ...] = ()
+    #: Collector name -> (success, duration seconds).
+    collector_results: tuple[tuple[str, bool, float], ...] = ()
+    #: Why the last poll failed: one of ERROR_REASONS, or "" when it succeeded.
+    error_reason: str = ""
+    error: str = ""
+    #: Wall-clock time of the last successful poll (0 for never).
+    last_success: float = 0.0
+    #: Wall-clock time the last poll ended (0 for never).
+    last_poll: float = 0.0
+    poll_duration: float = 0.0

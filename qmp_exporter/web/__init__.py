@@ -1,0 +1,1 @@
+"""The exporter's HTTP side: a small bounded server and its pages."""

@@ -1,0 +1,182 @@
+"""Real Prometheus / Alertmanager / exporter processes for tests: start on free ports, wait until
+ready, always stop. A missing binary fails the test loudly (never a skip)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def require_binary(*names: str) -> str:
+    """The path of the first of ``names`` on PATH; fails the test with a clear message if none."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(
+        f"required binary not found: {' or '.join(names)} "
+        "(install it with scripts/install-test-deps.sh)",
+        pytrace=False,
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A child process with its output in a log file, stopped by :meth:`stop`."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def wait_http_ok(self, url: str, timeout: float = 20.0) -> None:
+        """Wait until ``url`` answers 200; fail with the process log if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                pytest.fail(f"{self.argv[0]} exited with {self.popen.returncode}:\n{self.log()}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url, timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        pytest.fail(f"{self.argv[0]} not ready at {url} after {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=5)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def alertmanager(tmp_path: Path, port: int | None = None) -> Iterator[str]:
+    """A real Alertmanager on 127.0.0.1 (clustering off); yields its base URL."""
+    binary = require_binary("prometheus-alertmanager", "alertmanager")
+    port = port or free_port()
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(
+        "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n"
+    )
+    storage = tmp_path / "alertmanager-data"
+    storage.mkdir(exist_ok=True)
+    process = Process(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={storage}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        tmp_path / f"alertmanager-{port}.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        process.wait_http_ok(f"{url}/-/ready")
+        yield url
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, config_text: str, rule_files: Sequence[Path] = ()) -> Iterator[str]:
+    """A real Prometheus with ``config_text`` (rule files copied next to it); yields its URL."""
+    binary = require_binary("prometheus")
+    for rule_file in rule_files:
+        shutil.copy(rule_file, tmp_path / rule_file.name)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(config_text)
+    port = free_port()
+    process = Process(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        tmp_path / "prometheus.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        process.wait_http_ok(f"{url}/-/ready")
+        yield url
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
+def exporter(tmp_path: Path, config_text: str) -> Iterator[str]:
+    """The exporter (``python -m qmp_exporter``) as a subprocess; yields its base URL."""
+    config = tmp_path / "qmp-exporter.yml"
+    config.write_text(config_text)
+    port = free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    process = Process(
+        [
+            sys.executable,
+            "-m",
+            "qmp_exporter",
+            "--config.file",
+            str(config),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        tmp_path / "exporter.log",
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        process.wait_http_ok(f"{url}/metrics")
+        yield url
+    finally:
+        process.stop()
+
+
+_PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
+_PROMQL_KEYWORDS |= {"group_left", "group_right", "inf", "nan", "atan2"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (strings, matchers, ranges and grouping
+    clauses removed; identifiers followed by ``(`` are functions)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        rest = text[match.end() :].lstrip()
+        if rest.startswith("(") or match.group().lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(match.group())
+    return names

@@ -1,0 +1,347 @@
+"""The Alertmanager pusher against a real Alertmanager, and when Alertmanager is down or broken."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
+
+import prometheus_client
+import pytest
+import requests
+
+from qmp_exporter import alerting
+from qmp_exporter.alerting import AlertPusher, alert_name, build_alert
+from qmp_exporter.config import AlertingConfig, MonitorConfig
+from qmp_exporter.qmp import Event
+from tests.helpers.ops_stack import alertmanager, free_port
+
+WEB = MonitorConfig("web", "unix:/run/qemu/web.qmp", labels=(("site", "lab"),))
+VNC_CONNECTED = Event(
+    "VNC_CONNECTED",
+    {
+        "server": {"auth": "none", "family": "ipv4", "service": "5901", "host": "127.0.0.1"},
+        "client": {"family": "ipv4", "service": "51234", "host": "192.0.2.7", "websocket": False},
+    },
+    1767225600.5,
+)
+STOP = Event("STOP", {}, 1767225601.0)
+
+
+def _value(registry: prometheus_client.CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def _wait(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"not reached within {timeout}s")
+
+
+def _am_alerts(url: str) -> list[dict]:
+    response = requests.get(f"{url}/api/v2/alerts", timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.fixture
+def registry() -> prometheus_client.CollectorRegistry:
+    return prometheus_client.CollectorRegistry()
+
+
+@pytest.fixture
+def pushers() -> Iterator[list[AlertPusher]]:
+    started: list[AlertPusher] = []
+    yield started
+    for pusher in started:
+        pusher.close()
+
+
+def _pusher(pushers: list[AlertPusher], *urls: str, registry, **kwargs) -> AlertPusher:
+    pusher = AlertPusher(AlertingConfig(tuple(urls)), registry, **kwargs)
+    pushers.append(pusher)
+    pusher.start()
+    return pusher
+
+
+# -- the alert itself ---------------------------------------------------------------------------
+
+
+def test_alert_has_vm_event_and_configured_labels_and_event_data_as_annotations() -> None:
+    alert = build_alert(WEB, VNC_CONNECTED, now=1767225600.0, resolve_after=300)
+    assert alert["labels"] == {
+        "alertname": "QemuEventVncConnected",
+        "vm": "web",
+        "event": "VNC_CONNECTED",
+        "site": "lab",
+    }
+    annotations = alert["annotations"]
+    assert annotations["summary"] == "VNC client 192.0.2.7 connected to VM web"
+    assert annotations["client_host"] == "192.0.2.7"
+    assert annotations["client_service"] == "51234"
+    assert annotations["client_websocket"] == "false"
+    assert annotations["server_service"] == "5901"
+    assert "2026-01-01T00:00:00.500+00:00" in annotations["description"]
+    assert alert["startsAt"] == "2026-01-01T00:00:00.000+00:00"
+    assert alert["endsAt"] == "2026-01-01T00:05:00.000+00:00"
+
+
+def test_configured_labels_cannot_override_vm_or_event() -> None:
+    monitor = MonitorConfig("db", "unix:/x", labels=(("alertname", "X"), ("event", "Y")))
+    labels = build_alert(monitor, STOP, 0, 60)["labels"]
+    assert labels == {"alertname": "QemuEventStop", "vm": "db", "event": "STOP"}
+
+
+def test_event_data_in_annotations_is_bounded() -> None:
+    event = Event("BLOCK_IO_ERROR", {f"k{i}": "x" * 10_000 for i in range(100)})
+    annotations = build_alert(WEB, event, 0, 60)["annotations"]
+    assert len(annotations) <= alerting.MAX_ANNOTATIONS + 2
+    assert max(len(v) for v in annotations.values()) <= alerting.MAX_ANNOTATION_LENGTH
+    assert annotations["summary"] == "Disk I/O error on VM web (?)"
+
+
+def test_alert_names() -> None:
+    assert alert_name("GUEST_PANICKED") == "QemuEventGuestPanicked"
+    assert alert_name("VNC_CONNECTED") == "QemuEventVncConnected"
+
+
+# -- a real Alertmanager ------------------------------------------------------------------------
+
+
+@pytest.mark.prometheus
+def test_pushed_alert_appears_in_real_alertmanager(tmp_path: Path, registry, pushers) -> None:
+    with alertmanager(tmp_path) as url:
+        pusher = _pusher(pushers, url, registry=registry, resolve_after=120)
+        pusher.notify(WEB, STOP)  # not in alerting.events: not pushed
+        pusher.notify(WEB, VNC_CONNECTED)
+        alerts = _wait(lambda: _am_alerts(url))
+        assert len(alerts) == 1
+        alert = alerts[0]
+        assert alert["labels"] == {
+            "alertname": "QemuEventVncConnected",
+            "vm": "web",
+            "event": "VNC_CONNECTED",
+            "site": "lab",
+        }
+        assert alert["annotations"]["client_host"] == "192.0.2.7"
+        assert alert["status"]["state"] == "active"
+        ends = datetime.fromisoformat(alert["endsAt"]).timestamp()
+        assert 100 < ends - time.time() <= 121
+        assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 1
+        assert _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url) == 0
+        assert _value(registry, "qmp_exporter_alert_queue_length", alertmanager=url) == 0
+
+        panic = Event("GUEST_PANICKED", {"action": "pause", "info": {"type": "hyper-v"}})
+        pusher.notify(MonitorConfig("db", "unix:/db"), panic)
+        alerts = _wait(lambda: [a for a in _am_alerts(url) if a["labels"]["vm"] == "db"])
+        assert alerts[0]["labels"]["alertname"] == "QemuEventGuestPanicked"
+        assert alerts[0]["annotations"]["info_type"] == "hyper-v"
+        assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 2
+
+
+@pytest.mark.prometheus
+def test_one_alertmanager_down_does_not_delay_the_other(tmp_path: Path, registry, pushers) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    with alertmanager(tmp_path) as up:
+        _pusher(pushers, down, up, registry=registry).notify(WEB, VNC_CONNECTED)
+        _wait(lambda: _am_alerts(up), timeout=3)
+        _wait(lambda: _value(registry, "qmp_exporter_alert_errors_total", alertmanager=down) >= 1)
+        assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=up) == 1
+        assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=down) == 0
+
+
+@pytest.mark.prometheus
+def test_alert_is_delivered_once_alertmanager_comes_up(tmp_path: Path, registry, pushers) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    pusher = _pusher(pushers, url, registry=registry)
+    pusher.notify(WEB, VNC_CONNECTED)
+    _wait(lambda: _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url) >= 1)
+    with alertmanager(tmp_path, port=port):
+        alerts = _wait(lambda: _am_alerts(url), timeout=15)
+        assert alerts[0]["labels"]["vm"] == "web"
+    assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 1
+    assert (
+        _value(registry, "qmp_exporter_alerts_dropped_total", alertmanager=url, reason="failed")
+        == 0
+    )
+
+
+# -- Alertmanager down or broken ------------------------------------------------------------------
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A TCP port that accepts connections (into the backlog) and never answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1024)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_notify_never_waits_for_a_hanging_alertmanager(blackhole: str, registry, pushers) -> None:
+    """With a 5 s request timeout, one blocking notify() would take 5 s; 500 take well under."""
+    pusher = _pusher(pushers, blackhole, registry=registry, queue_size=10, timeout=5.0)
+    started = time.monotonic()
+    for _ in range(500):
+        pusher.notify(WEB, VNC_CONNECTED)
+    assert time.monotonic() - started < 2.5
+    queued = _value(registry, "qmp_exporter_alert_queue_length", alertmanager=blackhole)
+    assert queued <= 10
+    dropped = _value(
+        registry, "qmp_exporter_alerts_dropped_total", alertmanager=blackhole, reason="queue_full"
+    )
+    # 500 queued; at most 10 wait and at most one batch of MAX_BATCH is in flight.
+    assert dropped >= 500 - 10 - alerting.MAX_BATCH
+    started = time.monotonic()
+    pusher.close(timeout=1.0)
+    assert time.monotonic() - started < 1.5
+
+
+def test_refused_connections_are_counted_and_retried_then_dropped(
+    registry, pushers, monkeypatch
+) -> None:
+    monkeypatch.setattr(alerting, "FIRST_BACKOFF", 0.01)
+    url = f"http://127.0.0.1:{free_port()}"
+    _pusher(pushers, url, registry=registry).notify(WEB, VNC_CONNECTED)
+    _wait(
+        lambda: (
+            _value(registry, "qmp_exporter_alerts_dropped_total", alertmanager=url, reason="failed")
+            == 1
+        )
+    )
+    assert (
+        _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url)
+        == alerting.MAX_ATTEMPTS
+    )
+    assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 0
+
+
+class _ScriptedAlertmanager(http.server.BaseHTTPRequestHandler):
+    """Answers POSTs with the next status from ``statuses`` (a fault injector, not Alertmanager)."""
+
+    statuses: ClassVar[list[int]] = []
+    posts: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        self.posts.append(self.rfile.read(int(self.headers["Content-Length"])))
+        status = self.statuses.pop(0) if self.statuses else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[type[_ScriptedAlertmanager]]:
+    handler = type("Handler", (_ScriptedAlertmanager,), {"statuses": [], "posts": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_server_errors_are_retried_with_backoff(scripted, registry, pushers, monkeypatch) -> None:
+    monkeypatch.setattr(alerting, "FIRST_BACKOFF", 0.2)
+    scripted.statuses[:] = [503, 500]
+    url = scripted.url
+    started = time.monotonic()
+    _pusher(pushers, url, registry=registry).notify(WEB, VNC_CONNECTED)
+    _wait(lambda: _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 1)
+    assert time.monotonic() - started >= 0.2 * 0.9 + 0.4 * 0.9  # two backoff waits
+    assert len(scripted.posts) == 3
+    assert scripted.posts[0] == scripted.posts[2]
+    assert _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url) == 2
+
+
+def test_rejected_alerts_are_not_retried(scripted, registry, pushers) -> None:
+    scripted.statuses[:] = [400]
+    url = scripted.url
+    _pusher(pushers, url, registry=registry).notify(WEB, VNC_CONNECTED)
+    _wait(
+        lambda: (
+            _value(
+                registry, "qmp_exporter_alerts_dropped_total", alertmanager=url, reason="rejected"
+            )
+            == 1
+        )
+    )
+    time.sleep(0.3)
+    assert len(scripted.posts) == 1
+
+
+def test_expired_alerts_are_dropped_not_sent(scripted, registry, pushers) -> None:
+    url = scripted.url
+    pusher = AlertPusher(AlertingConfig((url,)), registry, resolve_after=0.1)
+    pushers.append(pusher)
+    pusher.notify(WEB, VNC_CONNECTED)  # queued before start, expired by the time it runs
+    time.sleep(0.2)
+    pusher.start()
+    _wait(
+        lambda: (
+            _value(
+                registry, "qmp_exporter_alerts_dropped_total", alertmanager=url, reason="expired"
+            )
+            == 1
+        )
+    )
+    assert scripted.posts == []
+
+
+def test_events_filter_and_no_alertmanager(registry, pushers) -> None:
+    config = AlertingConfig(("http://127.0.0.1:1",), events=("STOP",))
+    pusher = AlertPusher(config, registry)
+    pushers.append(pusher)  # not started: the queue only fills
+    pusher.notify(WEB, VNC_CONNECTED)
+    assert (
+        _value(registry, "qmp_exporter_alert_queue_length", alertmanager="http://127.0.0.1:1") == 0
+    )
+    pusher.notify(WEB, STOP)
+    assert (
+        _value(registry, "qmp_exporter_alert_queue_length", alertmanager="http://127.0.0.1:1") == 1
+    )
+
+    idle = AlertPusher(AlertingConfig(()), prometheus_client.CollectorRegistry())
+    idle.start()
+    idle.notify(WEB, VNC_CONNECTED)
+    idle.close()
+
+
+def test_metrics_exist_at_zero_for_every_alertmanager(registry) -> None:
+    url = "http://127.0.0.1:9093"
+    AlertPusher(AlertingConfig((url,)), registry)
+    text = prometheus_client.generate_latest(registry).decode()
+    assert f'qmp_exporter_alerts_sent_total{{alertmanager="{url}"}} 0.0' in text
+    assert f'qmp_exporter_alert_errors_total{{alertmanager="{url}"}} 0.0' in text
+    for reason in alerting.DROP_REASONS:
+        line = f'qmp_exporter_alerts_dropped_total{{alertmanager="{url}",reason="{reason}"}} 0.0'
+        assert line in text
+    assert f'qmp_exporter_alert_queue_length{{alertmanager="{url}"}} 0.0' in text
+
+
+def test_close_unregisters_metrics_so_a_new_pusher_can_replace_it(registry) -> None:
+    """A reload that changes ``alerting:`` closes the old pusher and starts a new one."""
+    old = AlertPusher(AlertingConfig(("http://127.0.0.1:1",)), registry)
+    old.start()
+    old.close()
+    old.close()  # idempotent
+    new = AlertPusher(AlertingConfig(("http://127.0.0.1:2",)), registry)
+    text = prometheus_client.generate_latest(registry).decode()
+    assert 'alertmanager="http://127.0.0.1:2"' in text
+    assert 'alertmanager="http://127.0.0.1:1"' not in text
+    new.close()

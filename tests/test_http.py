@@ -1,0 +1,135 @@
+"""The HTTP side: routes, methods, gzip, keep-alive, and bad requests that harm nothing."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.helpers.exporter import ExporterProcess, parse_samples
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Iterator[ExporterProcess]:
+    with ExporterProcess({"poll_interval": "1s", "monitors": []}) as running:
+        yield running
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_metrics_has_own_metrics_and_says_no_monitors(exporter: ExporterProcess) -> None:
+    response = exporter.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = parse_samples(response.text)
+    assert samples[("qmp_exporter_monitors", ())] == 0
+    assert samples[("qmp_exporter_config_last_reload_successful", ())] == 1
+    assert any(name == "qmp_exporter_build_info" for name, _ in samples)
+    assert "no monitors configured" in exporter.log()
+
+
+def test_gzip_when_asked(exporter: ExporterProcess) -> None:
+    plain = exporter.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    raw = requests.get(
+        f"{exporter.url}/metrics", headers={"Accept-Encoding": "gzip"}, stream=True, timeout=5
+    )
+    assert raw.headers["Content-Encoding"] == "gzip"
+    body = gzip.decompress(raw.raw.read())
+    assert b"qmp_exporter_build_info" in body
+
+
+def test_landing_health_and_404(exporter: ExporterProcess) -> None:
+    assert exporter.get("/").status_code == 200
+    assert "text/html" in exporter.get("/").headers["Content-Type"]
+    assert exporter.get("/-/healthy").text == "OK\n"
+    assert exporter.get("/-/ready").status_code == 200
+    missing = exporter.get("/metricsx")
+    assert missing.status_code == 404
+    assert exporter.get("/-/reload").status_code == 404  # lifecycle API not enabled
+
+
+def test_wrong_method_is_405(exporter: ExporterProcess) -> None:
+    response = requests.post(f"{exporter.url}/metrics", data=b"x", timeout=5)
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+
+
+def test_head_has_no_body(exporter: ExporterProcess) -> None:
+    response = requests.head(f"{exporter.url}/metrics", timeout=5)
+    assert response.status_code == 200
+    assert int(response.headers["Content-Length"]) > 0
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/9\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/1.1\r\nbad header line\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", b"431"),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
+        (b"POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"411"),
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: -5\r\n\r\n", b"400"),
+    ],
+)
+def test_bad_requests_get_4xx(
+    exporter: ExporterProcess, request_bytes: bytes, status: bytes
+) -> None:
+    answer = raw_request(exporter.port, request_bytes)
+    assert answer.split(b" ", 2)[1] == status, answer[:200]
+    assert exporter.get("/metrics").status_code == 200  # and nothing else is harmed
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(exporter: ExporterProcess) -> None:
+    request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as sock:
+        for _ in range(3):
+            sock.sendall(request)
+            answer = b""
+            while not answer.endswith(b"\r\n\r\nOK\n"):
+                chunk = sock.recv(4096)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+            assert b"Connection: keep-alive" in answer
+
+
+def test_a_silent_client_does_not_block_others(exporter: ExporterProcess) -> None:
+    idle = [socket.create_connection(("127.0.0.1", exporter.port)) for _ in range(20)]
+    half = socket.create_connection(("127.0.0.1", exporter.port))
+    half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
+    try:
+        started = time.monotonic()
+        assert exporter.get("/metrics").status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for sock in [*idle, half]:
+            sock.close()
+
+
+def test_concurrent_scrapes(exporter: ExporterProcess) -> None:
+    def scrape(_: int) -> int:
+        return requests.get(f"{exporter.url}/metrics", timeout=10).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(scrape, range(64))) == {200}

@@ -1,0 +1,276 @@
+"""``qmp-exporter shell``: piped against a real QEMU and a recording monitor; TTY in tmux."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qmp_exporter.shell import ShellSyntaxError, parse_command_line, split_words
+from tests.helpers.recording_monitor import RecordingMonitor
+from tests.helpers.tools_qemu import qmp_command, start_qemu, vnc_port
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The shell as a user runs it (subcommand wired through argparse).
+SHELL = [sys.executable, "-m", "qmp_exporter", "shell"]
+
+
+def _shell_argv() -> list[str]:
+    code = (
+        "import argparse, sys\n"
+        "from qmp_exporter import shell\n"
+        "p = argparse.ArgumentParser(); shell.add_shell_arguments(p)\n"
+        "sys.exit(shell.run_shell_command(p.parse_args()))\n"
+    )
+    if (ROOT / "qmp_exporter" / "cli.py").exists():
+        return SHELL
+    return [sys.executable, "-c", code]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_STATE_HOME=str(tmp_path / "state"))
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+def run_piped(tmp_path: Path, args: list[str], lines: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_shell_argv(), *args],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )
+
+
+@pytest.fixture
+def vm(tmp_path):
+    qemu = start_qemu(tmp_path, "vm-shell", qmp_sockets=2)
+    try:
+        yield qemu
+    finally:
+        qemu.stop()
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    monitor = RecordingMonitor(tmp_path / "rec.qmp")
+    try:
+        yield monitor
+    finally:
+        monitor.close()
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def test_key_value_values_are_json_when_they_parse():
+    command, arguments = parse_command_line(
+        'blockdev-add a=1 b=true c="x y" d={"k": [1, 2]} e=plain f.g=2 f.h=null i=[1,"a b"]'
+    )
+    assert command == "blockdev-add"
+    assert arguments == {
+        "a": 1,
+        "b": True,
+        "c": "x y",
+        "d": {"k": [1, 2]},
+        "e": "plain",
+        "f": {"g": 2, "h": None},
+        "i": [1, "a b"],
+    }
+
+
+def test_json_object_lines_and_syntax_errors():
+    assert parse_command_line('{"execute": "query-status"}') == ("query-status", {})
+    assert split_words('a  b="c d"  e={"f g": 1}') == ["a", 'b="c d"', 'e={"f g": 1}']
+    for bad in ("cmd novalue", 'cmd x="open', "cmd x={", "cmd a=1 a=2", "cmd =1", '{"x": 1}'):
+        with pytest.raises(ShellSyntaxError):
+            parse_command_line(bad)
+
+
+# -- piped mode -----------------------------------------------------------------------------
+
+
+@pytest.mark.qemu
+def test_piped_query_status_is_pretty_printed_without_prompt(vm, tmp_path):
+    result = run_piped(tmp_path, [vm.address], "query-status\nquery-name\n")
+    assert result.returncode == 0, result.stderr
+    expected = (
+        json.dumps({"status": "running", "singlestep": False, "running": True}, indent=2)
+        + "\n"
+        + json.dumps({"name": "vm-shell"}, indent=2)
+        + "\n"
+    )
+    assert result.stdout == expected
+    assert result.stderr == ""
+
+
+@pytest.mark.qemu
+def test_qemu_errors_show_class_and_desc_and_fail_the_exit_status(vm, tmp_path):
+    result = run_piped(tmp_path, [vm.address], "query-nothing\nquery-status\n")
+    assert result.returncode == 1
+    assert "error: CommandNotFound: The command query-nothing has not been found" in result.stderr
+    assert '"status": "running"' in result.stdout
+
+
+def test_stop_is_refused_with_the_hint_and_nothing_is_sent(recorder, tmp_path):
+    result = run_piped(tmp_path, [recorder.address], "stop\nquery-status\n")
+    assert result.returncode == 1
+    assert "'stop' may change the VM" in result.stderr
+    assert "--allow-write" in result.stderr
+    assert '"status": "running"' in result.stdout  # the shell went on after the refusal
+    assert recorder.commands == ["qmp_capabilities", "query-commands", "query-status"]
+
+
+def test_piped_writes_need_yes_as_well(recorder, tmp_path):
+    result = run_piped(tmp_path, ["--allow-write", recorder.address], "stop\n")
+    assert result.returncode == 1
+    assert "--yes" in result.stderr
+    assert "stop" not in recorder.commands
+
+
+def test_arguments_reach_the_monitor_as_parsed(recorder, tmp_path):
+    line = 'query-block x=1 y="a b" z={"k": [true]} w=text\n'
+    result = run_piped(tmp_path, [recorder.address], line)
+    assert result.returncode == 0, result.stderr
+    assert recorder.received[-1] == (
+        "query-block",
+        {"x": 1, "y": "a b", "z": {"k": [True]}, "w": "text"},
+    )
+
+
+@pytest.mark.qemu
+def test_allow_write_and_yes_really_stop_the_vm_and_show_the_event(vm, tmp_path):
+    result = run_piped(tmp_path, ["--allow-write", "--yes", vm.address], "stop\nquery-status\n")
+    assert result.returncode == 0, result.stderr
+    assert "event: STOP " in result.stdout
+    assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "paused"
+
+
+@pytest.mark.qemu
+def test_events_that_arrive_between_commands_are_shown(vm, tmp_path):
+    process = subprocess.Popen(
+        [*_shell_argv(), vm.address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    )
+    try:
+        process.stdin.write("query-name\n")
+        process.stdin.flush()
+        first = [process.stdout.readline() for _ in range(3)]
+        assert json.loads("".join(first)) == {"name": "vm-shell"}
+        # A VNC viewer connects while the shell waits for its next line.
+        with socket.create_connection(("127.0.0.1", vnc_port(vm.sockets[1]))) as viewer:
+            viewer.recv(12)
+            time.sleep(0.2)
+        out, err = process.communicate("query-status\n", timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("event: VNC_CONNECTED ")
+    assert '"host": "127.0.0.1"' in lines[0]
+    assert any(line.startswith("event: VNC_DISCONNECTED ") for line in lines)
+    assert '"status": "running"' in out
+
+
+def test_connect_failure_is_exit_status_1(tmp_path):
+    result = run_piped(tmp_path, [f"unix:{tmp_path}/nothing.qmp"], "query-status\n")
+    assert result.returncode == 1
+    assert "no such socket" in result.stderr
+
+
+# -- TTY mode in tmux ---------------------------------------------------------------------
+
+
+class Tmux:
+    """A private tmux server (own socket) running one command in a fixed-size pane."""
+
+    def __init__(self, directory: Path, argv: list[str], env: dict[str, str]) -> None:
+        self.tmux = shutil.which("tmux")
+        if self.tmux is None:
+            raise RuntimeError("tmux not found: run scripts/install-test-deps.sh")
+        self.socket = directory / "tmux.sock"
+        exports = " ".join(f"{k}={_quote(v)}" for k, v in env.items() if k in _PASS_ENV)
+        command = f"env {exports} " + " ".join(_quote(a) for a in argv)
+        command += "; echo SHELL-EXIT=$?; sleep 30"
+        self._run("new-session", "-d", "-x", "160", "-y", "50", command)
+
+    def _run(self, *args: str) -> str:
+        return subprocess.run(
+            [self.tmux, "-S", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+
+    def send(self, *keys: str) -> None:
+        self._run("send-keys", *keys)
+
+    def screen(self) -> str:
+        return self._run("capture-pane", "-p", "-S", "-100")
+
+    def wait_for(self, text: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} did not appear; screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run([self.tmux, "-S", str(self.socket), "kill-server"], capture_output=True)
+
+
+_PASS_ENV = ("PATH", "PYTHONPATH", "XDG_STATE_HOME", "HOME", "TERM", "LANG")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+@pytest.mark.qemu
+def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
+    env = _env(tmp_path)
+    env["TERM"] = "xterm"
+    tmux = Tmux(tmp_path, [*_shell_argv(), "--allow-write", vm.address], env)
+    try:
+        tmux.wait_for("(QEMU)")  # capture-pane drops trailing spaces
+        assert "Connected to QEMU 7." in tmux.screen()
+        tmux.send("query-statu", "Tab")
+        tmux.wait_for("(QEMU) query-status")  # completed from query-commands
+        tmux.send("Enter")
+        tmux.wait_for('"status": "running"')
+        tmux.send("stop", "Enter")
+        tmux.wait_for("stop may change the VM. Send it? [y/N]")
+        tmux.send("n", "Enter")
+        tmux.wait_for("not sent")
+        assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "running"
+        tmux.send("stop", "Enter")
+        tmux.wait_for("not sent\n(QEMU) stop\nstop may change the VM. Send it? [y/N]")
+        tmux.send("y", "Enter")
+        tmux.wait_for("event: STOP ")
+        assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "paused"
+        tmux.send("C-d")
+        tmux.wait_for("SHELL-EXIT=0")
+        history = tmp_path / "state" / "qmp-exporter" / "shell_history"
+        # The y/N answers are not in the history (readline folds the repeated "stop"; the
+        # completed line keeps its space).
+        assert history.read_text().splitlines() == ["query-status ", "stop"]
+    finally:
+        tmux.close()
