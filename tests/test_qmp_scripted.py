@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -18,6 +19,7 @@ from qmp_exporter.qmp import (
     CommandTimeoutError,
     ConnectionClosedError,
     ConnectRefusedError,
+    ConnectTimeoutError,
     GreetingTimeoutError,
     LineTooLongError,
     MonitorBusyError,
@@ -522,3 +524,34 @@ def test_permission_denied(sock_path: str) -> None:
                 os.setegid(0)
     finally:
         listener.close()
+
+
+def test_tcp_connect_timeout_when_the_accept_queue_is_full() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepts: once its queue is full, SYNs are dropped
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        started = time.monotonic()
+        with pytest.raises(ConnectTimeoutError, match=r"0\.3s"):
+            run(connect(f"tcp:127.0.0.1:{port}", timeout=0.3))
+        assert time.monotonic() - started < 1.0
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_tcp_connection_refused() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectRefusedError):
+        run(connect(f"tcp:127.0.0.1:{port}", timeout=1))
