@@ -246,7 +246,7 @@ def test_full_backlog_fails_at_once(qemu_vm: QemuVM) -> None:
             started = time.monotonic()
             with pytest.raises(BacklogFullError) as caught:
                 await connect(qemu_vm.qmp_address(), timeout=5)
-            assert time.monotonic() - started < 0.5  # no waiting for a greeting
+            assert time.monotonic() - started < 1.0  # no waiting for a 5 s greeting timeout
             assert isinstance(caught.value, MonitorBusyError)
         finally:
             for sock in waiting:

@@ -200,9 +200,9 @@ def test_command_timeout_then_late_answer_is_ignored(sock_path: str) -> None:
         started = time.monotonic()
         with pytest.raises(CommandTimeoutError, match="query-late"):
             await client.execute("query-late", timeout=0.1)
-        assert time.monotonic() - started < 0.25
+        assert time.monotonic() - started < 1.0
         assert await client.execute("query-name") == {"name": "scripted"}
-        await asyncio.sleep(0.3)  # the late answer arrives and matches nothing
+        await asyncio.sleep(0.5)  # the late answer arrives and matches nothing
         assert client.unmatched_responses == 1
         assert await client.execute("query-name") == {"name": "scripted"}
         await client.close()
@@ -221,11 +221,11 @@ def test_each_pending_command_keeps_its_own_timeout(sock_path: str) -> None:
         await asyncio.sleep(0.01)
         with pytest.raises(CommandTimeoutError):  # shorter, sent later: expires first
             await client.execute("query-silent", timeout=0.1)
-        assert 0.09 < time.monotonic() - started < 0.3
+        assert 0.09 < time.monotonic() - started < 0.55
         assert not long_wait.done()
         with pytest.raises(CommandTimeoutError, match=r"0\.6s"):
             await long_wait
-        assert 0.55 < time.monotonic() - started < 0.9
+        assert 0.55 < time.monotonic() - started < 1.5
         assert await client.execute("query-name") == {"name": "scripted"}
         await client.close()
 
@@ -248,7 +248,7 @@ def test_late_answer_never_reaches_a_newer_command(sock_path: str) -> None:
         cancelled.cancel()
         # Sent while both earlier answers are still due: it must get only its own.
         assert await client.execute("query-name") == {"name": "scripted"}
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.7)
         assert client.unmatched_responses == 2
         ids = [r["id"] for r in monitor.received]
         assert len(set(ids[1:])) == 3, ids  # no id reused while its answer was due
