@@ -16,12 +16,15 @@ QEMU's single client slot, or make VNC events). QEMU may still be a few millisec
 sending its greeting; a QMP client's greeting timeout covers that.
 
 Every VM started here is killed by :meth:`QemuVM.close` (the fixtures call it), and its
-temporary directory removed.
+temporary directory removed; at interpreter exit any VM still running is killed, and a QEMU
+started from the main thread gets SIGKILL from the kernel if the test process dies first.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -30,8 +33,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid as uuid_module
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,23 @@ VNC_DISPLAYS = range(100, 2000)
 
 #: How long :meth:`QemuVM.start` waits for the sockets before giving up.
 START_TIMEOUT = 20.0
+
+
+#: VMs that may be running, for the exit hook.
+_LIVE_VMS: weakref.WeakSet[QemuVM] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for vm in list(_LIVE_VMS):
+        with contextlib.suppress(Exception):
+            vm.kill()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask the kernel for SIGKILL when the parent thread ends."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class QemuStartError(RuntimeError):
@@ -258,6 +280,7 @@ class QemuVM:
         for path in self.qmp_paths:  # a stale socket file would look ready at once
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        in_main_thread = threading.current_thread() is threading.main_thread()
         with open(self._stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
                 self.argv,
@@ -265,7 +288,10 @@ class QemuVM:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,  # a ^C in the test run does not reach QEMU first
+                # The death signal follows the *thread* that forked: only from the main one.
+                preexec_fn=_die_with_parent if in_main_thread else None,
             )
+        _LIVE_VMS.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
