@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from qmp_exporter import __version__
 from qmp_exporter.app import DEFAULT_PORT, Exporter, Options, parse_listen_address
 from qmp_exporter.config import Config, ConfigError, MonitorConfig, load_config
+from qmp_exporter.inventory import add_inventory_arguments, run_inventory
+from qmp_exporter.shell import add_shell_arguments, run_shell_command
 
 log = logging.getLogger("qmp_exporter")
 
@@ -62,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate a configuration file and exit (0 valid, 1 not)"
     )
     check.add_argument("file", metavar="FILE")
+    add_inventory_arguments(
+        commands.add_parser("inventory", help="ask every VM once and print a row each")
+    )
+    add_shell_arguments(
+        commands.add_parser("shell", help="interactive QMP shell, read-only by default")
+    )
     return parser
 
 
@@ -122,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "inventory":
+        return run_inventory(args)
+    if args.command == "shell":
+        return run_shell_command(args)
     try:
         parse_listen_address(args.listen_address)
     except ValueError as err:
