@@ -56,8 +56,7 @@ class LineDecoder:
         if tail:
             if len(tail) > self.max_line:
                 raise LineTooLongError(
-                    f"unterminated line of more than {self.max_line} bytes "
-                    f"(limit {self.max_line})"
+                    f"unterminated line of more than {self.max_line} bytes (limit {self.max_line})"
                 )
             buffer += tail
         return messages
