@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from qmp_exporter import __version__
+from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
 from qmp_exporter.discovery import Discoverer
@@ -32,8 +32,6 @@ from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_he
 
 log = logging.getLogger(__name__)
 
-#: The default port: 9100-9999 are all taken by known exporters; 10144 is not.
-DEFAULT_PORT = 10144
 #: File descriptors kept free for HTTP clients, logs and the like.
 FD_RESERVE = 64
 
