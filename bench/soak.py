@@ -19,7 +19,6 @@ import contextlib
 import re
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers.exporter_proc import ExporterProcess  # noqa: E402
+from tests.helpers.exporter import ExporterProcess  # noqa: E402
 from tests.helpers.qemu import QemuVM, find_qemu  # noqa: E402
 from tests.helpers.rfb import rfb_handshake, vnc_tcp_connect  # noqa: E402
 
@@ -64,13 +63,10 @@ def churn_vnc(vms: list[QemuVM], stop: threading.Event, counter: dict[str, int])
 def run(seconds: float, vm_count: int, restart_every: float) -> tuple[list[Sample], int, int]:
     if find_qemu() is None:
         raise SystemExit("qemu-system-x86_64 is required (scripts/install-test-deps.sh)")
-    workdir = Path(tempfile.mkdtemp(prefix="qmpx-soak-"))
     vms = [QemuVM(name=f"soak-{i}", vnc=True).start() for i in range(vm_count)]
-    config = workdir / "config.yml"
     lines = ["poll_interval: 1s", "timeout: 500ms", "monitors:"]
     lines += [f"  - {{name: soak-{i}, address: '{vm.qmp_address()}'}}" for i, vm in enumerate(vms)]
-    config.write_text("\n".join(lines) + "\n")
-    exporter = ExporterProcess(["--config.file", str(config)])
+    exporter = ExporterProcess("\n".join(lines) + "\n", log_level="info").start()
     stop = threading.Event()
     counter = {"clients": 0}
     churner = threading.Thread(target=churn_vnc, args=(vms, stop, counter), daemon=True)

@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.helpers import fault_monitors as faults
-from tests.helpers.exporter import parse_samples
-from tests.helpers.exporter_proc import ExporterProcess
+from tests.helpers.exporter import ExporterProcess, parse_samples
 from tests.helpers.qemu import QemuVM, find_qemu
 
 POLL = 0.5
@@ -136,16 +134,15 @@ def run() -> Iterator[Run]:
         os.chmod(paths["denied"], 0)
         addresses = {"healthy": healthy.qmp_address(), "held": held.qmp_address()}
         addresses.update((n, f"unix:{p}") for n, p in paths.items() if n != "held")
-        config = sockets / "config.yml"
-        config.write_text(yaml.safe_dump({
+        config = {
             "poll_interval": f"{int(POLL * 1000)}ms",
             "timeout": f"{int(TIMEOUT * 1000)}ms",
             "monitors": [{"name": n, "address": a} for n, a in addresses.items()],
-        }))  # fmt: skip
+        }
         # Root ignores file modes; without CAP_DAC_OVERRIDE the 000 socket is refused.
-        drop = ["setpriv", "--inh-caps=-all",
-                "--bounding-set=-dac_override,-dac_read_search", "--"]  # fmt: skip
-        exporter = ExporterProcess(["--config.file", str(config)], prefix=drop)
+        exporter = ExporterProcess(
+            config, log_level="info", drop_capabilities=("dac_override", "dac_read_search")
+        ).start()
         result = Run(exporter)
 
         def all_failed(samples: dict) -> bool:
