@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers.exporter import ExporterProcess
+from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.ops_stack import alertmanager, prometheus, require_binary
 from tests.helpers.qemu import QemuVM
 from tests.helpers.rfb import rfb_handshake
@@ -69,17 +69,6 @@ def query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
     body = response.json()
     assert body.get("status") == "success", f"{expr}: {body}"
     return body["data"]["result"]
-
-
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

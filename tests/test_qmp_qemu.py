@@ -23,6 +23,7 @@ from qmp_exporter.qmp import (
     QMPClient,
     connect,
 )
+from tests.helpers.exporter import free_port
 from tests.helpers.qemu import QemuVM, new_uuid, qmp_command, tcp_port_listening
 from tests.helpers.rfb import rfb_handshake, vnc_tcp_connect
 
@@ -257,7 +258,7 @@ def test_full_backlog_fails_at_once(qemu_vm: QemuVM) -> None:
 
 
 def test_tcp_monitor(qemu_factory: Factory) -> None:
-    port = free_tcp_port()
+    port = free_port()
     vm = qemu_factory(extra_args=["-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off"])
     deadline = time.monotonic() + 10
     while not tcp_port_listening(port):
@@ -272,9 +273,3 @@ def test_tcp_monitor(qemu_factory: Factory) -> None:
             await connect(f"tcp:127.0.0.1:{port}", timeout=5)
 
     run(main())
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -29,6 +29,7 @@ from qmp_exporter.qmp import (
     SocketNotFoundError,
     connect,
 )
+from tests.helpers.exporter import free_port
 from tests.helpers.scripted_monitor import NO_GREETING, ScriptedMonitor, Session, long_line
 
 
@@ -550,8 +551,6 @@ def test_tcp_connect_timeout_when_the_accept_queue_is_full() -> None:
 
 
 def test_tcp_connection_refused() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with pytest.raises(ConnectRefusedError):
         run(connect(f"tcp:127.0.0.1:{port}", timeout=1))
