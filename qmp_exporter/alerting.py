@@ -111,6 +111,7 @@ class _Metrics:
     """The pusher's counters and gauges on the exporter's registry."""
 
     def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
+        self.registry = registry
         self.sent = prometheus_client.Counter(
             "qmp_exporter_alerts_sent",
             "Alerts accepted by the Alertmanager.",
@@ -136,6 +137,10 @@ class _Metrics:
             ["alertmanager"],
             registry=registry,
         )
+
+    def unregister(self) -> None:
+        for metric in (self.sent, self.errors, self.dropped, self.queue_length):
+            self.registry.unregister(metric)
 
 
 class _Delivery:
@@ -259,9 +264,9 @@ class AlertPusher:
         self._events = frozenset(config.events)
         self._stop = threading.Event()
         self._started = False
-        metrics = _Metrics(registry)
+        self._metrics = _Metrics(registry)
         self._deliveries = [
-            _Delivery(url, queue_size, timeout, metrics, self._stop)
+            _Delivery(url, queue_size, timeout, self._metrics, self._stop)
             for url in dict.fromkeys(config.alertmanagers)
         ]
 
@@ -283,12 +288,18 @@ class AlertPusher:
             delivery.thread.start()
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the senders, waiting up to ``timeout`` seconds; unsent alerts are discarded."""
+        """Stop the senders, waiting up to ``timeout`` seconds; unsent alerts are discarded.
+
+        The pusher's metrics leave the registry, so that a new pusher (after a reload that
+        changed ``alerting:``) can register them again.
+        """
+        if self._stop.is_set():
+            return
         self._stop.set()
         deadline = time.monotonic() + timeout
         for delivery in self._deliveries:
             delivery.wake()
-        if not self._started:
-            return
-        for delivery in self._deliveries:
-            delivery.thread.join(max(0.0, deadline - time.monotonic()))
+        if self._started:
+            for delivery in self._deliveries:
+                delivery.thread.join(max(0.0, deadline - time.monotonic()))
+        self._metrics.unregister()

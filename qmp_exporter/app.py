@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import html
 import logging
 import resource
 import signal
@@ -15,21 +14,24 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
+from qmp_exporter.discovery import Discoverer
 from qmp_exporter.fleet import Fleet
 from qmp_exporter.metrics import CONTENT_TYPE
 from qmp_exporter.poller import PollSettings
+from qmp_exporter.probe import ProbeEndpoint
 from qmp_exporter.qmp import Event
 from qmp_exporter.render import FleetRenderer
 from qmp_exporter.selfmetrics import SelfMetrics
+from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
+from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, VMRow, render_landing_page
 from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
 from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_headers
 
 log = logging.getLogger(__name__)
 
-#: The default port: 9100-9999 are all taken by known exporters; 10144 is not.
-DEFAULT_PORT = 10144
 #: File descriptors kept free for HTTP clients, logs and the like.
 FD_RESERVE = 64
 
@@ -96,6 +98,9 @@ class Exporter:
         self.reload_time = time.time()
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self.discoverer = Discoverer(config, self._apply_discovered)
+        self.probes = ProbeEndpoint(lambda: self.config, lambda: self.discoverer.monitors)
+        self._discovery_task: asyncio.Task[None] | None = None
         self._add_routes()
 
     @staticmethod
@@ -141,6 +146,7 @@ class Exporter:
             self.pusher[0].start()
         await self.fleet.apply(monitors)
         self.self_metrics.monitors.set(len(self.fleet.pollers))
+        self._discovery_task = asyncio.create_task(self.discoverer.run(), name="discovery")
         host, port = parse_listen_address(self.options.listen_address)
         ssl_context = self.web_config.listening_context() if self.web_config else None
         await self.server.start(host, port, ssl_context)
@@ -153,9 +159,19 @@ class Exporter:
 
     async def stop(self) -> None:
         await self.server.close()
+        if self._discovery_task is not None:
+            self._discovery_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._discovery_task
         await self.fleet.close()
         if self.pusher is not None:
             await asyncio.to_thread(self.pusher[0].close)
+
+    async def _apply_discovered(self, monitors: tuple[MonitorConfig, ...]) -> None:
+        """Discovery found a change: watch the configured plus the discovered monitors."""
+        async with self._reload_lock:
+            await self.fleet.apply((*monitors, *self.extra_monitors))
+            self.self_metrics.monitors.set(len(self.fleet.pollers))
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM or SIGINT; SIGHUP reloads the config."""
@@ -192,7 +208,9 @@ class Exporter:
             if config.alerting != self.config.alerting:
                 await self._replace_pusher(config.alerting)
             self.config = config
-            await self.fleet.apply(self.monitors(config), self._settings(config))
+            self.discoverer.update_config(config)  # rescans at once
+            monitors = (*self.discoverer.discovered, *self.monitors(config))
+            await self.fleet.apply(monitors, self._settings(config))
             self.reload_ok = True
             self.reload_time = time.time()
             self.self_metrics.reload_successful.set(1)
@@ -214,6 +232,8 @@ class Exporter:
         self.server.route("/", self._landing)
         self.server.route("/-/healthy", self._healthy)
         self.server.route("/-/ready", self._healthy)
+        self.server.route("/probe", self.probes.handle_probe)
+        self.server.route("/discovery", self.probes.handle_discovery)
         if self.options.enable_lifecycle:
             self.server.route("/-/reload", self._reload_endpoint, methods=("POST", "PUT"))
 
@@ -239,18 +259,12 @@ class Exporter:
         return text_response(500, "reload failed; the running config is kept (see the log)")
 
     async def _landing(self, request: Request) -> Response:
-        rows = []
-        for name, poller in sorted(self.fleet.pollers.items()):
-            state = poller.state
-            rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{'up' if state.up else 'down'}</td>"
-                f"<td>{html.escape(state.status)}</td><td>{html.escape(state.error)}</td></tr>"
-            )
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>qmp-exporter</title>"
-            "</head><body><h1>qmp-exporter</h1><p><a href='/metrics'>Metrics</a></p>"
-            "<table><tr><th>VM</th><th>up</th><th>status</th><th>error</th></tr>"
-            + "".join(rows)
-            + "</table></body></html>"
+        vms = [
+            VMRow(p.monitor.name, p.monitor.address, p.monitor.mode, p.state)
+            for p in self.fleet.pollers.values()
+        ]
+        reload_status = ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time)
+        page = render_landing_page(
+            vms, reload_status, version=__version__, poll_interval=self.config.poll_interval
         )
-        return Response(200, page.encode(), "text/html; charset=utf-8")
+        return Response(200, page, LANDING_CONTENT_TYPE, dict(LANDING_HEADERS))

@@ -8,9 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from qmp_exporter import __version__
-from qmp_exporter.app import DEFAULT_PORT, Exporter, Options, parse_listen_address
+from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.config import Config, ConfigError, MonitorConfig, load_config
+from qmp_exporter.inventory import add_inventory_arguments, run_inventory
+from qmp_exporter.shell import add_shell_arguments, run_shell_command
 
 log = logging.getLogger("qmp_exporter")
 
@@ -62,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate a configuration file and exit (0 valid, 1 not)"
     )
     check.add_argument("file", metavar="FILE")
+    check.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="also validate this web config (TLS and basic auth)",
+    )
+    add_inventory_arguments(
+        commands.add_parser("inventory", help="ask every VM once and print a row each")
+    )
+    add_shell_arguments(
+        commands.add_parser("shell", help="interactive QMP shell, read-only by default")
+    )
     return parser
 
 
@@ -73,17 +87,30 @@ def setup_logging(level: str) -> None:
     )
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, web_config_path: str | None = None) -> int:
+    """Validate the config (and the web config, when given); print every error."""
+    status = 0
     try:
         config = load_config(path)
+        print(f"{path}: valid ({len(config.monitors)} monitor(s))")
     except ConfigError as err:
         print(err, file=sys.stderr)
-        return 1
-    print(f"{path}: valid ({len(config.monitors)} monitor(s))")
-    return 0
+        status = 1
+    if web_config_path:
+        from qmp_exporter.web.webconfig import load_web_config
+
+        try:
+            load_web_config(web_config_path)
+            print(f"{web_config_path}: valid web config")
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            status = 1
+    return status
 
 
 async def serve(args: argparse.Namespace, config: Config) -> int:
+    from qmp_exporter.app import Exporter, Options  # the server's imports: not for the tools
+
     options = Options(
         config_path=args.config_file,
         listen_address=args.listen_address,
@@ -121,7 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     if args.command == "check-config":
-        return check_config(args.file)
+        return check_config(args.file, args.web_config_file)
+    if args.command == "inventory":
+        return run_inventory(args)
+    if args.command == "shell":
+        return run_shell_command(args)
+    from qmp_exporter.app import parse_listen_address
+
     try:
         parse_listen_address(args.listen_address)
     except ValueError as err:

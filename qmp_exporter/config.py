@@ -17,6 +17,7 @@ import yaml
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.durations import parse_duration
 from qmp_exporter.qmp import AddressError, parse_address
+from qmp_exporter.validation import Errors, StrictLoader, join, kind, mapping
 
 MODES = ("persistent", "poll")
 #: Events pushed to Alertmanager when ``alerting.events`` is not given.
@@ -110,39 +111,7 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
 
-class _Errors:
-    """Collects error messages with their paths."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}" if path else message)
-
-
-def _mapping(value: Any, path: str, errors: _Errors, allowed: set[str]) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        errors.add(path, f"expected a mapping, got {_kind(value)}")
-        return {}
-    for key in value:
-        if key not in allowed:
-            errors.add(
-                _join(path, str(key)), f"unknown key (allowed: {', '.join(sorted(allowed))})"
-            )
-    return dict(value)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-def _duration(value: Any, path: str, errors: _Errors, default: float, minimum: float) -> float:
+def _duration(value: Any, path: str, errors: Errors, default: float, minimum: float) -> float:
     if value is None:
         return default
     if not isinstance(value, str):
@@ -159,30 +128,30 @@ def _duration(value: Any, path: str, errors: _Errors, default: float, minimum: f
     return seconds
 
 
-def _labels(value: Any, path: str, errors: _Errors) -> tuple[tuple[str, str], ...]:
+def _labels(value: Any, path: str, errors: Errors) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
     if not isinstance(value, Mapping):
-        errors.add(path, f"expected a mapping of label names to values, got {_kind(value)}")
+        errors.add(path, f"expected a mapping of label names to values, got {kind(value)}")
         return ()
     labels = []
     for key, label_value in value.items():
-        key_path = _join(path, str(key))
+        key_path = join(path, str(key))
         if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
             errors.add(key_path, "not a valid Prometheus label name")
         elif key in RESERVED_LABELS:
             errors.add(key_path, f"label name is reserved ({', '.join(sorted(RESERVED_LABELS))})")
         elif not isinstance(label_value, str | int | float) or isinstance(label_value, bool):
-            errors.add(key_path, f"expected a string value, got {_kind(label_value)}")
+            errors.add(key_path, f"expected a string value, got {kind(label_value)}")
         else:
             labels.append((key, str(label_value)))
     return tuple(sorted(labels))
 
 
-def check_address(value: Any, path: str, errors: _Errors) -> str | None:
+def check_address(value: Any, path: str, errors: Errors) -> str | None:
     """Validate a monitor address; return it normalised (``unix:...``/``tcp:...``)."""
     if not isinstance(value, str):
-        errors.add(path, f"expected an address string, got {_kind(value)}")
+        errors.add(path, f"expected an address string, got {kind(value)}")
         return None
     try:
         return str(parse_address(value))
@@ -191,26 +160,26 @@ def check_address(value: Any, path: str, errors: _Errors) -> str | None:
         return None
 
 
-def _monitor(value: Any, path: str, errors: _Errors) -> MonitorConfig | None:
+def _monitor(value: Any, path: str, errors: Errors) -> MonitorConfig | None:
     if not isinstance(value, Mapping):
-        errors.add(path, f"expected a mapping with name and address, got {_kind(value)}")
+        errors.add(path, f"expected a mapping with name and address, got {kind(value)}")
         return None
-    raw = _mapping(value, path, errors, {"name", "address", "mode", "labels", "collectors"})
+    raw = mapping(value, path, errors, {"name", "address", "mode", "labels", "collectors"})
     name = raw.get("name")
     ok = True
     if not isinstance(name, str) or not name.strip():
-        errors.add(_join(path, "name"), "required: a non-empty string")
+        errors.add(join(path, "name"), "required: a non-empty string")
         ok = False
     if "address" not in raw:
-        errors.add(_join(path, "address"), "required")
+        errors.add(join(path, "address"), "required")
         ok = False
-    address = check_address(raw.get("address"), _join(path, "address"), errors) if ok else None
+    address = check_address(raw.get("address"), join(path, "address"), errors) if ok else None
     mode = raw.get("mode", "persistent")
     if mode not in MODES:
-        errors.add(_join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
+        errors.add(join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
         ok = False
-    labels = _labels(raw.get("labels"), _join(path, "labels"), errors)
-    collectors = _collectors(raw.get("collectors"), _join(path, "collectors"), errors)
+    labels = _labels(raw.get("labels"), join(path, "labels"), errors)
+    collectors = _collectors(raw.get("collectors"), join(path, "collectors"), errors)
     if not ok or address is None:
         return None
     return MonitorConfig(
@@ -218,11 +187,11 @@ def _monitor(value: Any, path: str, errors: _Errors) -> MonitorConfig | None:
     )
 
 
-def _monitors(value: Any, errors: _Errors) -> tuple[MonitorConfig, ...]:
+def _monitors(value: Any, errors: Errors) -> tuple[MonitorConfig, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        errors.add("monitors", f"expected a list, got {_kind(value)}")
+        errors.add("monitors", f"expected a list, got {kind(value)}")
         return ()
     monitors: list[MonitorConfig] = []
     seen_names: dict[str, int] = {}
@@ -234,13 +203,13 @@ def _monitors(value: Any, errors: _Errors) -> tuple[MonitorConfig, ...]:
             continue
         if monitor.name in seen_names:
             errors.add(
-                _join(path, "name"),
+                join(path, "name"),
                 f"duplicate name {monitor.name!r} (also monitors[{seen_names[monitor.name]}])",
             )
             continue
         if monitor.address in seen_addresses:
             errors.add(
-                _join(path, "address"),
+                join(path, "address"),
                 f"{monitor.address} is already monitors[{seen_addresses[monitor.address]}]: "
                 "QEMU serves one client per socket",
             )
@@ -251,12 +220,12 @@ def _monitors(value: Any, errors: _Errors) -> tuple[MonitorConfig, ...]:
     return tuple(monitors)
 
 
-def _alerting(value: Any, errors: _Errors) -> AlertingConfig:
-    raw = _mapping(value, "alerting", errors, {"alertmanagers", "events"})
+def _alerting(value: Any, errors: Errors) -> AlertingConfig:
+    raw = mapping(value, "alerting", errors, {"alertmanagers", "events"})
     urls: list[str] = []
     managers = raw.get("alertmanagers", [])
     if not isinstance(managers, list):
-        errors.add("alerting.alertmanagers", f"expected a list of URLs, got {_kind(managers)}")
+        errors.add("alerting.alertmanagers", f"expected a list of URLs, got {kind(managers)}")
         managers = []
     for index, url in enumerate(managers):
         path = f"alerting.alertmanagers[{index}]"
@@ -267,7 +236,7 @@ def _alerting(value: Any, errors: _Errors) -> AlertingConfig:
     events = raw.get("events", list(DEFAULT_ALERT_EVENTS))
     names: list[str] = []
     if not isinstance(events, list):
-        errors.add("alerting.events", f"expected a list of QMP event names, got {_kind(events)}")
+        errors.add("alerting.events", f"expected a list of QMP event names, got {kind(events)}")
         events = []
     for index, name in enumerate(events):
         if not isinstance(name, str) or not _EVENT_NAME.match(name):
@@ -277,12 +246,12 @@ def _alerting(value: Any, errors: _Errors) -> AlertingConfig:
     return AlertingConfig(tuple(urls), tuple(names))
 
 
-def _collectors(value: Any, path: str, errors: _Errors) -> tuple[str, ...] | None:
+def _collectors(value: Any, path: str, errors: Errors) -> tuple[str, ...] | None:
     """A ``collectors:`` list of names from ``COLLECTORS``; ``None`` (the defaults) when absent."""
     if value is None:
         return None
     if not isinstance(value, list):
-        errors.add(path, f"expected a list of collector names, got {_kind(value)}")
+        errors.add(path, f"expected a list of collector names, got {kind(value)}")
         return None
     names: list[str] = []
     for index, name in enumerate(value):
@@ -302,9 +271,9 @@ def is_proxmox_glob(pattern: str) -> bool:
     return directory in PROXMOX_DIRS
 
 
-def _name_template(value: Any, path: str, errors: _Errors, proxmox: bool) -> str:
+def _name_template(value: Any, path: str, errors: Errors, proxmox: bool) -> str:
     if not isinstance(value, str) or not value:
-        errors.add(path, f"expected a non-empty template string, got {_kind(value)}")
+        errors.add(path, f"expected a non-empty template string, got {kind(value)}")
         return "{stem}"
     allowed = PROXMOX_NAME_FIELDS if proxmox else NAME_FIELDS
     try:
@@ -329,41 +298,41 @@ def _name_template(value: Any, path: str, errors: _Errors, proxmox: bool) -> str
     return value
 
 
-def _discovery_entry(value: Any, path: str, errors: _Errors) -> DiscoveryConfig | None:
+def _discovery_entry(value: Any, path: str, errors: Errors) -> DiscoveryConfig | None:
     if not isinstance(value, Mapping):
-        errors.add(path, f"expected a mapping with a glob, got {_kind(value)}")
+        errors.add(path, f"expected a mapping with a glob, got {kind(value)}")
         return None
     allowed = {"glob", "name", "mode", "labels", "rescan", "collectors"}
-    raw = _mapping(value, path, errors, allowed)
+    raw = mapping(value, path, errors, allowed)
     pattern = raw.get("glob")
     if not isinstance(pattern, str) or not pattern.startswith("/") or "\0" in pattern:
-        errors.add(_join(path, "glob"), f"required: an absolute path glob, got {pattern!r}")
+        errors.add(join(path, "glob"), f"required: an absolute path glob, got {pattern!r}")
         return None
     proxmox = is_proxmox_glob(pattern)
     mode = raw.get("mode", "poll" if proxmox else "persistent")
     if mode not in MODES:
-        errors.add(_join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
+        errors.add(join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
         mode = "poll"
     elif proxmox and mode != "poll":
         errors.add(
-            _join(path, "mode"),
+            join(path, "mode"),
             "must be poll in the Proxmox layout: Proxmox connects to these sockets per "
             "command, and QEMU serves one client per socket",
         )
-    name = _name_template(raw.get("name", "{stem}"), _join(path, "name"), errors, proxmox)
-    labels = _labels(raw.get("labels"), _join(path, "labels"), errors)
+    name = _name_template(raw.get("name", "{stem}"), join(path, "name"), errors, proxmox)
+    labels = _labels(raw.get("labels"), join(path, "labels"), errors)
     if proxmox and "vmid" in dict(labels):
-        errors.add(_join(path, "labels.vmid"), "set by the exporter in the Proxmox layout")
-    rescan = _duration(raw.get("rescan"), _join(path, "rescan"), errors, DEFAULT_RESCAN, 1.0)
-    collectors = _collectors(raw.get("collectors"), _join(path, "collectors"), errors)
+        errors.add(join(path, "labels.vmid"), "set by the exporter in the Proxmox layout")
+    rescan = _duration(raw.get("rescan"), join(path, "rescan"), errors, DEFAULT_RESCAN, 1.0)
+    collectors = _collectors(raw.get("collectors"), join(path, "collectors"), errors)
     return DiscoveryConfig(pattern, name, mode, labels, rescan, collectors, proxmox)
 
 
-def _discovery(value: Any, errors: _Errors) -> tuple[DiscoveryConfig, ...]:
+def _discovery(value: Any, errors: Errors) -> tuple[DiscoveryConfig, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        errors.add("discovery", f"expected a list, got {_kind(value)}")
+        errors.add("discovery", f"expected a list, got {kind(value)}")
         return ()
     entries: list[DiscoveryConfig] = []
     seen: dict[str, int] = {}
@@ -373,7 +342,7 @@ def _discovery(value: Any, errors: _Errors) -> tuple[DiscoveryConfig, ...]:
         if entry is None:
             continue
         if entry.glob in seen:
-            errors.add(_join(path, "glob"), f"duplicate glob (also discovery[{seen[entry.glob]}])")
+            errors.add(join(path, "glob"), f"duplicate glob (also discovery[{seen[entry.glob]}])")
             continue
         seen[entry.glob] = index
         entries.append(entry)
@@ -402,12 +371,12 @@ def probe_pattern(value: Any) -> str:
     return f"tcp:{host.lower()}:{port}"
 
 
-def _probe(value: Any, errors: _Errors) -> ProbeConfig:
-    raw = _mapping(value, "probe", errors, {"allow", "http_sd"})
+def _probe(value: Any, errors: Errors) -> ProbeConfig:
+    raw = mapping(value, "probe", errors, {"allow", "http_sd"})
     allow = raw.get("allow", [])
     patterns: list[str] = []
     if not isinstance(allow, list):
-        errors.add("probe.allow", f"expected a list of globs, got {_kind(allow)}")
+        errors.add("probe.allow", f"expected a list of globs, got {kind(allow)}")
         allow = []
     for index, item in enumerate(allow):
         try:
@@ -423,11 +392,11 @@ def _probe(value: Any, errors: _Errors) -> ProbeConfig:
 
 def parse_config(data: Any, source: str = "config") -> Config:
     """Validate a decoded YAML document; raise :class:`ConfigError` listing every problem."""
-    errors = _Errors()
+    errors = Errors()
     if data is None:
         data = {}
     allowed = {"poll_interval", "timeout", "monitors", "alerting", "discovery", "probe"}
-    raw = _mapping(data, "", errors, allowed)
+    raw = mapping(data, "", errors, allowed)
     if not isinstance(data, Mapping):
         raise ConfigError(errors.items, source)
     poll_interval = _duration(raw.get("poll_interval"), "poll_interval", errors, 15.0, 0.1)
@@ -447,31 +416,10 @@ def parse_config(data: Any, source: str = "config") -> Config:
     return config
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that rejects duplicate keys instead of keeping the last."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, list | dict):
-            continue
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def parse_yaml(text: str, source: str = "config") -> Config:
     """Parse YAML text into a :class:`Config`."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}".replace("\n", " ")], source) from err
     return parse_config(data, source)

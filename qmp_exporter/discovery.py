@@ -142,7 +142,8 @@ class Discoverer:
         if monitors != self._applied:
             added = len(set(monitors) - set(self._applied or ()))
             removed = len(set(self._applied or ()) - set(monitors))
-            log.info("discovery: %d monitors (%d new, %d gone)", len(monitors), added, removed)
+            if config.discovery:
+                log.info("discovery: %d monitors (%d new, %d gone)", len(monitors), added, removed)
             result = self._apply(monitors)
             if inspect.isawaitable(result):
                 await result

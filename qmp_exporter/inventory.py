@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import sys
@@ -25,6 +26,7 @@ from typing import Any, TextIO
 import yaml
 
 from qmp_exporter.config import ConfigError, MonitorConfig, load_config
+from qmp_exporter.discovery import scan
 from qmp_exporter.qmp import AddressError, CommandError, QMPError, connect, parse_version
 
 FORMATS = ("table", "json", "yaml")
@@ -100,15 +102,24 @@ async def gather_inventory(
     targets: Sequence[Target], timeout: float = DEFAULT_TIMEOUT
 ) -> list[InventoryRow]:
     """Ask every monitor at once (at most :data:`MAX_CONCURRENT` open at a time); one row each,
-    in the order given. Each VM is bounded by ``timeout`` from connect to its last answer."""
+    in the order given. Each VM is bounded by ``timeout`` from connect to its last answer.
+    An address listed twice is asked once: QEMU serves one client per socket, so a second
+    concurrent connection would only wait for the first."""
     slots = asyncio.Semaphore(MAX_CONCURRENT)
+    asked: dict[str, asyncio.Task[InventoryRow]] = {}
 
-    async def one(target: Target) -> InventoryRow:
-        vm, address = _target_name_and_address(target)
+    async def ask(address: str) -> InventoryRow:
         async with slots:
-            return await inventory_one(vm, address, timeout)
+            return await inventory_one(address, address, timeout)
 
-    return list(await asyncio.gather(*(one(t) for t in targets)))
+    names = []
+    for target in targets:
+        vm, address = _target_name_and_address(target)
+        names.append((vm, address))
+        if address not in asked:
+            asked[address] = asyncio.ensure_future(ask(address))
+    await asyncio.gather(*asked.values())
+    return [dataclasses.replace(asked[address].result(), vm=vm) for vm, address in names]
 
 
 async def inventory_one(vm: str, address: str, timeout: float) -> InventoryRow:
@@ -265,9 +276,10 @@ def add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config.file",
         dest="config_file",
-        default=None,
-        help="the exporter's config: ask every monitor it lists (default qmp-exporter.yml "
-        "when no ADDRESS is given)",
+        # SUPPRESS: a --config.file given before the subcommand is not overwritten.
+        default=argparse.SUPPRESS,
+        help="the exporter's config: ask every monitor it lists or discovers "
+        "(default qmp-exporter.yml when no ADDRESS is given)",
     )
     parser.add_argument(
         "--format", choices=FORMATS, default="table", help="output format (default: table)"
@@ -283,18 +295,23 @@ def add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
 def run_inventory(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    """Run ``inventory``: 0 when every VM answered, 1 when some did not, 2 for a bad config."""
+    """Run ``inventory`` on the config's monitors (listed and discovered) and/or the
+    addresses given: 0 when every VM answered, 1 when some did not, 2 for a bad config."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     targets: list[Target] = list(args.addresses)
     timeout = args.timeout
-    if not targets or args.config_file:
+    config_file = getattr(args, "config_file", None)
+    if not targets or config_file:
         try:
-            config = load_config(args.config_file or "qmp-exporter.yml")
+            config = load_config(config_file or "qmp-exporter.yml")
         except ConfigError as err:
             print(f"qmp-exporter inventory: {err}", file=stderr)
             return 2
-        targets = [*config.monitors, *targets]
+        discovered, problems = scan(config.discovery, config.monitors)
+        for problem in problems:
+            print(f"qmp-exporter inventory: {problem}", file=stderr)
+        targets = [*config.monitors, *discovered, *targets]
         if timeout is None:
             timeout = config.timeout
     if timeout is None:
@@ -305,7 +322,10 @@ def run_inventory(
     if not targets:
         print("qmp-exporter inventory: no monitors in the config and no ADDRESS", file=stderr)
         return 2
-    rows = asyncio.run(gather_inventory(targets, timeout))
+    try:
+        rows = asyncio.run(gather_inventory(targets, timeout))
+    except KeyboardInterrupt:
+        return 130
     width = shutil.get_terminal_size().columns if stdout.isatty() else None
     stdout.write(format_rows(rows, args.format, width))
     stdout.flush()

@@ -210,7 +210,7 @@ class MonitorPoller:
         next_poll = time.monotonic()
         first = True
         while True:
-            await self._poll_once()
+            await self.poll_once()
             now = time.monotonic()
             if first:
                 next_poll = now + phase
@@ -243,7 +243,9 @@ class MonitorPoller:
         if spacing > 0:
             await asyncio.sleep(spacing)
 
-    async def _poll_once(self) -> None:
+    async def poll_once(self) -> None:
+        """Poll now (connecting first if needed) and publish the outcome; never raises
+        for a QMP failure. The background loop calls it; so does ``/probe``."""
         started = time.monotonic()
         self._last_poll_started = started
         persistent = self.monitor.mode == "persistent"
@@ -262,7 +264,7 @@ class MonitorPoller:
                     await self._disconnect()
         except (QMPError, OSError) as err:
             await self._disconnect()
-            self._failed(err, time.monotonic() - started)
+            self.record_failure(err, time.monotonic() - started)
             return
         self._succeeded(state, time.monotonic() - started)
 
@@ -393,7 +395,8 @@ class MonitorPoller:
         self._failures = 0
         self._publish(dataclasses.replace(state, poll_duration=duration))
 
-    def _failed(self, error: BaseException, duration: float) -> None:
+    def record_failure(self, error: BaseException, duration: float) -> None:
+        """Count a failed poll, publish the VM as down, and log once per change."""
         reason = error_reason(error)
         self.error_counts[reason] += 1
         self._failures += 1

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -174,7 +174,12 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -278,14 +283,24 @@ class _Shell:
         shown = f"{command} {json.dumps(arguments)}" if arguments else command
         self.stdout.write(f"{shown} may change the VM. Send it? [y/N] ")
         self.stdout.flush()
-        answer = input() if self.stdin is sys.stdin else self.stdin.readline()
-        if self.readline is not None and self.readline.get_current_history_length():
-            # The y/N answer is not a command: keep it out of the history.
-            self.readline.remove_history_item(self.readline.get_current_history_length() - 1)
+        try:
+            answer = input() if self.stdin is sys.stdin else self.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+            self.say("")
+        self._forget_answer(answer)
         if answer.strip().lower() in ("y", "yes"):
             return True
         self.say("not sent")
         return False
+
+    def _forget_answer(self, answer: str) -> None:
+        """Keep a y/N answer out of the history (readline adds every non-empty line)."""
+        if self.readline is None or not answer.strip():
+            return
+        length = self.readline.get_current_history_length()
+        if length and self.readline.get_history_item(length) == answer:
+            self.readline.remove_history_item(length - 1)
 
     def run_line(self, line: str) -> bool:
         """Handle one line; ``False`` when the session is over."""
@@ -317,6 +332,8 @@ class _Shell:
             return False
         except QMPError as err:
             self.complain(f"error: {err}")
+        except KeyboardInterrupt:
+            self.complain(f"interrupted: stopped waiting for the answer to {command}")
         else:
             self.say(format_response(answer))
         self.show_events()
@@ -329,18 +346,77 @@ class _Shell:
         self.show_events()
 
 
-def _set_up_readline(commands: list[str]) -> Any:
-    """Tab completion of command names and a history file; returns the module (or None)."""
+def argument_names(schema: Any) -> dict[str, list[str]]:
+    """Each command's argument names, from ``query-qmp-schema`` (members of the argument
+    type and of its variants)."""
+    if not isinstance(schema, list):
+        return {}
+    entries = {e.get("name"): e for e in schema if isinstance(e, dict)}
+
+    def members(type_name: Any) -> list[str]:
+        entry = entries.get(type_name)
+        if not isinstance(entry, dict):
+            return []
+        names = [m["name"] for m in entry.get("members", []) if isinstance(m, dict) and "name" in m]
+        for variant in entry.get("variants", []):
+            if isinstance(variant, dict):
+                names += [n for n in members(variant.get("type")) if n not in names]
+        return names
+
+    return {
+        name: members(entry.get("arg-type"))
+        for name, entry in entries.items()
+        if isinstance(entry, dict) and entry.get("meta-type") == "command"
+    }
+
+
+class _Completer:
+    """Completes command names (from ``query-commands``) and, after the command, its
+    argument names as ``key=`` (from ``query-qmp-schema``, fetched on first use)."""
+
+    def __init__(self, commands: list[str], fetch_schema: Callable[[], Any]) -> None:
+        self.commands = commands
+        self._fetch_schema = fetch_schema
+        self._arguments: dict[str, list[str]] | None = None
+        self._matches: list[str] = []
+
+    def arguments(self, command: str) -> list[str]:
+        if self._arguments is None:
+            try:
+                self._arguments = argument_names(self._fetch_schema())
+            except (QMPError, KeyboardInterrupt):
+                self._arguments = {}  # no schema (old QEMU): complete commands only
+        return self._arguments.get(command, [])
+
+    def matches(self, line_before: str, text: str) -> list[str]:
+        words = line_before.split()
+        if not words:
+            return [c + " " for c in self.commands if c.startswith(text)]
+        if "=" in text:
+            return []  # values are free-form
+        given = {w.partition("=")[0] for w in words[1:]}
+        return [
+            f"{name}="
+            for name in self.arguments(words[0])
+            if name.startswith(text) and name not in given
+        ]
+
+    def complete(self, text: str, state: int, line_before: str) -> str | None:
+        if state == 0:
+            self._matches = self.matches(line_before, text)
+        return self._matches[state] if state < len(self._matches) else None
+
+
+def _set_up_readline(completer: _Completer) -> Any:
+    """Tab completion and a history file; returns the readline module (or None)."""
     try:
         import readline
     except ImportError:  # not every Python has it; the shell works without
         return None
 
     def complete(text: str, state: int) -> str | None:
-        if readline.get_line_buffer()[: readline.get_begidx()].strip():
-            return None  # only the command (first word) is completed
-        matches = [c + " " for c in commands if c.startswith(text)]
-        return matches[state] if state < len(matches) else None
+        line_before = readline.get_line_buffer()[: readline.get_begidx()]
+        return completer.complete(text, state, line_before)
 
     readline.set_completer(complete)
     readline.set_completer_delims(" \t\n")
@@ -403,7 +479,11 @@ def run_shell(
             readline = None
             if interactive:
                 if stdin is sys.stdin:
-                    readline = shell.readline = _set_up_readline(commands)
+                    completer = _Completer(
+                        commands,
+                        lambda: runner.run(client.execute("query-qmp-schema")),
+                    )
+                    readline = shell.readline = _set_up_readline(completer)
                 _banner(shell, client, address, allow_write)
             try:
                 shell.loop()
@@ -427,7 +507,7 @@ def _banner(shell: _Shell, client: QMPClient, address: str, allow_write: bool) -
         else "read-only: query-* commands only (--allow-write to change that)"
     )
     shell.say(f"Connected to QEMU {version or '(version unknown)'} at {address}; {mode}.")
-    shell.say("Tab completes command names; 'help' for help; Ctrl-D quits.")
+    shell.say("Tab completes commands and argument names; 'help' for help; Ctrl-D quits.")
 
 
 # -- command line ------------------------------------------------------------------------

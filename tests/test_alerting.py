@@ -19,7 +19,8 @@ from qmp_exporter import alerting
 from qmp_exporter.alerting import AlertPusher, alert_name, build_alert
 from qmp_exporter.config import AlertingConfig, MonitorConfig
 from qmp_exporter.qmp import Event
-from tests.helpers.ops_stack import alertmanager, free_port
+from tests.helpers.exporter import free_port, wait_for
+from tests.helpers.ops_stack import alertmanager
 
 WEB = MonitorConfig("web", "unix:/run/qemu/web.qmp", labels=(("site", "lab"),))
 VNC_CONNECTED = Event(
@@ -36,16 +37,6 @@ STOP = Event("STOP", {}, 1767225601.0)
 def _value(registry: prometheus_client.CollectorRegistry, name: str, **labels: str) -> float:
     value = registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
-
-
-def _wait(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout}s")
 
 
 def _am_alerts(url: str) -> list[dict]:
@@ -124,7 +115,7 @@ def test_pushed_alert_appears_in_real_alertmanager(tmp_path: Path, registry, pus
         pusher = _pusher(pushers, url, registry=registry, resolve_after=120)
         pusher.notify(WEB, STOP)  # not in alerting.events: not pushed
         pusher.notify(WEB, VNC_CONNECTED)
-        alerts = _wait(lambda: _am_alerts(url))
+        alerts = wait_for(lambda: _am_alerts(url))
         assert len(alerts) == 1
         alert = alerts[0]
         assert alert["labels"] == {
@@ -143,7 +134,7 @@ def test_pushed_alert_appears_in_real_alertmanager(tmp_path: Path, registry, pus
 
         panic = Event("GUEST_PANICKED", {"action": "pause", "info": {"type": "hyper-v"}})
         pusher.notify(MonitorConfig("db", "unix:/db"), panic)
-        alerts = _wait(lambda: [a for a in _am_alerts(url) if a["labels"]["vm"] == "db"])
+        alerts = wait_for(lambda: [a for a in _am_alerts(url) if a["labels"]["vm"] == "db"])
         assert alerts[0]["labels"]["alertname"] == "QemuEventGuestPanicked"
         assert alerts[0]["annotations"]["info_type"] == "hyper-v"
         assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 2
@@ -154,8 +145,10 @@ def test_one_alertmanager_down_does_not_delay_the_other(tmp_path: Path, registry
     down = f"http://127.0.0.1:{free_port()}"
     with alertmanager(tmp_path) as up:
         _pusher(pushers, down, up, registry=registry).notify(WEB, VNC_CONNECTED)
-        _wait(lambda: _am_alerts(up), timeout=3)
-        _wait(lambda: _value(registry, "qmp_exporter_alert_errors_total", alertmanager=down) >= 1)
+        wait_for(lambda: _am_alerts(up), timeout=3)
+        wait_for(
+            lambda: _value(registry, "qmp_exporter_alert_errors_total", alertmanager=down) >= 1
+        )
         assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=up) == 1
         assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=down) == 0
 
@@ -166,9 +159,9 @@ def test_alert_is_delivered_once_alertmanager_comes_up(tmp_path: Path, registry,
     url = f"http://127.0.0.1:{port}"
     pusher = _pusher(pushers, url, registry=registry)
     pusher.notify(WEB, VNC_CONNECTED)
-    _wait(lambda: _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url) >= 1)
+    wait_for(lambda: _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url) >= 1)
     with alertmanager(tmp_path, port=port):
-        alerts = _wait(lambda: _am_alerts(url), timeout=15)
+        alerts = wait_for(lambda: _am_alerts(url), timeout=15)
         assert alerts[0]["labels"]["vm"] == "web"
     assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 1
     assert (
@@ -214,7 +207,7 @@ def test_refused_connections_are_counted_and_retried_then_dropped(
     monkeypatch.setattr(alerting, "FIRST_BACKOFF", 0.01)
     url = f"http://127.0.0.1:{free_port()}"
     _pusher(pushers, url, registry=registry).notify(WEB, VNC_CONNECTED)
-    _wait(
+    wait_for(
         lambda: (
             _value(registry, "qmp_exporter_alerts_dropped_total", alertmanager=url, reason="failed")
             == 1
@@ -262,7 +255,7 @@ def test_server_errors_are_retried_with_backoff(scripted, registry, pushers, mon
     url = scripted.url
     started = time.monotonic()
     _pusher(pushers, url, registry=registry).notify(WEB, VNC_CONNECTED)
-    _wait(lambda: _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 1)
+    wait_for(lambda: _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 1)
     assert time.monotonic() - started >= 0.2 * 0.9 + 0.4 * 0.9  # two backoff waits
     assert len(scripted.posts) == 3
     assert scripted.posts[0] == scripted.posts[2]
@@ -273,7 +266,7 @@ def test_rejected_alerts_are_not_retried(scripted, registry, pushers) -> None:
     scripted.statuses[:] = [400]
     url = scripted.url
     _pusher(pushers, url, registry=registry).notify(WEB, VNC_CONNECTED)
-    _wait(
+    wait_for(
         lambda: (
             _value(
                 registry, "qmp_exporter_alerts_dropped_total", alertmanager=url, reason="rejected"
@@ -292,7 +285,7 @@ def test_expired_alerts_are_dropped_not_sent(scripted, registry, pushers) -> Non
     pusher.notify(WEB, VNC_CONNECTED)  # queued before start, expired by the time it runs
     time.sleep(0.2)
     pusher.start()
-    _wait(
+    wait_for(
         lambda: (
             _value(
                 registry, "qmp_exporter_alerts_dropped_total", alertmanager=url, reason="expired"
@@ -332,3 +325,16 @@ def test_metrics_exist_at_zero_for_every_alertmanager(registry) -> None:
         line = f'qmp_exporter_alerts_dropped_total{{alertmanager="{url}",reason="{reason}"}} 0.0'
         assert line in text
     assert f'qmp_exporter_alert_queue_length{{alertmanager="{url}"}} 0.0' in text
+
+
+def test_close_unregisters_metrics_so_a_new_pusher_can_replace_it(registry) -> None:
+    """A reload that changes ``alerting:`` closes the old pusher and starts a new one."""
+    old = AlertPusher(AlertingConfig(("http://127.0.0.1:1",)), registry)
+    old.start()
+    old.close()
+    old.close()  # idempotent
+    new = AlertPusher(AlertingConfig(("http://127.0.0.1:2",)), registry)
+    text = prometheus_client.generate_latest(registry).decode()
+    assert 'alertmanager="http://127.0.0.1:2"' in text
+    assert 'alertmanager="http://127.0.0.1:1"' not in text
+    new.close()

@@ -150,3 +150,16 @@ def test_bad_listen_address_is_a_usage_error() -> None:
     result = run_cli("--web.listen-address", "nonsense")
     assert result.returncode == 2
     assert "--web.listen-address" in result.stderr
+
+
+def test_check_config_also_validates_a_web_config(tmp_path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users: [nope]\ntls_server_config: {cert_file: /nonexistent}\n")
+    example = str(REPO / "config" / "qmp-exporter.yml")
+    result = run_cli("check-config", example, "--web.config.file", str(web))
+    assert result.returncode == 1
+    assert "valid (2 monitor(s))" in result.stdout
+    assert "basic_auth_users" in result.stderr
+    assert "tls_server_config" in result.stderr
+    web.write_text("basic_auth_users: {}\n")
+    assert run_cli("check-config", example, "--web.config.file", str(web)).returncode == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from qmp_exporter.qmp import (
+    BacklogFullError,
     CommandError,
     CommandRefusedError,
     ConnectionClosedError,
@@ -21,7 +23,8 @@ from qmp_exporter.qmp import (
     QMPClient,
     connect,
 )
-from tests.helpers.qemu import QemuVM, new_uuid, qmp_command
+from tests.helpers.exporter import free_port
+from tests.helpers.qemu import QemuVM, new_uuid, qmp_command, tcp_port_listening
 from tests.helpers.rfb import rfb_handshake, vnc_tcp_connect
 
 Factory = Callable[..., QemuVM]
@@ -220,5 +223,53 @@ def test_real_answer_over_the_line_limit(qemu_vm: QemuVM) -> None:
         assert client.closed
         async with await connect(qemu_vm.qmp_address(), timeout=5) as roomy:
             assert len(await roomy.execute("query-qmp-schema")) > 100
+
+    run(main())
+
+
+def test_full_backlog_fails_at_once(qemu_vm: QemuVM) -> None:
+    async def main() -> None:
+        holder = await connect(qemu_vm.qmp_address(), timeout=5)
+        waiting: list[socket.socket] = []
+        try:
+            # QEMU's listen backlog holds a couple of waiting clients, then refuses more.
+            for _ in range(8):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                try:
+                    sock.connect(qemu_vm.qmp_path)
+                except BlockingIOError:
+                    sock.close()
+                    break
+                waiting.append(sock)
+            else:
+                pytest.fail("the listen backlog never filled up")
+            started = time.monotonic()
+            with pytest.raises(BacklogFullError) as caught:
+                await connect(qemu_vm.qmp_address(), timeout=5)
+            assert time.monotonic() - started < 1.0  # no waiting for a 5 s greeting timeout
+            assert isinstance(caught.value, MonitorBusyError)
+        finally:
+            for sock in waiting:
+                sock.close()
+            await holder.close()
+
+    run(main())
+
+
+def test_tcp_monitor(qemu_factory: Factory) -> None:
+    port = free_port()
+    vm = qemu_factory(extra_args=["-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off"])
+    deadline = time.monotonic() + 10
+    while not tcp_port_listening(port):
+        assert time.monotonic() < deadline, "QEMU's TCP monitor never listened"
+        time.sleep(0.01)
+
+    async def main() -> None:
+        async with await connect(f"tcp:127.0.0.1:{port}", timeout=5) as client:
+            assert (await client.execute("query-status"))["running"] is True
+        vm.kill()
+        with pytest.raises(ConnectRefusedError):
+            await connect(f"tcp:127.0.0.1:{port}", timeout=5)
 
     run(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -18,6 +19,7 @@ from qmp_exporter.qmp import (
     CommandTimeoutError,
     ConnectionClosedError,
     ConnectRefusedError,
+    ConnectTimeoutError,
     GreetingTimeoutError,
     LineTooLongError,
     MonitorBusyError,
@@ -27,6 +29,7 @@ from qmp_exporter.qmp import (
     SocketNotFoundError,
     connect,
 )
+from tests.helpers.exporter import free_port
 from tests.helpers.scripted_monitor import NO_GREETING, ScriptedMonitor, Session, long_line
 
 
@@ -198,14 +201,77 @@ def test_command_timeout_then_late_answer_is_ignored(sock_path: str) -> None:
         started = time.monotonic()
         with pytest.raises(CommandTimeoutError, match="query-late"):
             await client.execute("query-late", timeout=0.1)
-        assert time.monotonic() - started < 0.25
+        assert time.monotonic() - started < 1.0
         assert await client.execute("query-name") == {"name": "scripted"}
-        await asyncio.sleep(0.3)  # the late answer arrives and matches nothing
+        await asyncio.sleep(0.5)  # the late answer arrives and matches nothing
         assert client.unmatched_responses == 1
         assert await client.execute("query-name") == {"name": "scripted"}
         await client.close()
 
     with_monitor(sock_path, body, concurrent=True, handlers={"query-late": late})
+
+
+def test_each_pending_command_keeps_its_own_timeout(sock_path: str) -> None:
+    async def silent(session: Session, request: dict[str, Any]) -> None:
+        return None
+
+    async def body(monitor: ScriptedMonitor) -> None:
+        client = await connect(monitor.address, timeout=2)
+        started = time.monotonic()
+        long_wait = asyncio.create_task(client.execute("query-silent", timeout=0.6))
+        await asyncio.sleep(0.01)
+        with pytest.raises(CommandTimeoutError):  # shorter, sent later: expires first
+            await client.execute("query-silent", timeout=0.1)
+        assert 0.09 < time.monotonic() - started < 0.55
+        assert not long_wait.done()
+        with pytest.raises(CommandTimeoutError, match=r"0\.6s"):
+            await long_wait
+        assert 0.55 < time.monotonic() - started < 1.5
+        assert await client.execute("query-name") == {"name": "scripted"}
+        await client.close()
+
+    with_monitor(sock_path, body, handlers={"query-silent": silent})
+
+
+def test_late_answer_never_reaches_a_newer_command(sock_path: str) -> None:
+    answers = iter(["first, late", "second"])
+
+    async def slow(session: Session, request: dict[str, Any]) -> None:
+        await asyncio.sleep(0.3)
+        await session.reply(request, next(answers))
+
+    async def body(monitor: ScriptedMonitor) -> None:
+        client = await connect(monitor.address, timeout=2)
+        with pytest.raises(CommandTimeoutError):
+            await client.execute("query-slow", timeout=0.1)
+        cancelled = asyncio.create_task(client.execute("query-slow"))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        # Sent while both earlier answers are still due: it must get only its own.
+        assert await client.execute("query-name") == {"name": "scripted"}
+        await asyncio.sleep(0.7)
+        assert client.unmatched_responses == 2
+        ids = [r["id"] for r in monitor.received]
+        assert len(set(ids[1:])) == 3, ids  # no id reused while its answer was due
+        assert await client.execute("query-name") == {"name": "scripted"}
+        await client.close()
+
+    with_monitor(sock_path, body, concurrent=True, handlers={"query-slow": slow})
+
+
+def test_answer_with_a_lookalike_id_matches_nothing(sock_path: str) -> None:
+    async def tricky(session: Session, request: dict[str, Any]) -> None:
+        for fake in (True, float(request["id"]), str(request["id"]), [request["id"]]):
+            await session.send({"return": "wrong", "id": fake})
+        await session.reply(request, "right")
+
+    async def body(monitor: ScriptedMonitor) -> None:
+        client = await connect(monitor.address, timeout=2)
+        assert await client.execute("query-tricky") == "right"
+        assert client.unmatched_responses == 4
+        await client.close()
+
+    with_monitor(sock_path, body, handlers={"query-tricky": tricky})
 
 
 def test_event_queue_is_bounded_and_counts_drops(sock_path: str) -> None:
@@ -459,3 +525,32 @@ def test_permission_denied(sock_path: str) -> None:
                 os.setegid(0)
     finally:
         listener.close()
+
+
+def test_tcp_connect_timeout_when_the_accept_queue_is_full() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepts: once its queue is full, SYNs are dropped
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        started = time.monotonic()
+        with pytest.raises(ConnectTimeoutError, match=r"0\.3s"):
+            run(connect(f"tcp:127.0.0.1:{port}", timeout=0.3))
+        assert time.monotonic() - started < 1.0
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_tcp_connection_refused() -> None:
+    port = free_port()
+    with pytest.raises(ConnectRefusedError):
+        run(connect(f"tcp:127.0.0.1:{port}", timeout=1))

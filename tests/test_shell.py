@@ -13,25 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from qmp_exporter.shell import ShellSyntaxError, parse_command_line, split_words
-from tests.helpers.recording_monitor import RecordingMonitor
-from tests.helpers.tools_qemu import qmp_command, start_qemu, vnc_port
+from qmp_exporter.shell import (
+    ShellSyntaxError,
+    _Completer,
+    argument_names,
+    parse_command_line,
+    split_words,
+)
+from tests.helpers.qemu import qmp_command
+from tests.helpers.scripted_monitor import ScriptedMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The shell as a user runs it (subcommand wired through argparse).
+#: The shell as a user runs it: the real command line.
 SHELL = [sys.executable, "-m", "qmp_exporter", "shell"]
 
 
 def _shell_argv() -> list[str]:
-    code = (
-        "import argparse, sys\n"
-        "from qmp_exporter import shell\n"
-        "p = argparse.ArgumentParser(); shell.add_shell_arguments(p)\n"
-        "sys.exit(shell.run_shell_command(p.parse_args()))\n"
-    )
-    if (ROOT / "qmp_exporter" / "cli.py").exists():
-        return SHELL
-    return [sys.executable, "-c", code]
+    return SHELL
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -53,21 +51,17 @@ def run_piped(tmp_path: Path, args: list[str], lines: str) -> subprocess.Complet
 
 
 @pytest.fixture
-def vm(tmp_path):
-    qemu = start_qemu(tmp_path, "vm-shell", qmp_sockets=2)
-    try:
-        yield qemu
-    finally:
-        qemu.stop()
+def vm(qemu_factory):
+    """A running VM with VNC and two monitors: the shell's, and the test's own."""
+    return qemu_factory(name="vm-shell", monitors=2, vnc=True)
 
 
 @pytest.fixture
 def recorder(tmp_path):
-    monitor = RecordingMonitor(tmp_path / "rec.qmp")
-    try:
+    """A scripted monitor (modern dialect) that records every command it receives."""
+    handlers = {"query-block": [], "stop": {}}
+    with ScriptedMonitor(str(tmp_path / "rec.qmp"), handlers=handlers).in_thread() as monitor:
         yield monitor
-    finally:
-        monitor.close()
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -97,12 +91,34 @@ def test_json_object_lines_and_syntax_errors():
             parse_command_line(bad)
 
 
+def test_argument_names_from_the_schema():
+    schema = [
+        {"name": "query-stats", "meta-type": "command", "arg-type": "1", "ret-type": "[2]"},
+        {
+            "name": "1",
+            "meta-type": "object",
+            "tag": "target",
+            "members": [{"name": "target", "type": "3"}, {"name": "providers", "type": "[4]"}],
+            "variants": [{"case": "vcpu", "type": "5"}, {"case": "vm", "type": "0"}],
+        },
+        {"name": "5", "meta-type": "object", "members": [{"name": "vcpus", "type": "[str]"}]},
+        {"name": "0", "meta-type": "object", "members": []},
+        {"name": "stop", "meta-type": "command", "arg-type": "0", "ret-type": "0"},
+    ]
+    assert argument_names(schema) == {"query-stats": ["target", "providers", "vcpus"], "stop": []}
+    completer = _Completer(["query-stats", "query-status", "stop"], lambda: schema)
+    assert completer.matches("", "query-stat") == ["query-stats ", "query-status "]
+    assert completer.matches("query-stats ", "") == ["target=", "providers=", "vcpus="]
+    assert completer.matches("query-stats target=vm ", "") == ["providers=", "vcpus="]
+    assert completer.matches("query-stats ", "target=v") == []
+
+
 # -- piped mode -----------------------------------------------------------------------------
 
 
 @pytest.mark.qemu
 def test_piped_query_status_is_pretty_printed_without_prompt(vm, tmp_path):
-    result = run_piped(tmp_path, [vm.address], "query-status\nquery-name\n")
+    result = run_piped(tmp_path, [vm.qmp_address()], "query-status\nquery-name\n")
     assert result.returncode == 0, result.stderr
     expected = (
         json.dumps({"status": "running", "singlestep": False, "running": True}, indent=2)
@@ -116,7 +132,7 @@ def test_piped_query_status_is_pretty_printed_without_prompt(vm, tmp_path):
 
 @pytest.mark.qemu
 def test_qemu_errors_show_class_and_desc_and_fail_the_exit_status(vm, tmp_path):
-    result = run_piped(tmp_path, [vm.address], "query-nothing\nquery-status\n")
+    result = run_piped(tmp_path, [vm.qmp_address()], "query-nothing\nquery-status\n")
     assert result.returncode == 1
     assert "error: CommandNotFound: The command query-nothing has not been found" in result.stderr
     assert '"status": "running"' in result.stdout
@@ -128,38 +144,48 @@ def test_stop_is_refused_with_the_hint_and_nothing_is_sent(recorder, tmp_path):
     assert "'stop' may change the VM" in result.stderr
     assert "--allow-write" in result.stderr
     assert '"status": "running"' in result.stdout  # the shell went on after the refusal
-    assert recorder.commands == ["qmp_capabilities", "query-commands", "query-status"]
+    assert recorder.commands() == ["qmp_capabilities", "query-commands", "query-status"]
 
 
 def test_piped_writes_need_yes_as_well(recorder, tmp_path):
     result = run_piped(tmp_path, ["--allow-write", recorder.address], "stop\n")
     assert result.returncode == 1
     assert "--yes" in result.stderr
-    assert "stop" not in recorder.commands
+    assert "stop" not in recorder.commands()
 
 
 def test_arguments_reach_the_monitor_as_parsed(recorder, tmp_path):
     line = 'query-block x=1 y="a b" z={"k": [true]} w=text\n'
     result = run_piped(tmp_path, [recorder.address], line)
     assert result.returncode == 0, result.stderr
-    assert recorder.received[-1] == (
-        "query-block",
-        {"x": 1, "y": "a b", "z": {"k": [True]}, "w": "text"},
-    )
+    request = recorder.received[-1]
+    assert request["execute"] == "query-block"
+    assert request["arguments"] == {"x": 1, "y": "a b", "z": {"k": [True]}, "w": "text"}
+
+
+def test_the_2009_dialect_works_without_negotiation(tmp_path):
+    # The seed's own QEMU: no qmp_capabilities (CommandNotFound), version as a string.
+    monitor = ScriptedMonitor(str(tmp_path / "seed.qmp"), dialect="2009")
+    with monitor.in_thread():
+        result = run_piped(tmp_path, [monitor.address], "query-version\n")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"qemu": "0.12.50", "package": ""}
 
 
 @pytest.mark.qemu
 def test_allow_write_and_yes_really_stop_the_vm_and_show_the_event(vm, tmp_path):
-    result = run_piped(tmp_path, ["--allow-write", "--yes", vm.address], "stop\nquery-status\n")
+    result = run_piped(
+        tmp_path, ["--allow-write", "--yes", vm.qmp_address()], "stop\nquery-status\n"
+    )
     assert result.returncode == 0, result.stderr
     assert "event: STOP " in result.stdout
-    assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "paused"
+    assert qmp_command(vm.qmp_paths[1], "query-status")["status"] == "paused"
 
 
 @pytest.mark.qemu
 def test_events_that_arrive_between_commands_are_shown(vm, tmp_path):
     process = subprocess.Popen(
-        [*_shell_argv(), vm.address],
+        [*_shell_argv(), vm.qmp_address()],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -172,7 +198,7 @@ def test_events_that_arrive_between_commands_are_shown(vm, tmp_path):
         first = [process.stdout.readline() for _ in range(3)]
         assert json.loads("".join(first)) == {"name": "vm-shell"}
         # A VNC viewer connects while the shell waits for its next line.
-        with socket.create_connection(("127.0.0.1", vnc_port(vm.sockets[1]))) as viewer:
+        with socket.create_connection(("127.0.0.1", vm.vnc_port)) as viewer:
             viewer.recv(12)
             time.sleep(0.2)
         out, err = process.communicate("query-status\n", timeout=20)
@@ -248,7 +274,7 @@ def _quote(text: str) -> str:
 def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
     env = _env(tmp_path)
     env["TERM"] = "xterm"
-    tmux = Tmux(tmp_path, [*_shell_argv(), "--allow-write", vm.address], env)
+    tmux = Tmux(tmp_path, [*_shell_argv(), "--allow-write", vm.qmp_address()], env)
     try:
         tmux.wait_for("(QEMU)")  # capture-pane drops trailing spaces
         assert "Connected to QEMU 7." in tmux.screen()
@@ -256,21 +282,48 @@ def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
         tmux.wait_for("(QEMU) query-status")  # completed from query-commands
         tmux.send("Enter")
         tmux.wait_for('"status": "running"')
+        # Argument names come from query-qmp-schema, variants included.
+        tmux.send("query-stats ta", "Tab")
+        tmux.wait_for("(QEMU) query-stats target=")
+        tmux.send("vm pro", "Tab")
+        tmux.wait_for("(QEMU) query-stats target=vm providers=")
+        tmux.send("C-u")
+        tmux.send("system_reset", "Enter")
+        tmux.wait_for("system_reset may change the VM. Send it? [y/N]")
+        tmux.send("Enter")  # the default is No
+        tmux.wait_for("not sent")
         tmux.send("stop", "Enter")
         tmux.wait_for("stop may change the VM. Send it? [y/N]")
         tmux.send("n", "Enter")
-        tmux.wait_for("not sent")
-        assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "running"
+        tmux.wait_for("[y/N] n\nnot sent")
+        assert qmp_command(vm.qmp_paths[1], "query-status")["status"] == "running"
         tmux.send("stop", "Enter")
-        tmux.wait_for("not sent\n(QEMU) stop\nstop may change the VM. Send it? [y/N]")
+        tmux.wait_for("[y/N] n\nnot sent\n(QEMU) stop\nstop may change the VM. Send it? [y/N]")
         tmux.send("y", "Enter")
         tmux.wait_for("event: STOP ")
-        assert qmp_command(vm.sockets[1], "query-status")["return"]["status"] == "paused"
+        assert qmp_command(vm.qmp_paths[1], "query-status")["status"] == "paused"
         tmux.send("C-d")
         tmux.wait_for("SHELL-EXIT=0")
         history = tmp_path / "state" / "qmp-exporter" / "shell_history"
         # The y/N answers are not in the history (readline folds the repeated "stop"; the
         # completed line keeps its space).
-        assert history.read_text().splitlines() == ["query-status ", "stop"]
+        assert history.read_text().splitlines() == ["query-status ", "system_reset", "stop"]
+    finally:
+        tmux.close()
+
+
+@pytest.mark.qemu
+def test_tty_history_that_cannot_be_written_is_harmless(vm, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = {**_env(tmp_path), "TERM": "xterm", "XDG_STATE_HOME": str(blocker)}
+    tmux = Tmux(tmp_path, [*_shell_argv(), vm.qmp_address()], env)
+    try:
+        tmux.wait_for("(QEMU)")
+        tmux.send("query-name", "Enter")
+        tmux.wait_for('"name": "vm-shell"')
+        tmux.send("C-d")
+        tmux.wait_for("SHELL-EXIT=0")
+        assert "Traceback" not in tmux.screen()
     finally:
         tmux.close()

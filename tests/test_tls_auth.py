@@ -14,7 +14,7 @@ import bcrypt
 import pytest
 import requests
 
-from tests.helpers.exporter_proc import ExporterProcess
+from tests.helpers.exporter import ExporterProcess, ExporterStartError
 from tests.helpers.tls_certs import PKI, make_pki
 
 PASSWORD = "correct horse"
@@ -31,9 +31,11 @@ def exporters() -> Iterator:
     started: list[ExporterProcess] = []
 
     def start(web_config: Path, *extra: str) -> ExporterProcess:
-        process = ExporterProcess(["--web.config.file", str(web_config), *extra])
+        process = ExporterProcess(
+            None, ["--web.config.file", str(web_config), *extra], log_level="info"
+        )
         started.append(process)
-        return process
+        return process.start()
 
     yield start
     for process in started:
@@ -78,7 +80,7 @@ def test_basic_auth_over_tls_right_wrong_absent(
         + "  headers: {X-Frame-Options: deny, X-Content-Type-Options: nosniff}\n",
     )
     exporter = exporters(web, "--config.file", str(config_file))
-    url = exporter.url(scheme="https")
+    url = exporter.endpoint(scheme="https")
     ca = str(pki.ca)
     right = requests.get(url, verify=ca, auth=("prometheus", PASSWORD), timeout=5)
     assert right.status_code == 200
@@ -92,9 +94,9 @@ def test_basic_auth_over_tls_right_wrong_absent(
     assert status(url, verify=ca, auth=("stranger", PASSWORD)) == 401
     assert status(url, verify=ca) == 401
     # Every path is guarded, not only /metrics.
-    assert status(exporter.url("/-/healthy", "https"), verify=ca) == 401
+    assert status(exporter.endpoint("/-/healthy", "https"), verify=ca) == 401
     # Plain HTTP to the TLS port gets no page.
-    assert status(exporter.url()) != 200
+    assert status(exporter.endpoint()) != 200
     # A client that does not trust our CA refuses the server.
     assert status(url, auth=("prometheus", PASSWORD)) == "tls-refused"
 
@@ -102,9 +104,9 @@ def test_basic_auth_over_tls_right_wrong_absent(
 def test_basic_auth_without_tls(tmp_path: Path, exporters, config_file: Path) -> None:
     web = write(tmp_path / "web.yml", f"basic_auth_users:\n  prometheus: '{HASH}'\n")
     exporter = exporters(web, "--config.file", str(config_file))
-    assert status(exporter.url(), auth=("prometheus", PASSWORD)) == 200
-    assert status(exporter.url(), auth=("prometheus", "nope")) == 401
-    assert status(exporter.url()) == 401
+    assert status(exporter.endpoint(), auth=("prometheus", PASSWORD)) == 200
+    assert status(exporter.endpoint(), auth=("prometheus", "nope")) == 401
+    assert status(exporter.endpoint()) == 401
 
 
 @pytest.mark.parametrize(
@@ -126,7 +128,7 @@ def test_client_certificate_modes(
         tls_section(pki, f"  client_auth_type: {auth}\n  client_ca_file: {pki.ca}\n"),
     )
     exporter = exporters(web, "--config.file", str(config_file))
-    url = exporter.url(scheme="https")
+    url = exporter.endpoint(scheme="https")
     ca = str(pki.ca)
 
     def outcome(cert: tuple[str, str] | None) -> int | str:
@@ -154,8 +156,8 @@ def test_client_allowed_sans(tmp_path: Path, pki: PKI, exporters, config_file: P
     )
     first = exporters(allowed, "--config.file", str(config_file))
     second = exporters(other, "--config.file", str(config_file))
-    assert status(first.url(scheme="https"), verify=ca, cert=client) == 200
-    assert status(second.url(scheme="https"), verify=ca, cert=client) == 403
+    assert status(first.endpoint(scheme="https"), verify=ca, cert=client) == 200
+    assert status(second.endpoint(scheme="https"), verify=ca, cert=client) == 403
 
 
 def server_cert_der(port: int, pki: PKI) -> bytes:
@@ -182,7 +184,7 @@ def test_web_config_file_is_reread_when_it_changes(
     tls = "tls_server_config: {cert_file: server.crt, key_file: server.key}\n"
     web = write(tmp_path / "web.yml", tls + f"basic_auth_users: {{prometheus: '{HASH}'}}\n")
     exporter = exporters(web, "--config.file", str(config_file))
-    url = exporter.url(scheme="https")
+    url = exporter.endpoint(scheme="https")
     ca = str(pki.ca)
     assert status(url, verify=ca, auth=("prometheus", PASSWORD)) == 200
     assert server_cert_der(exporter.port, pki) == der(pki.server)
@@ -212,8 +214,12 @@ def test_web_config_file_is_reread_when_it_changes(
 
 def test_unusable_web_config_stops_the_start(tmp_path: Path, config_file: Path) -> None:
     web = write(tmp_path / "web.yml", "tls_server_config: {cert_file: nope.crt}\n")
-    with pytest.raises(RuntimeError) as caught:
-        ExporterProcess(["--web.config.file", str(web), "--config.file", str(config_file)])
+    with pytest.raises(ExporterStartError) as caught:
+        ExporterProcess(
+            None,
+            ["--web.config.file", str(web), "--config.file", str(config_file)],
+            log_level="info",
+        ).start()
     message = str(caught.value)
     assert "tls_server_config.cert_file" in message
     assert "missing one of key or key_file" in message
@@ -225,7 +231,7 @@ def test_a_bcrypt_check_does_not_stall_other_requests(
     slow_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(13)).decode()  # ~0.6 s a check
     web = write(tmp_path / "web.yml", f"basic_auth_users: {{prometheus: '{slow_hash}'}}\n")
     exporter = exporters(web, "--config.file", str(config_file))
-    url = exporter.url()
+    url = exporter.endpoint()
     assert status(url, auth=("prometheus", PASSWORD), timeout=20) == 200  # now cached
     stop = threading.Event()
 

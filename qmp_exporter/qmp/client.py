@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -135,9 +136,16 @@ class QMPClient:
         self._on_event = on_event
         self._decoder = LineDecoder(max_line)
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
-        self._next_id = 0
+        #: id -> (command, future, deadline on the loop's clock, timeout)
+        self._pending: dict[int, tuple[str, asyncio.Future[Any], float, float]] = {}
+        # Ids of commands given up (timeout, cancellation) whose answer has not come yet:
+        # not reused until it comes, so a late answer never reaches a newer command.
+        self._retired: set[int] = set()
         self._loop = asyncio.get_running_loop()
+        # One timer for all pending commands, armed at the earliest deadline, instead of a
+        # timer per command (that was a third of the client's per-command cost).
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = math.inf
         self._greeted: asyncio.Future[Greeting] = self._loop.create_future()
         self._closed: asyncio.Future[QMPError] = self._loop.create_future()
 
@@ -169,26 +177,32 @@ class QMPClient:
         the VM unless the client allows writes, :class:`CommandError` for QEMU's error
         answer, :class:`CommandTimeoutError` and :class:`ConnectionClosedError`.
         """
-        if not (self.allow_write or is_read_only(command)):
+        if not (self.allow_write or command.startswith("query-") or is_read_only(command)):
             raise CommandRefusedError(
                 f"{command!r} may change the VM; this client is read-only "
                 "(only qmp_capabilities and query-* commands are sent)"
             )
         if self._closed.done():
             raise ConnectionClosedError(f"{self.address}: {self._closed.result()}")
-        self._next_id += 1
-        command_id = self._next_id
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[command_id] = (command, future)
+        # The smallest free id, not a counter: QEMU reads its monitor one byte per main
+        # loop iteration, so every byte of a request costs a few microseconds there.
+        command_id = 1
+        while command_id in self._pending or command_id in self._retired:
+            command_id += 1
+        loop = self._loop
+        future: asyncio.Future[Any] = loop.create_future()
+        limit = self.timeout if timeout is None else timeout
+        deadline = loop.time() + limit
+        self._pending[command_id] = (command, future, deadline, limit)
+        if deadline < self._watchdog_at:
+            self._arm_watchdog(deadline)
         assert self._transport is not None
         self._transport.write(encode_command(command, arguments, command_id))
-        limit = self.timeout if timeout is None else timeout
-        timer = self._loop.call_later(limit, self._expire, command_id, limit)
         try:
             return await future
         finally:
-            timer.cancel()
-            self._pending.pop(command_id, None)
+            if self._pending.pop(command_id, None) is not None:
+                self._retired.add(command_id)  # cancelled before its answer came
 
     async def close(self) -> None:
         """Close the connection; pending commands fail with :class:`ConnectionClosedError`."""
@@ -267,21 +281,26 @@ class QMPClient:
     # -- receiving ------------------------------------------------------------------------
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        if "event" in message:
-            self._deliver_event(message)
+        if not self._greeted.done():
+            self._receive_greeting(message)
         elif "return" in message or "error" in message:
             self._deliver_response(message)
-        elif "QMP" in message and not self._greeted.done():
-            try:
-                self._greeted.set_result(Greeting.from_message(message))
-            except NotQMPError as err:
-                self._abort(err)
-                return
-            self.greeting = self._greeted.result()
-            return
-        # Anything else is ignored, as the specification asks.
-        if not self._greeted.done():
+        elif "event" in message:
+            self._deliver_event(message)
+        # Anything else (a second greeting, kinds not known yet) is ignored, as the
+        # specification asks.
+
+    def _receive_greeting(self, message: dict[str, Any]) -> None:
+        if "QMP" not in message:
             self._abort(NotQMPError(f"{self.address}: first message is not a QMP greeting"))
+            return
+        try:
+            greeting = Greeting.from_message(message)
+        except NotQMPError as err:
+            self._abort(err)
+            return
+        self.greeting = greeting
+        self._greeted.set_result(greeting)
 
     def _deliver_event(self, message: dict[str, Any]) -> None:
         if not isinstance(message.get("event"), str):
@@ -297,15 +316,16 @@ class QMPClient:
 
     def _deliver_response(self, message: dict[str, Any]) -> None:
         command_id = message.get("id")
-        try:
-            entry = self._pending.pop(command_id, None)  # type: ignore[arg-type]
-        except TypeError:  # an unhashable id: nothing of ours
-            entry = None
+        # Our ids are ints; true, 1.0 or "1" would compare or hash equal to some, yet
+        # answer nothing we sent.
+        entry = self._pending.pop(command_id, None) if type(command_id) is int else None
         if entry is None:
+            if type(command_id) is int:
+                self._retired.discard(command_id)  # the late answer: the id is free again
             self.unmatched_responses += 1
             log.debug("%s: response matches no pending command: %.200r", self.address, message)
             return
-        command, future = entry
+        command, future = entry[0], entry[1]
         if future.done():
             return
         if "error" in message:
@@ -323,12 +343,31 @@ class QMPClient:
         else:
             future.set_result(message["return"])
 
-    def _expire(self, command_id: int, limit: float) -> None:
-        entry = self._pending.pop(command_id, None)
-        if entry is not None and not entry[1].done():
-            entry[1].set_exception(
-                CommandTimeoutError(f"{self.address}: {entry[0]}: no answer within {limit:g}s")
-            )
+    def _arm_watchdog(self, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = self._loop.call_at(when, self._expire_overdue)
+        self._watchdog_at = when
+
+    def _expire_overdue(self) -> None:
+        """Fail the commands past their deadline; re-arm for the earliest one left."""
+        self._watchdog, self._watchdog_at = None, math.inf
+        now = self._loop.time() + 0.001  # the loop may run a timer a hair early
+        earliest = math.inf
+        for command_id, (command, future, deadline, limit) in list(self._pending.items()):
+            if deadline <= now:
+                del self._pending[command_id]
+                self._retired.add(command_id)
+                if not future.done():
+                    future.set_exception(
+                        CommandTimeoutError(
+                            f"{self.address}: {command}: no answer within {limit:g}s"
+                        )
+                    )
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest < math.inf:
+            self._arm_watchdog(earliest)
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -350,8 +389,11 @@ class QMPClient:
         if not self._greeted.done():
             self._greeted.set_exception(error)
             self._greeted.exception()  # mark retrieved
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog, self._watchdog_at = None, math.inf
         pending, self._pending = self._pending, {}
-        for command, future in pending.values():
+        for command, future, _deadline, _limit in pending.values():
             if not future.done():
                 if isinstance(error, ConnectionClosedError):
                     future.set_exception(

@@ -53,7 +53,8 @@ from typing import Any
 
 import yaml
 
-from qmp_exporter.config import ConfigError, _StrictLoader
+from qmp_exporter.config import ConfigError
+from qmp_exporter.validation import Errors, StrictLoader, kind, mapping
 from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)
@@ -290,41 +291,17 @@ def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
     return user.decode("utf-8", "surrogateescape"), password
 
 
-class _Errors:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-def _section(value: Any, path: str, allowed: set[str], errors: _Errors) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        errors.add(path, f"expected a mapping, got {_kind(value)}")
-        return {}
-    for key in value:
-        if key not in allowed:
-            errors.add(f"{path}.{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
-    return dict(value)
-
-
-def _string(raw: dict[str, Any], key: str, path: str, errors: _Errors) -> str | None:
+def _string(raw: dict[str, Any], key: str, path: str, errors: Errors) -> str | None:
     value = raw.get(key)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        errors.add(f"{path}.{key}", f"expected a string, got {_kind(value)}")
+        errors.add(f"{path}.{key}", f"expected a string, got {kind(value)}")
         return None
     return value
 
 
-def _string_list(raw: dict[str, Any], key: str, path: str, errors: _Errors) -> tuple[str, ...]:
+def _string_list(raw: dict[str, Any], key: str, path: str, errors: Errors) -> tuple[str, ...]:
     value = raw.get(key)
     if value is None:
         return ()
@@ -334,7 +311,7 @@ def _string_list(raw: dict[str, Any], key: str, path: str, errors: _Errors) -> t
     return tuple(value)
 
 
-def _file(raw: dict[str, Any], key: str, base: Path, errors: _Errors) -> str | None:
+def _file(raw: dict[str, Any], key: str, base: Path, errors: Errors) -> str | None:
     name = _string(raw, key, "tls_server_config", errors)
     if name is None:
         return None
@@ -345,8 +322,8 @@ def _file(raw: dict[str, Any], key: str, base: Path, errors: _Errors) -> str | N
     return str(path)
 
 
-def _tls(value: Any, base: Path, errors: _Errors) -> TLSSettings | None:
-    raw = _section(value, "tls_server_config", _TLS_KEYS, errors)
+def _tls(value: Any, base: Path, errors: Errors) -> TLSSettings | None:
+    raw = mapping(value, "tls_server_config", errors, _TLS_KEYS)
     if not any(raw.get(k) for k in raw):
         return None
     p = "tls_server_config"
@@ -443,15 +420,15 @@ def _tls(value: Any, base: Path, errors: _Errors) -> TLSSettings | None:
     )
 
 
-def _http(value: Any, errors: _Errors) -> tuple[bool, tuple[tuple[str, str], ...]]:
-    raw = _section(value, "http_server_config", {"http2", "headers"}, errors)
+def _http(value: Any, errors: Errors) -> tuple[bool, tuple[tuple[str, str], ...]]:
+    raw = mapping(value, "http_server_config", errors, {"http2", "headers"})
     http2 = raw.get("http2", True)
     if not isinstance(http2, bool):
         errors.add("http_server_config.http2", f"expected true or false, got {http2!r}")
         http2 = True
     headers = raw.get("headers") or {}
     if not isinstance(headers, Mapping):
-        errors.add("http_server_config.headers", f"expected a mapping, got {_kind(headers)}")
+        errors.add("http_server_config.headers", f"expected a mapping, got {kind(headers)}")
         return http2, ()
     result = []
     for name, header_value in headers.items():
@@ -472,11 +449,11 @@ def _http(value: Any, errors: _Errors) -> tuple[bool, tuple[tuple[str, str], ...
     return http2, tuple(result)
 
 
-def _users(value: Any, errors: _Errors) -> tuple[tuple[str, str], ...]:
+def _users(value: Any, errors: Errors) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
     if not isinstance(value, Mapping):
-        errors.add("basic_auth_users", f"expected a mapping of users to hashes, got {_kind(value)}")
+        errors.add("basic_auth_users", f"expected a mapping of users to hashes, got {kind(value)}")
         return ()
     users = []
     for user, hashed in value.items():
@@ -553,11 +530,11 @@ def _load_inline_chain(context: ssl.SSLContext, tls: TLSSettings) -> None:
 
 def parse_web_config(data: Any, base_dir: Path, source: str = "web config") -> WebConfig:
     """Validate a decoded web config document; WebConfigError listing every problem."""
-    errors = _Errors()
+    errors = Errors()
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise WebConfigError([f"expected a mapping at the top, got {_kind(data)}"], source)
+        raise WebConfigError([f"expected a mapping at the top, got {kind(data)}"], source)
     allowed = {"tls_server_config", "http_server_config", "basic_auth_users"}
     for key in data:
         if key == "rate_limit":
@@ -601,7 +578,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise WebConfigError([f"cannot read: {err}"], source) from err
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        data = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise WebConfigError([f"not valid YAML: {err}".replace("\n", " ")], source) from err
     return parse_web_config(data, Path(path).resolve().parent, source)

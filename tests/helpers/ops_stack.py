@@ -1,21 +1,21 @@
-"""Real Prometheus / Alertmanager / exporter processes for tests: start on free ports, wait until
+"""Real Prometheus / Alertmanager processes for tests: start on free ports, wait until
 ready, always stop. A missing binary fails the test loudly (never a skip)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.helpers.exporter import free_port
 
 
 def require_binary(*names: str) -> str:
@@ -29,13 +29,6 @@ def require_binary(*names: str) -> str:
         "(install it with scripts/install-test-deps.sh)",
         pytrace=False,
     )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Process:
@@ -132,30 +125,21 @@ def prometheus(tmp_path: Path, config_text: str, rule_files: Sequence[Path] = ()
         process.stop()
 
 
-@contextlib.contextmanager
-def exporter(tmp_path: Path, config_text: str) -> Iterator[str]:
-    """The exporter (``python -m qmp_exporter``) as a subprocess; yields its base URL."""
-    config = tmp_path / "qmp-exporter.yml"
-    config.write_text(config_text)
-    port = free_port()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    process = Process(
-        [
-            sys.executable,
-            "-m",
-            "qmp_exporter",
-            "--config.file",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-        ],
-        tmp_path / "exporter.log",
-        env=env,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        process.wait_http_ok(f"{url}/metrics")
-        yield url
-    finally:
-        process.stop()
+_PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
+_PROMQL_KEYWORDS |= {"group_left", "group_right", "inf", "nan", "atan2"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (strings, matchers, ranges and grouping
+    clauses removed; identifiers followed by ``(`` are functions)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        rest = text[match.end() :].lstrip()
+        if rest.startswith("(") or match.group().lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(match.group())
+    return names

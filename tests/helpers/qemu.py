@@ -10,18 +10,21 @@ Use the fixtures in ``tests/conftest.py`` rather than this module directly::
         qmp_command(vm.qmp_paths[1], "stop")   # a state change from the test's own monitor
         vm.kill()            # SIGKILL; vm.restart() brings it back on the same sockets
 
-Readiness: :meth:`QemuVM.start` returns once every QMP socket file exists and the VNC port
-listens (read from ``/proc/net/tcp``, without connecting: a connection would use QEMU's single
-client slot, or make VNC events). QEMU may still be a few milliseconds from sending its
-greeting; a QMP client's greeting timeout covers that.
+Readiness: :meth:`QemuVM.start` returns once every QMP socket and the VNC port listen
+(from ``/proc/net/unix`` and ``/proc/net/tcp``, without connecting: a connection would use
+QEMU's single client slot, or make VNC events). QEMU may still be a few milliseconds from
+sending its greeting; a QMP client's greeting timeout covers that.
 
 Every VM started here is killed by :meth:`QemuVM.close` (the fixtures call it), and its
-temporary directory removed.
+temporary directory removed; at interpreter exit any VM still running is killed, and a QEMU
+started from the main thread gets SIGKILL from the kernel if the test process dies first.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -30,8 +33,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid as uuid_module
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,23 @@ VNC_DISPLAYS = range(100, 2000)
 
 #: How long :meth:`QemuVM.start` waits for the sockets before giving up.
 START_TIMEOUT = 20.0
+
+
+#: VMs that may be running, for the exit hook.
+_LIVE_VMS: weakref.WeakSet[QemuVM] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for vm in list(_LIVE_VMS):
+        with contextlib.suppress(Exception):
+            vm.kill()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask the kernel for SIGKILL when the parent thread ends."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class QemuStartError(RuntimeError):
@@ -72,20 +94,26 @@ def tcp_port_listening(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def unix_socket_listening(path: str) -> bool:
-    """True when a unix socket at ``path`` is listening, read from ``/proc/net/unix``
-    (flag ``__SO_ACCEPTCON``) so that nothing connects."""
+def unix_sockets_listening(paths: Sequence[str]) -> bool:
+    """True when every path is a listening unix socket, read from ``/proc/net/unix``
+    (flag ``__SO_ACCEPTCON``) so that nothing connects. (The socket file appears at bind(),
+    a moment before listen(): a connect in between is refused.)"""
+    wanted = set(paths)
     try:
         with open("/proc/net/unix") as table:
             next(table)
             for row in table:
                 fields = row.split(None, 7)
-                listening = len(fields) == 8 and int(fields[3], 16) & 0x10000
-                if listening and fields[7].strip() == path:
-                    return True
+                if len(fields) == 8 and int(fields[3], 16) & 0x10000:
+                    wanted.discard(fields[7].strip())
     except OSError:
-        pass
-    return False
+        return False
+    return not wanted
+
+
+def unix_socket_listening(path: str) -> bool:
+    """True when a unix socket at ``path`` is listening (see :func:`unix_sockets_listening`)."""
+    return unix_sockets_listening([path])
 
 
 def tcp_port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -252,6 +280,7 @@ class QemuVM:
         for path in self.qmp_paths:  # a stale socket file would look ready at once
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        in_main_thread = threading.current_thread() is threading.main_thread()
         with open(self._stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
                 self.argv,
@@ -259,7 +288,10 @@ class QemuVM:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,  # a ^C in the test run does not reach QEMU first
+                # The death signal follows the *thread* that forked: only from the main one.
+                preexec_fn=_die_with_parent if in_main_thread else None,
             )
+        _LIVE_VMS.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -277,7 +309,7 @@ class QemuVM:
 
     def _ready(self) -> bool:
         # The socket file appears at bind(), a moment before listen(): wait for the latter.
-        if not all(unix_socket_listening(path) for path in self.qmp_paths):
+        if not unix_sockets_listening(self.qmp_paths):
             return False
         return self.vnc_display is None or tcp_port_listening(self.vnc_port)
 
