@@ -29,6 +29,7 @@ from qmp_exporter.qmp import (
 from qmp_exporter.simulator import (
     Churn,
     CommandFailed,
+    PollGaps,
     SimulatedFleet,
     SimulatedMonitorServer,
     SimulatedVM,
@@ -565,3 +566,18 @@ def test_blockstats_and_events_match_real_qemu() -> None:
     for message in ours:
         real = real_events[message["event"]][0]
         assert shape(message) == shape(real), message["event"]
+
+
+def test_poll_gaps_time_the_polls_of_each_vm() -> None:
+    gaps = PollGaps()
+    first, second = SimulatedVM("g1"), SimulatedVM("g2")
+    gaps(first, "query-status")
+    gaps(second, "query-status")
+    time.sleep(0.05)
+    gaps(first, "query-vnc")  # not the marker
+    gaps(first, "query-status")
+    summary = gaps.summary()
+    assert summary["count"] == 1
+    assert 0.04 < summary["max"] < 1
+    gaps.reset()
+    assert gaps.summary() == {"count": 0}
