@@ -243,11 +243,13 @@ class Exporter:
             own += generate_latest(self.pusher[1])
         headers = {"Vary": "Accept-Encoding"}
         if request.accepts_gzip():
-            # Two gzip members: the fleet's, compressed once per change, and our own.
-            body = self.renderer.gzipped() + gzip.compress(own, compresslevel=1, mtime=0)
+            # Concatenated gzip members: one per family, each compressed once per change
+            # of that family, then our own metrics.
+            own_member = gzip.compress(own, compresslevel=1, mtime=0)
+            body = [*self.renderer.gzip_chunks(), own_member]
             headers["Content-Encoding"] = "gzip"
         else:
-            body = self.renderer.body() + own
+            body = [*self.renderer.chunks(), own]
         return Response(200, body, CONTENT_TYPE, headers)
 
     async def _healthy(self, request: Request) -> Response:

@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 
 class Fleet:
-    """Owns one :class:`MonitorPoller` per monitor; ``generation`` changes whenever any
-    VM's visible state does."""
+    """Owns one :class:`MonitorPoller` per monitor. ``listeners`` hear of every change of a
+    VM (``(poller, stable)``: ``stable`` False when only its poll time and duration changed);
+    ``membership`` changes when VMs are added or removed."""
 
     def __init__(
         self,
@@ -24,11 +25,13 @@ class Fleet:
     ) -> None:
         self.settings = settings
         self.pollers: dict[str, MonitorPoller] = {}
-        self.generation = 0
+        self.membership = 0
+        self.listeners: list[Callable[[MonitorPoller, bool], None]] = []
         self._on_event = on_event
 
-    def _changed(self) -> None:
-        self.generation += 1
+    def _vm_changed(self, poller: MonitorPoller, stable: bool) -> None:
+        for listener in self.listeners:
+            listener(poller, stable)
 
     async def apply(
         self, monitors: Iterable[MonitorConfig], settings: PollSettings | None = None
@@ -55,7 +58,7 @@ class Fleet:
             poller = self.pollers.get(name)
             if poller is None:
                 poller = MonitorPoller(
-                    monitor, self.settings, on_change=self._changed, on_event=self._on_event
+                    monitor, self.settings, on_change=self._vm_changed, on_event=self._on_event
                 )
                 self.pollers[name] = poller
                 poller.start()
@@ -63,10 +66,10 @@ class Fleet:
                 poller.monitor = monitor
                 poller.settings = self.settings
                 poller.start()
-        self._changed()
+        self.membership += 1
 
     async def close(self) -> None:
         """Stop every poller."""
         await asyncio.gather(*(p.stop() for p in self.pollers.values()))
         self.pollers.clear()
-        self._changed()
+        self.membership += 1

@@ -144,6 +144,29 @@ def _text(value: Any, what: str) -> str:
     return value[:1024]
 
 
+def _answer(answer: Any) -> Any:
+    """An answer from :meth:`QMPClient.execute_many`: raise it if it is QEMU's error."""
+    if isinstance(answer, CommandError):
+        raise answer
+    return answer
+
+
+def _optional_text(answer: Any, member: str, command: str) -> str:
+    """A string member of an answer; empty when the command does not exist (old QEMU)."""
+    if isinstance(answer, CommandError):
+        if answer.error_class == "CommandNotFound":
+            return ""
+        raise answer
+    if isinstance(answer, dict) and member in answer:
+        return _text(answer[member], command)
+    return ""
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class MonitorPoller:
     """Watches one monitor; its latest state is :attr:`state`, its counters alongside."""
 
@@ -152,7 +175,7 @@ class MonitorPoller:
         monitor: MonitorConfig,
         settings: PollSettings,
         *,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[MonitorPoller, bool], None] = lambda poller, stable: None,
         on_event: Callable[[MonitorConfig, Event], None] | None = None,
     ) -> None:
         self.monitor = monitor
@@ -167,15 +190,18 @@ class MonitorPoller:
         #: Bumped on every visible change; lets the renderer cache per VM.
         self.version = 0
         #: Bumped only when something other than the per-poll values (poll time and
-        #: durations) changes: the renderer keeps the rest of the VM's lines until then.
+        #: duration) changes: the renderer keeps the rest of the VM's lines until then.
         self.stable_version = 0
-        self._stable_key: tuple[Any, ...] = ()
+        self._stable_dirty = False
         self._on_change = on_change
         self._on_event = on_event
         self._client: QMPClient | None = None
         self._identity: Identity | None = None
         self._collectors: list[Collector] = []
-        self._wake = asyncio.Event()
+        #: Commands the collectors ask every poll, sent in the poll's one batch.
+        self._prefetch: tuple[str, ...] = ()
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_requested = False
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
         self._last_poll_started = 0.0
@@ -226,22 +252,26 @@ class MonitorPoller:
 
     async def _sleep_until(self, deadline: float) -> None:
         """Sleep until ``deadline``, or until an event asks for a re-poll, or until a held
-        connection drops."""
-        self._wake.clear()
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
-        client = self._client
-        if client is not None:
-            waits.add(asyncio.ensure_future(client.wait_closed()))
-        try:
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
+        connection drops (whichever is first)."""
+        delay = deadline - time.monotonic()
+        if delay > 0 and not self._wake_requested:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(delay, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        self._wake_requested = False
         spacing = self._last_poll_started + REPOLL_MIN_SPACING - time.monotonic()
         if spacing > 0:
             await asyncio.sleep(spacing)
+
+    def _wake_now(self) -> None:
+        """Ask for a poll at once (after an event, or when the held connection drops)."""
+        self._wake_requested = True
+        _resolve(self._waiter)
 
     async def poll_once(self) -> None:
         """Poll now (connecting first if needed) and publish the outcome; never raises
@@ -277,7 +307,10 @@ class MonitorPoller:
             event_queue_size=1,
         )
         self._client = client
+        if on_event is not None:
+            client.add_close_callback(lambda reason: self._closed_by_peer(client))
         self.connections += 1
+        self._stable_dirty = True
         self._identity = None
         if on_event is not None:  # events are only seen on a held connection
             for name in PRECREATED_EVENTS:
@@ -289,6 +322,7 @@ class MonitorPoller:
         if names is None:
             names = DEFAULT_COLLECTORS
         if not names:
+            self._prefetch = ()
             return []
         available: frozenset[str] | None = None
         try:
@@ -305,7 +339,12 @@ class MonitorPoller:
             cls = COLLECTORS.get(name)
             if cls is not None and cls.supported(available):
                 collectors.append(cls(available))
+        self._prefetch = tuple(dict.fromkeys(c for col in collectors for c in col.poll_commands))
         return collectors
+
+    def _closed_by_peer(self, client: QMPClient) -> None:
+        if client is self._client:  # not a close of our own
+            self._wake_now()
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -315,18 +354,26 @@ class MonitorPoller:
     async def _query(self, client: QMPClient) -> VMState:
         if self._identity is None:
             self._identity = await self._query_identity(client)
-        status_answer, vnc_answer = await asyncio.gather(
-            client.execute("query-status"), self._query_vnc(client)
+        prefetch = self._prefetch
+        answers = await client.execute_many(
+            [("query-status", None), ("query-vnc", None), *((c, None) for c in prefetch)]
         )
-        status, running = parse_status(status_answer)
-        samples, results = await self._run_collectors(client)
+        status, running = parse_status(_answer(answers[0]))
+        vnc_answer = answers[1]
+        if isinstance(vnc_answer, CommandError) and vnc_answer.error_class == "CommandNotFound":
+            vnc = None  # QEMU built without VNC
+        else:
+            vnc = parse_vnc(_answer(vnc_answer))
+        samples, results = await self._run_collectors(
+            client, dict(zip(prefetch, answers[2:], strict=True))
+        )
         now = time.time()
         return VMState(
             up=True,
             identity=self._identity,
             status=status,
             running=running,
-            vnc=vnc_answer,
+            vnc=vnc,
             samples=samples,
             collector_results=results,
             last_success=now,
@@ -334,48 +381,31 @@ class MonitorPoller:
         )
 
     async def _query_identity(self, client: QMPClient) -> Identity:
-        version_answer = await client.execute("query-version")
+        version_answer, name_answer, uuid_answer = await client.execute_many(
+            [("query-version", None), ("query-name", None), ("query-uuid", None)]
+        )
+        version_answer = _answer(version_answer)
         if not isinstance(version_answer, dict):
             raise MalformedAnswerError("query-version: not an object")
         version, package = parse_version(version_answer)
-        name = uuid = ""
-        try:
-            answer = await client.execute("query-name")
-            if isinstance(answer, dict) and "name" in answer:
-                name = _text(answer["name"], "query-name")
-        except CommandError as err:
-            if err.error_class != "CommandNotFound":
-                raise
-        try:
-            answer = await client.execute("query-uuid")
-            if isinstance(answer, dict) and "UUID" in answer:
-                uuid = _text(answer["UUID"], "query-uuid")
-        except CommandError as err:
-            if err.error_class != "CommandNotFound":
-                raise
+        name = _optional_text(name_answer, "name", "query-name")
+        uuid = _optional_text(uuid_answer, "UUID", "query-uuid")
         return Identity(version=(version or "")[:64], package=package[:256], name=name, uuid=uuid)
 
-    async def _query_vnc(self, client: QMPClient) -> VncState | None:
-        try:
-            return parse_vnc(await client.execute("query-vnc"))
-        except CommandError as err:
-            if err.error_class == "CommandNotFound":  # QEMU built without VNC
-                return None
-            raise
-
     async def _run_collectors(
-        self, client: QMPClient
-    ) -> tuple[tuple[Any, ...], tuple[tuple[str, bool, float], ...]]:
+        self, client: QMPClient, prefetched: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], tuple[tuple[str, bool], ...]]:
         if not self._collectors:
             return (), ()
 
         async def query(command: str, arguments: dict[str, Any] | None = None) -> Any:
+            if arguments is None and command in prefetched:
+                return _answer(prefetched[command])
             return await client.execute(command, arguments)
 
         samples: list[Any] = []
         results = []
         for collector in self._collectors:
-            started = time.monotonic()
             try:
                 samples.extend(await collector.collect(query))
                 ok = True
@@ -384,7 +414,7 @@ class MonitorPoller:
             except (QMPError, ValueError, TypeError, KeyError, AttributeError) as err:
                 log.debug("%s: collector %s failed: %s", self.name, collector.name, err)
                 ok = False
-            results.append((collector.name, ok, time.monotonic() - started))
+            results.append((collector.name, ok))
         return tuple(samples), tuple(results)
 
     # -- outcomes --------------------------------------------------------------------------
@@ -393,7 +423,10 @@ class MonitorPoller:
         if not self.state.up and (self.state.last_poll or self._failures):
             log.info("%s: up (%s)", self.name, self.monitor.address)
         self._failures = 0
-        self._publish(dataclasses.replace(state, poll_duration=duration))
+        stable = self._stable_dirty or not state.same_but_timing(self.state)
+        self._stable_dirty = False
+        self.state = dataclasses.replace(state, poll_duration=duration)
+        self._changed(stable)
 
     def record_failure(self, error: BaseException, duration: float) -> None:
         """Count a failed poll, publish the VM as down, and log once per change."""
@@ -405,45 +438,23 @@ class MonitorPoller:
         if previous.up or previous.error_reason != reason or not previous.last_poll:
             log.warning("%s: down (%s): %s", self.name, reason, message)
         log.debug("%s: poll failed", self.name, exc_info=error)
-        self._publish(
-            VMState(
-                up=False,
-                identity=previous.identity,
-                error_reason=reason,
-                error=message,
-                last_success=previous.last_success,
-                last_poll=time.time(),
-                poll_duration=duration,
-            )
+        self.state = VMState(
+            up=False,
+            identity=previous.identity,
+            error_reason=reason,
+            error=message,
+            last_success=previous.last_success,
+            last_poll=time.time(),
+            poll_duration=duration,
         )
+        self._stable_dirty = False
+        self._changed(True)
 
-    def _publish(self, state: VMState) -> None:
-        self.state = state
-        self._changed()
-
-    def _changed(self) -> None:
+    def _changed(self, stable: bool) -> None:
         self.version += 1
-        key = self._stable_view()
-        if key != self._stable_key:
-            self._stable_key = key
+        if stable:
             self.stable_version += 1
-        self._on_change()
-
-    def _stable_view(self) -> tuple[Any, ...]:
-        """Everything rendered except the per-poll values, for change detection."""
-        state = self.state
-        return (
-            dataclasses.replace(
-                state,
-                last_success=1.0 if state.last_success else 0.0,
-                last_poll=1.0 if state.last_poll else 0.0,
-                poll_duration=0.0,
-                collector_results=tuple((n, ok, 0.0) for n, ok, _ in state.collector_results),
-            ),
-            self.connections,
-            tuple(self.error_counts.items()),
-            tuple(self.event_counts.items()),
-        )
+        self._on_change(self, stable)
 
     def _event(self, event: Event) -> None:
         name = event.name
@@ -451,11 +462,11 @@ class MonitorPoller:
         if name not in counts and (len(counts) >= MAX_EVENT_NAMES or not _EVENT_NAME.match(name)):
             name = "OTHER"
         counts[name] = counts.get(name, 0) + 1
-        self._changed()
+        self._changed(True)
         if self._on_event is not None:
             try:
                 self._on_event(self.monitor, event)
             except Exception:
                 log.exception("%s: event handler failed on %s", self.name, event.name)
         if event.name in REPOLL_EVENTS:
-            self._wake.set()
+            self._wake_now()

@@ -1,10 +1,13 @@
-"""Renders the fleet to the text exposition format, caching per VM and per fleet change,
-so a scrape costs a join of cached strings, not thousands of metric objects."""
+"""Renders the fleet to the text exposition format.
+
+A scrape costs a join of cached chunks, not thousands of metric objects: each family is kept
+as bytes (and a gzip member) and rebuilt only when one of its lines changed; a VM's lines are
+re-rendered only when it changed, and only the per-poll lines after a routine poll."""
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.fleet import Fleet
@@ -52,11 +55,6 @@ COLLECTOR_SUCCESS = Family(
     "gauge",
     "1 when the collector succeeded in the last poll of the VM, else 0.",
 )
-COLLECTOR_DURATION = Family(
-    "qmp_exporter_collector_duration_seconds",
-    "gauge",
-    "How long the collector took in the last poll of the VM.",
-)
 
 CORE_FAMILIES: tuple[Family, ...] = (
     UP,
@@ -73,13 +71,10 @@ CORE_FAMILIES: tuple[Family, ...] = (
     POLL_ERRORS,
     CONNECTIONS,
     COLLECTOR_SUCCESS,
-    COLLECTOR_DURATION,
 )
 
-
-#: Families whose values change on every poll. They are kept apart, so that a poll that changes
-#: nothing else re-renders (and re-compresses) only these lines, not the whole exposition.
-PER_POLL_FAMILIES = frozenset({POLL_DURATION.name, LAST_SUCCESS.name, COLLECTOR_DURATION.name})
+#: Families whose values change on every poll; rendered on each poll, compressed lightly.
+PER_POLL_FAMILIES = frozenset({POLL_DURATION.name, LAST_SUCCESS.name})
 
 
 def all_families() -> tuple[Family, ...]:
@@ -91,16 +86,20 @@ def all_families() -> tuple[Family, ...]:
     return tuple(seen.values())
 
 
-def _line(name: str, vm_label: str, labels: Iterable[tuple[str, str]], value: float) -> str:
+def vm_label(name: str) -> str:
+    """``vm="NAME"``, escaped."""
+    return f'vm="{escape_label_value(name)}"'
+
+
+def _line(name: str, vm: str, labels: Iterable[tuple[str, str]], value: float) -> str:
     rest = format_labels(labels)
-    body = f"{vm_label},{rest[1:-1]}" if rest else vm_label
+    body = f"{vm},{rest[1:-1]}" if rest else vm
     return f"{name}{{{body}}} {format_value(value)}\n"
 
 
-def vm_lines(poller: MonitorPoller) -> dict[str, list[str]]:
-    """Every line of one VM, by family name (see :func:`split_lines` for the two parts)."""
+def stable_lines(poller: MonitorPoller, vm: str) -> dict[str, str]:
+    """One VM's text by family, except the per-poll families; ``vm`` is :func:`vm_label`."""
     state = poller.state
-    vm = format_labels((("vm", poller.name),))[1:-1]
     out: dict[str, list[str]] = {}
 
     def add(family: Family, labels: Labels, value: float) -> None:
@@ -138,159 +137,179 @@ def vm_lines(poller: MonitorPoller) -> dict[str, list[str]]:
                 )
         for family_name, labels, value in state.samples:
             out.setdefault(family_name, []).append(_line(family_name, vm, labels, value))
-        for collector, ok, duration in state.collector_results:
+        for collector, ok in state.collector_results:
             add(COLLECTOR_SUCCESS, (("collector", collector),), 1 if ok else 0)
-            add(COLLECTOR_DURATION, (("collector", collector),), duration)
     for event, count in sorted(poller.event_counts.items()):
         add(EVENTS, (("event", event),), count)
-    if state.last_poll:
-        add(POLL_DURATION, (), state.poll_duration)
-    if state.last_success:
-        add(LAST_SUCCESS, (), state.last_success)
     for reason, count in poller.error_counts.items():
         add(POLL_ERRORS, (("reason", reason),), count)
     add(CONNECTIONS, (), poller.connections)
-    return out
+    return {name: "".join(lines) for name, lines in out.items()}
 
 
 def per_poll_lines(poller: MonitorPoller, vm: str) -> dict[str, str]:
-    """The per-poll families of one VM (as :func:`vm_lines` writes them); ``vm`` is the
-    VM's formatted label, ``vm="..."``."""
+    """One VM's per-poll families: how long its last poll took and when it last succeeded."""
     state = poller.state
-    out: dict[str, str] = {}
-    if state.up and state.collector_results:
-        name = COLLECTOR_DURATION.name
-        out[name] = "".join(
-            f'{name}{{{vm},collector="{escape_label_value(collector)}"}} {format_value(duration)}\n'
-            for collector, _, duration in state.collector_results
-        )
+    out = {}
     if state.last_poll:
-        name = POLL_DURATION.name
-        out[name] = f"{name}{{{vm}}} {format_value(state.poll_duration)}\n"
+        out[POLL_DURATION.name] = (
+            f"qmp_exporter_poll_duration_seconds{{{vm}}} {format_value(state.poll_duration)}\n"
+        )
     if state.last_success:
-        name = LAST_SUCCESS.name
-        out[name] = f"{name}{{{vm}}} {format_value(state.last_success)}\n"
+        out[LAST_SUCCESS.name] = (
+            f"qmp_exporter_last_poll_success_timestamp_seconds{{{vm}}} "
+            f"{format_value(state.last_success)}\n"
+        )
     return out
 
 
-def split_lines(poller: MonitorPoller) -> tuple[dict[str, str], dict[str, str]]:
-    """One VM's text by family: (the rest, the per-poll families)."""
-    stable: dict[str, str] = {}
-    per_poll: dict[str, str] = {}
-    for name, lines in vm_lines(poller).items():
-        (per_poll if name in PER_POLL_FAMILIES else stable)[name] = "".join(lines)
-    return stable, per_poll
+def vm_lines(poller: MonitorPoller) -> dict[str, str]:
+    """Every line of one VM, by family name."""
+    vm = vm_label(poller.name)
+    return {**stable_lines(poller, vm), **per_poll_lines(poller, vm)}
 
 
-class _VMCache:
-    """One VM's rendered text, with the poller versions it was rendered at."""
+class _VMText:
+    """One VM's rendered lines, by family."""
 
-    __slots__ = ("per_poll", "poller", "stable", "stable_version", "version", "vm")
+    __slots__ = ("label", "lines", "poller")
 
     def __init__(self, poller: MonitorPoller) -> None:
         self.poller = poller
-        self.vm = format_labels((("vm", poller.name),))[1:-1]
-        self.version = poller.version
-        self.stable_version = poller.stable_version
-        self.stable, self.per_poll = split_lines(poller)
+        self.label = vm_label(poller.name)
+        self.lines = vm_lines(poller)
 
 
 class FleetRenderer:
-    """Exposition bytes for a fleet, re-rendered only for VMs that changed.
-
-    The body is a sequence of chunks in family order: runs of families that change only when
-    a VM's state does, and the per-poll families between them. A poll that only refreshes
-    poll times re-renders the per-poll chunks; the others (and their gzip) are kept.
-    """
+    """The fleet's exposition as chunks, one per family, each rebuilt only when one of its
+    lines changed. Per-poll lines are rendered as each poll lands (two short lines), the
+    rest when a scrape finds the VM changed (rare: a state change, an event, an error)."""
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self._per_vm: dict[str, _VMCache] = {}
-        self._generation = -1
-        #: (is per-poll, text, gzip member or None until asked)
-        self._chunks: list[tuple[bool, bytes, bytes | None]] = []
-        self._body: bytes | None = None
-        self._gzipped: bytes | None = None
-        self._families = all_families()
+        families = all_families()
+        self._order = [f.name for f in families]
+        self._headers = {f.name: f.header() for f in families}
+        self._vms: dict[str, _VMText] = {}
+        self._membership = -1
+        self._stale: set[str] = set()
+        self._dirty: set[str] = set(self._order)
+        self._chunks: dict[str, bytes] = {}
+        self._members: dict[str, bytes] = {}
+        self._body: list[bytes] | None = None
+        self._gzipped: list[bytes] | None = None
+        fleet.listeners.append(self._vm_changed)
+
+    def chunks(self) -> list[bytes]:
+        """The exposition of every VM, as chunks to send in order."""
+        self._refresh()
+        if self._body is None:
+            self._body = [c for c in (self._chunks.get(n) for n in self._order) if c]
+        return self._body
 
     def body(self) -> bytes:
         """The exposition of every VM (without the exporter's global metrics)."""
-        self._refresh()
-        if self._body is None:
-            self._body = b"".join(text for _, text, _ in self._chunks if text)
-        return self._body
+        return b"".join(self.chunks())
 
-    def gzipped(self) -> bytes:
-        """:meth:`body`, gzip-compressed: each chunk once per change of that chunk."""
+    def gzip_chunks(self) -> list[bytes]:
+        """:meth:`chunks` as gzip members (a valid gzip stream when joined), each compressed
+        once per change of its family."""
         self._refresh()
         if self._gzipped is None:
             members = []
-            for index, (per_poll, text, member) in enumerate(self._chunks):
+            for name in self._order:
+                text = self._chunks.get(name)
                 if not text:
                     continue
+                member = self._members.get(name)
                 if member is None:
-                    member = gzip.compress(text, compresslevel=1 if per_poll else 5, mtime=0)
-                    self._chunks[index] = (per_poll, text, member)
+                    level = 1 if name in PER_POLL_FAMILIES else 6
+                    member = self._members[name] = gzip.compress(text, level, mtime=0)
                 members.append(member)
-            self._gzipped = b"".join(members)
+            self._gzipped = members
         return self._gzipped
+
+    def gzipped(self) -> bytes:
+        """:meth:`body`, gzip-compressed."""
+        return b"".join(self.gzip_chunks())
+
+    # -- keeping up ------------------------------------------------------------------------
+
+    def _vm_changed(self, poller: MonitorPoller, stable: bool) -> None:
+        text = self._vms.get(poller.name)
+        if text is None or text.poller is not poller:
+            return  # a new VM: taken in at the next refresh
+        if stable:
+            self._stale.add(poller.name)
+        fresh = per_poll_lines(poller, text.label)
+        lines = text.lines
+        for name in PER_POLL_FAMILIES:
+            new = fresh.get(name)
+            if lines.get(name) != new:
+                if new is None:
+                    del lines[name]
+                else:
+                    lines[name] = new
+                self._touch(name)
+
+    def _touch(self, family: str) -> None:
+        if family not in self._dirty:
+            self._dirty.add(family)
+            self._body = self._gzipped = None
 
     def _refresh(self) -> None:
         fleet = self.fleet
-        if fleet.generation == self._generation:
+        if fleet.membership != self._membership:
+            self._membership = fleet.membership
+            self._resync()
+        if self._stale:
+            for name in self._stale:
+                text = self._vms.get(name)
+                if text is not None:
+                    self._replace_lines(text, vm_lines(text.poller))
+            self._stale.clear()
+        if not self._dirty:
             return
-        self._generation = fleet.generation
-        self._body = self._gzipped = None
-        pollers = self.fleet.pollers
-        cache = self._per_vm
-        stable_changed = not self._chunks
-        for name in [n for n in cache if n not in pollers]:
-            del cache[name]
-            stable_changed = True
-        fragments = []
-        for name, poller in pollers.items():
-            cached = cache.get(name)
-            if cached is None or cached.poller is not poller:
-                cached = cache[name] = _VMCache(poller)
-                stable_changed = True
-            elif cached.version != poller.version:
-                if cached.stable_version != poller.stable_version:
-                    stable_changed = True
-                    cached = cache[name] = _VMCache(poller)
-                else:
-                    cached.per_poll = per_poll_lines(poller, cached.vm)
-                    cached.version = poller.version
-            fragments.append(cached)
-        chunks: list[tuple[bool, bytes, bytes | None]] = []
-        run: list[str] = []
-        old = iter(c for c in self._chunks if not c[0])
-        for family in self._families:
-            name = family.name
-            if name not in PER_POLL_FAMILIES:
-                if stable_changed:
-                    texts = [f.stable[name] for f in fragments if name in f.stable]
-                    if texts:
-                        run.append(family.header())
-                        run.extend(texts)
-                continue
-            chunks.append(self._stable_chunk(run, stable_changed, old))
-            run = []
-            texts = [f.per_poll[name] for f in fragments if name in f.per_poll]
+        vms = self._vms.values()
+        for name in self._dirty:
+            texts = [t.lines[name] for t in vms if name in t.lines]
             if texts:
-                chunks.append((True, (family.header() + "".join(texts)).encode(), None))
-        if stable_changed:
-            known = {f.name for f in self._families}
-            unknown = sorted({k for f in fragments for k in f.stable} - known)
-            for name in unknown:  # a collector sample without a declared family
-                run.append(f"# TYPE {name} untyped\n")
-                run.extend(f.stable[name] for f in fragments if name in f.stable)
-        chunks.append(self._stable_chunk(run, stable_changed, old))
-        self._chunks = chunks  # empty stable runs stay, so their order is kept
+                header = self._headers.get(name) or f"# TYPE {name} untyped\n"
+                self._chunks[name] = (header + "".join(texts)).encode()
+            else:
+                self._chunks.pop(name, None)
+            self._members.pop(name, None)
+        self._dirty.clear()
+        self._body = self._gzipped = None
 
-    @staticmethod
-    def _stable_chunk(
-        run: list[str], changed: bool, old: Iterator[tuple[bool, bytes, bytes | None]]
-    ) -> tuple[bool, bytes, bytes | None]:
-        if changed:
-            return (False, "".join(run).encode(), None)
-        return next(old, (False, b"", None))
+    def _resync(self) -> None:
+        """Follow VMs added to or removed from the fleet."""
+        old = self._vms
+        self._vms = {}
+        for name, poller in self.fleet.pollers.items():
+            text = old.pop(name, None)
+            if text is None or text.poller is not poller:
+                text = _VMText(poller)
+                for family in text.lines:
+                    self._touch_known(family)
+            else:
+                self._stale.add(name)  # a restarted poller may have new labels
+            self._vms[name] = text
+        for gone in old.values():
+            for family in gone.lines:
+                self._touch(family)
+        # A VM taken in out of order changes the order of lines in every family it has.
+        self._dirty.update(n for t in self._vms.values() for n in t.lines)
+        self._body = self._gzipped = None
+
+    def _replace_lines(self, text: _VMText, lines: dict[str, str]) -> None:
+        old = text.lines
+        for name in old.keys() | lines.keys():
+            if old.get(name) != lines.get(name):
+                self._touch_known(name)
+        text.lines = lines
+
+    def _touch_known(self, family: str) -> None:
+        if family not in self._headers and family not in self._order:
+            self._order.append(family)  # a collector sample without a declared family
+        self._touch(family)

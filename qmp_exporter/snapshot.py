@@ -60,8 +60,8 @@ class VMState:
     vnc: VncState | None = None
     #: Samples from the optional collectors.
     samples: tuple[Sample, ...] = ()
-    #: Collector name -> (success, duration seconds).
-    collector_results: tuple[tuple[str, bool, float], ...] = ()
+    #: (collector name, success) for each collector that ran.
+    collector_results: tuple[tuple[str, bool], ...] = ()
     #: Why the last poll failed: one of ERROR_REASONS, or "" when it succeeded.
     error_reason: str = ""
     error: str = ""
@@ -70,3 +70,17 @@ class VMState:
     #: Wall-clock time the last poll ended (0 for never).
     last_poll: float = 0.0
     poll_duration: float = 0.0
+
+    def same_but_timing(self, other: VMState) -> bool:
+        """Equal in everything but when the poll happened and how long it took."""
+        return (
+            self.up == other.up
+            and self.status == other.status
+            and self.running == other.running
+            and self.vnc == other.vnc
+            and self.identity == other.identity
+            and self.samples == other.samples
+            and self.collector_results == other.collector_results
+            and self.error_reason == other.error_reason
+            and self.error == other.error
+        )

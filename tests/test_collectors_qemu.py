@@ -149,7 +149,7 @@ def test_poller_runs_collectors_and_reports_each(pc_vm, none_vm):
     for vm in (pc_vm, none_vm):
         state = asyncio.run(poll(vm.qmp_address())).state
         assert state.up, state.error
-        results = {name: ok for name, ok, _ in state.collector_results}
+        results = dict(state.collector_results)
         assert results == dict.fromkeys(COLLECTORS, True), results
     names = {name for name, _, _ in state.samples}
     assert "qemu_vcpus" in names

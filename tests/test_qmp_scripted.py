@@ -554,3 +554,44 @@ def test_tcp_connection_refused() -> None:
     port = free_port()
     with pytest.raises(ConnectRefusedError):
         run(connect(f"tcp:127.0.0.1:{port}", timeout=1))
+
+
+# -- several commands in one write ---------------------------------------------------------
+
+
+def test_execute_many_answers_in_order_with_errors_in_place(sock_path: str) -> None:
+    async def body(monitor: ScriptedMonitor) -> None:
+        client = await connect(monitor.address, timeout=2)
+        answers = await client.execute_many(
+            [("query-status", None), ("query-nosuch", None), ("query-version", None)]
+        )
+        assert answers[0]["status"] == "running"
+        assert isinstance(answers[1], CommandError)
+        assert answers[1].error_class == "CommandNotFound"
+        assert answers[2]["qemu"]["major"] == 7
+        with pytest.raises(CommandRefusedError):  # refused before anything is sent
+            await client.execute_many([("query-status", None), ("stop", None)])
+        await client.close()
+        assert monitor.commands() == [
+            "qmp_capabilities",
+            "query-status",
+            "query-nosuch",
+            "query-version",
+        ]
+
+    with_monitor(sock_path, body)
+
+
+def test_execute_many_out_of_order_answers_and_a_timeout(sock_path: str) -> None:
+    async def slow(session: Session, request: dict[str, Any]) -> None:
+        await asyncio.sleep(5)
+
+    async def body(monitor: ScriptedMonitor) -> None:
+        client = await connect(monitor.address, timeout=2)
+        with pytest.raises(CommandTimeoutError):
+            await client.execute_many([("query-status", None), ("query-slow", None)], timeout=0.3)
+        # The connection still serves, and the late answer matches nothing.
+        assert (await client.execute("query-status"))["running"] is True
+        await client.close()
+
+    with_monitor(sock_path, body, handlers={"query-slow": slow}, concurrent=True)

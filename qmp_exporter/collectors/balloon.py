@@ -25,6 +25,7 @@ class BalloonCollector(Collector):
 
     name = "balloon"
     required_commands = ("query-balloon",)
+    poll_commands = ("query-balloon",)
     families = (
         Family("qemu_balloon_actual_bytes", "gauge", "Guest memory as the balloon leaves it."),
     )

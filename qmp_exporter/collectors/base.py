@@ -27,6 +27,10 @@ class Collector(ABC):
     required_commands: ClassVar[tuple[str, ...]]
     #: Every family the collector may produce (for HELP/TYPE, docs and golden tests).
     families: ClassVar[tuple[Family, ...]]
+    #: Commands (without arguments) that ``collect`` asks on every poll. The poller sends
+    #: them together with its own queries in one write, and ``query`` then answers them
+    #: from that batch; anything else ``collect`` asks goes to the VM as usual.
+    poll_commands: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, available_commands: frozenset[str] | None) -> None:
         """``available_commands`` is what ``query-commands`` listed (``None``: unknown)."""

@@ -46,6 +46,7 @@ class BlockCollector(Collector):
 
     name = "block"
     required_commands = ("query-blockstats",)
+    poll_commands = ("query-blockstats",)
     families = (
         *(Family(_PREFIX + metric, "counter", text) for metric, _, _, text in _PLAIN),
         Family(_FAILED, "counter", "Operations that failed, by operation."),

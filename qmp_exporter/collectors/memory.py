@@ -21,6 +21,7 @@ class MemoryCollector(Collector):
 
     name = "memory"
     required_commands = ("query-memory-size-summary",)
+    poll_commands = ("query-memory-size-summary",)
     families = (
         Family("qemu_memory_base_bytes", "gauge", "RAM given to the guest at start."),
         Family("qemu_memory_plugged_bytes", "gauge", "RAM hot-plugged into the guest."),

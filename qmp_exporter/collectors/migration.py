@@ -38,6 +38,7 @@ class MigrationCollector(Collector):
 
     name = "migration"
     required_commands = ("query-migrate",)
+    poll_commands = ("query-migrate",)
     families = (
         Family("qemu_migration_status", "gauge", "Current migration status; value 1."),
         *(Family(metric, "gauge", text) for metric, _, _, text in _PROGRESS),

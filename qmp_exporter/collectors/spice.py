@@ -22,6 +22,7 @@ class SpiceCollector(Collector):
 
     name = "spice"
     required_commands = ("query-spice",)
+    poll_commands = ("query-spice",)
     families = (
         Family("qemu_spice_enabled", "gauge", "1 if the VM has a SPICE server."),
         Family("qemu_spice_clients", "gauge", "SPICE clients connected now."),

@@ -22,6 +22,7 @@ class VcpuCollector(Collector):
 
     name = "vcpu"
     required_commands = ("query-cpus-fast",)
+    poll_commands = ("query-cpus-fast",)
     families = (
         Family("qemu_vcpus", "gauge", "Number of virtual CPUs."),
         Family("qemu_vcpu_info", "gauge", "One series per vCPU with its host thread id; value 1."),

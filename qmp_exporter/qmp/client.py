@@ -8,7 +8,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,11 +177,54 @@ class QMPClient:
         the VM unless the client allows writes, :class:`CommandError` for QEMU's error
         answer, :class:`CommandTimeoutError` and :class:`ConnectionClosedError`.
         """
-        if not (self.allow_write or command.startswith("query-") or is_read_only(command)):
-            raise CommandRefusedError(
-                f"{command!r} may change the VM; this client is read-only "
-                "(only qmp_capabilities and query-* commands are sent)"
-            )
+        command_id, future, line = self._submit(command, arguments, timeout)
+        assert self._transport is not None
+        self._transport.write(line)
+        try:
+            return await future
+        finally:
+            self._settle(command_id)
+
+    async def execute_many(
+        self,
+        commands: Sequence[tuple[str, dict[str, Any] | None]],
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Send several commands in one write and wait for all their answers.
+
+        Returns one entry per command, in order: its ``return`` value, or the
+        :class:`CommandError` QEMU answered it with. Any other failure (timeout, closed
+        connection, refused command) raises, as :meth:`execute` does.
+        """
+        for command, _ in commands:  # refuse before registering anything
+            self._check_allowed(command)
+        submitted = []
+        try:
+            for command, arguments in commands:
+                submitted.append(self._submit(command, arguments, timeout))
+            assert self._transport is not None
+            self._transport.write(b"".join(line for _, _, line in submitted))
+            results: list[Any] = []
+            for _, future, _ in submitted:
+                try:
+                    results.append(await future)
+                except CommandError as err:
+                    results.append(err)
+            return results
+        finally:
+            for command_id, future, _ in submitted:
+                self._settle(command_id)
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # retrieved: one failure is raised for them all
+
+    def _submit(
+        self, command: str, arguments: dict[str, Any] | None, timeout: float | None
+    ) -> tuple[int, asyncio.Future[Any], bytes]:
+        """Register a command (checked, with an id, a future and a deadline); return the
+        line to send."""
+        self._check_allowed(command)
         if self._closed.done():
             raise ConnectionClosedError(f"{self.address}: {self._closed.result()}")
         # The smallest free id, not a counter: QEMU reads its monitor one byte per main
@@ -196,13 +239,23 @@ class QMPClient:
         self._pending[command_id] = (command, future, deadline, limit)
         if deadline < self._watchdog_at:
             self._arm_watchdog(deadline)
-        assert self._transport is not None
-        self._transport.write(encode_command(command, arguments, command_id))
-        try:
-            return await future
-        finally:
-            if self._pending.pop(command_id, None) is not None:
-                self._retired.add(command_id)  # cancelled before its answer came
+        return command_id, future, encode_command(command, arguments, command_id)
+
+    def _check_allowed(self, command: str) -> None:
+        if not (self.allow_write or command.startswith("query-") or is_read_only(command)):
+            raise CommandRefusedError(
+                f"{command!r} may change the VM; this client is read-only "
+                "(only qmp_capabilities and query-* commands are sent)"
+            )
+
+    def _settle(self, command_id: int) -> None:
+        """Forget a command; an id still awaited (cancelled) is kept from reuse."""
+        if self._pending.pop(command_id, None) is not None:
+            self._retired.add(command_id)  # cancelled before its answer came
+
+    def add_close_callback(self, callback: Callable[[QMPError], None]) -> None:
+        """Call ``callback(reason)`` once the connection ends (soon, if it has already)."""
+        self._closed.add_done_callback(lambda future: callback(future.result()))
 
     async def close(self) -> None:
         """Close the connection; pending commands fail with :class:`ConnectionClosedError`."""

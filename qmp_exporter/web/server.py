@@ -59,7 +59,8 @@ class Response:
     """What a handler returns."""
 
     status: int = 200
-    body: bytes = b""
+    #: The body, or its chunks in order (sent without joining them first).
+    body: bytes | list[bytes] = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -247,17 +248,23 @@ class HTTPServer:
             reason = HTTPStatus(response.status).phrase
         except ValueError:
             reason = ""
+        body = response.body
         head = [
             f"HTTP/1.1 {response.status} {reason}",
             f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
+            f"Content-Length: {len(body) if isinstance(body, bytes) else sum(map(len, body))}",
             f"Connection: {'keep-alive' if keep_alive else 'close'}",
         ]
         head.extend(f"{k}: {v}" for k, v in response.headers.items())
         if self.response_headers is not None:
             head.extend(f"{k}: {v}" for k, v in self.response_headers().items())
         head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        writer.write(head_bytes if method == "HEAD" else head_bytes + response.body)
+        if method == "HEAD":
+            writer.write(head_bytes)
+        elif isinstance(body, bytes):
+            writer.write(head_bytes + body)
+        else:
+            writer.write(b"".join([head_bytes, *body]))
         await writer.drain()
 
 
