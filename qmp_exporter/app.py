@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 import resource
 import signal
@@ -32,6 +31,10 @@ from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_he
 
 log = logging.getLogger(__name__)
 
+#: How often the exporter's own metrics (process, build, reload, Alertmanager push) are
+#: sampled. They are rendered off the scrape path: counting a large process's open files
+#: alone takes milliseconds.
+OWN_METRICS_INTERVAL = 1.0
 #: File descriptors kept free for HTTP clients, logs and the like.
 FD_RESERVE = 64
 
@@ -101,6 +104,8 @@ class Exporter:
         self.discoverer = Discoverer(config, self._apply_discovered)
         self.probes = ProbeEndpoint(lambda: self.config, lambda: self.discoverer.monitors)
         self._discovery_task: asyncio.Task[None] | None = None
+        self._own_metrics_task: asyncio.Task[None] | None = None
+        self._own_metrics = b""
         self._add_routes()
 
     @staticmethod
@@ -147,6 +152,8 @@ class Exporter:
         await self.fleet.apply(monitors)
         self.self_metrics.monitors.set(len(self.fleet.pollers))
         self._discovery_task = asyncio.create_task(self.discoverer.run(), name="discovery")
+        await self._sample_own_metrics()
+        self._own_metrics_task = asyncio.create_task(self._own_metrics_loop(), name="own metrics")
         host, port = parse_listen_address(self.options.listen_address)
         ssl_context = self.web_config.listening_context() if self.web_config else None
         await self.server.start(host, port, ssl_context)
@@ -159,19 +166,39 @@ class Exporter:
 
     async def stop(self) -> None:
         await self.server.close()
-        if self._discovery_task is not None:
-            self._discovery_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._discovery_task
+        for task in (self._discovery_task, self._own_metrics_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.fleet.close()
         if self.pusher is not None:
             await asyncio.to_thread(self.pusher[0].close)
+
+    async def _sample_own_metrics(self) -> None:
+        """Render the exporter's own metrics (in a thread: reading /proc can take a while)."""
+        pusher = self.pusher
+
+        def render() -> bytes:
+            own = self.self_metrics.render()
+            return own + generate_latest(pusher[1]) if pusher is not None else own
+
+        self._own_metrics = await asyncio.to_thread(render)
+
+    async def _own_metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(OWN_METRICS_INTERVAL)
+            try:
+                await self._sample_own_metrics()
+            except Exception:  # never let a sampling failure stop the loop
+                log.exception("sampling the exporter's own metrics failed")
 
     async def _apply_discovered(self, monitors: tuple[MonitorConfig, ...]) -> None:
         """Discovery found a change: watch the configured plus the discovered monitors."""
         async with self._reload_lock:
             await self.fleet.apply((*monitors, *self.extra_monitors))
             self.self_metrics.monitors.set(len(self.fleet.pollers))
+        await self._sample_own_metrics()
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM or SIGINT; SIGHUP reloads the config."""
@@ -193,6 +220,12 @@ class Exporter:
 
     async def reload(self) -> bool:
         """Re-read the config file; keep the running config when the new one is invalid."""
+        try:
+            return await self._reload()
+        finally:
+            await self._sample_own_metrics()  # the reload gauges show at once
+
+    async def _reload(self) -> bool:
         async with self._reload_lock:
             path = self.options.config_path
             if path is None:
@@ -238,15 +271,11 @@ class Exporter:
             self.server.route("/-/reload", self._reload_endpoint, methods=("POST", "PUT"))
 
     async def _metrics(self, request: Request) -> Response:
-        own = self.self_metrics.render()
-        if self.pusher is not None:
-            own += generate_latest(self.pusher[1])
+        own = self._own_metrics
         headers = {"Vary": "Accept-Encoding"}
         if request.accepts_gzip():
-            # Concatenated gzip members: one per family, each compressed once per change
-            # of that family, then our own metrics.
-            own_member = gzip.compress(own, compresslevel=1, mtime=0)
-            body = [*self.renderer.gzip_chunks(), own_member]
+            # One gzip stream; each family is compressed once per change of its text.
+            body = self.renderer.gzip_chunks(own)
             headers["Content-Encoding"] = "gzip"
         else:
             body = [*self.renderer.chunks(), own]

@@ -6,11 +6,12 @@ re-rendered only when it changed, and only the per-poll lines after a routine po
 
 from __future__ import annotations
 
-import gzip
+import zlib
 from collections.abc import Iterable
 
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.fleet import Fleet
+from qmp_exporter.gzipstream import deflate_piece, gzip_stream
 from qmp_exporter.metrics import (
     Family,
     Labels,
@@ -151,14 +152,15 @@ def per_poll_lines(poller: MonitorPoller, vm: str) -> dict[str, str]:
     """One VM's per-poll families: how long its last poll took and when it last succeeded."""
     state = poller.state
     out = {}
+    # Six significant digits (a microsecond's precision) for the duration and milliseconds for
+    # the time, as Prometheus keeps them: fewer bytes to render and compress on every poll.
     if state.last_poll:
         out[POLL_DURATION.name] = (
-            f"qmp_exporter_poll_duration_seconds{{{vm}}} {format_value(state.poll_duration)}\n"
+            f"qmp_exporter_poll_duration_seconds{{{vm}}} {state.poll_duration:.6g}\n"
         )
     if state.last_success:
         out[LAST_SUCCESS.name] = (
-            f"qmp_exporter_last_poll_success_timestamp_seconds{{{vm}}} "
-            f"{format_value(state.last_success)}\n"
+            f"qmp_exporter_last_poll_success_timestamp_seconds{{{vm}}} {state.last_success:.3f}\n"
         )
     return out
 
@@ -177,7 +179,7 @@ class _VMText:
     def __init__(self, poller: MonitorPoller) -> None:
         self.poller = poller
         self.label = vm_label(poller.name)
-        self.lines = vm_lines(poller)
+        self.lines: dict[str, str] = {}
 
 
 class FleetRenderer:
@@ -188,50 +190,75 @@ class FleetRenderer:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         families = all_families()
-        self._order = [f.name for f in families]
+        # Per-poll families last: the stream's checksum up to them is kept between scrapes.
+        self._order = [f.name for f in families if f.name not in PER_POLL_FAMILIES]
+        self._tail = [f.name for f in families if f.name in PER_POLL_FAMILIES]
         self._headers = {f.name: f.header() for f in families}
         self._vms: dict[str, _VMText] = {}
+        #: Family -> VM name -> that VM's lines of the family, in the fleet's order.
+        self._lines: dict[str, dict[str, str]] = {}
         self._membership = -1
         self._stale: set[str] = set()
-        self._dirty: set[str] = set(self._order)
+        self._dirty: set[str] = set()
+        #: Families that gained a VM out of the fleet's order.
+        self._reorder: set[str] = set()
         self._chunks: dict[str, bytes] = {}
-        self._members: dict[str, bytes] = {}
+        self._deflated: dict[str, bytes] = {}
+        #: CRC-32 and size of the stable families' text, or None after one changed.
+        self._stable_sum: tuple[int, int] | None = None
         self._body: list[bytes] | None = None
-        self._gzipped: list[bytes] | None = None
+        #: The last ``extra`` given to :meth:`gzip_chunks`, and its deflated piece.
+        self._extra: tuple[bytes, bytes] | None = None
         fleet.listeners.append(self._vm_changed)
 
     def chunks(self) -> list[bytes]:
         """The exposition of every VM, as chunks to send in order."""
         self._refresh()
         if self._body is None:
-            self._body = [c for c in (self._chunks.get(n) for n in self._order) if c]
+            names = (*self._order, *self._tail)
+            self._body = [c for c in (self._chunks.get(n) for n in names) if c]
         return self._body
 
     def body(self) -> bytes:
         """The exposition of every VM (without the exporter's global metrics)."""
         return b"".join(self.chunks())
 
-    def gzip_chunks(self) -> list[bytes]:
-        """:meth:`chunks` as gzip members (a valid gzip stream when joined), each compressed
-        once per change of its family."""
+    def gzip_chunks(self, extra: bytes = b"") -> list[bytes]:
+        """:meth:`chunks` followed by ``extra``, as one gzip stream in chunks; each family is
+        compressed once per change of its text."""
         self._refresh()
-        if self._gzipped is None:
-            members = []
-            for name in self._order:
-                text = self._chunks.get(name)
-                if not text:
-                    continue
-                member = self._members.get(name)
-                if member is None:
-                    level = 1 if name in PER_POLL_FAMILIES else 6
-                    member = self._members[name] = gzip.compress(text, level, mtime=0)
-                members.append(member)
-            self._gzipped = members
-        return self._gzipped
+        stable = [n for n in self._order if self._chunks.get(n)]
+        if self._stable_sum is None:
+            crc = size = 0
+            for name in stable:
+                crc = zlib.crc32(self._chunks[name], crc)
+                size += len(self._chunks[name])
+            self._stable_sum = (crc, size)
+        crc, size = self._stable_sum
+        pieces = [self._deflate(name, 6) for name in stable]
+        for name in self._tail:
+            text = self._chunks.get(name)
+            if text:
+                crc = zlib.crc32(text, crc)
+                size += len(text)
+                pieces.append(self._deflate(name, 1))
+        if extra:
+            crc = zlib.crc32(extra, crc)
+            size += len(extra)
+            if self._extra is None or self._extra[0] is not extra:
+                self._extra = (extra, deflate_piece(extra, 6))
+            pieces.append(self._extra[1])
+        return gzip_stream(pieces, crc, size)
 
-    def gzipped(self) -> bytes:
-        """:meth:`body`, gzip-compressed."""
-        return b"".join(self.gzip_chunks())
+    def gzipped(self, extra: bytes = b"") -> bytes:
+        """:meth:`body` and ``extra``, gzip-compressed."""
+        return b"".join(self.gzip_chunks(extra))
+
+    def _deflate(self, name: str, level: int) -> bytes:
+        piece = self._deflated.get(name)
+        if piece is None:
+            piece = self._deflated[name] = deflate_piece(self._chunks[name], level)
+        return piece
 
     # -- keeping up ------------------------------------------------------------------------
 
@@ -242,74 +269,78 @@ class FleetRenderer:
         if stable:
             self._stale.add(poller.name)
         fresh = per_poll_lines(poller, text.label)
-        lines = text.lines
-        for name in PER_POLL_FAMILIES:
-            new = fresh.get(name)
-            if lines.get(name) != new:
-                if new is None:
-                    del lines[name]
-                else:
-                    lines[name] = new
-                self._touch(name)
+        for name in self._tail:
+            self._set(text, name, fresh.get(name))
 
-    def _touch(self, family: str) -> None:
+    def _set(self, text: _VMText, family: str, line: str | None) -> None:
+        """Make ``line`` the VM's text of ``family`` (None: it has none)."""
+        if text.lines.get(family) == line:
+            return
+        vm = text.poller.name
+        lines = self._lines.get(family)
+        if lines is None:
+            lines = self._lines[family] = {}
+            if family not in self._headers and family not in self._order:
+                self._order.append(family)  # a collector sample without a declared family
+        if line is None:
+            del text.lines[family]
+            del lines[vm]
+        else:
+            if vm not in lines and lines and next(reversed(self._vms)) != vm:
+                self._reorder.add(family)
+            text.lines[family] = line
+            lines[vm] = line
         if family not in self._dirty:
             self._dirty.add(family)
-            self._body = self._gzipped = None
+            self._body = None
 
     def _refresh(self) -> None:
-        fleet = self.fleet
-        if fleet.membership != self._membership:
-            self._membership = fleet.membership
+        if self.fleet.membership != self._membership:
+            self._membership = self.fleet.membership
             self._resync()
         if self._stale:
             for name in self._stale:
                 text = self._vms.get(name)
                 if text is not None:
-                    self._replace_lines(text, vm_lines(text.poller))
+                    self._render_vm(text)
             self._stale.clear()
         if not self._dirty:
             return
-        vms = self._vms.values()
+        for name in self._reorder:
+            old = self._lines[name]
+            self._lines[name] = {vm: old[vm] for vm in self._vms if vm in old}
+        self._reorder.clear()
         for name in self._dirty:
-            texts = [t.lines[name] for t in vms if name in t.lines]
-            if texts:
+            lines = self._lines.get(name)
+            if lines:
                 header = self._headers.get(name) or f"# TYPE {name} untyped\n"
-                self._chunks[name] = (header + "".join(texts)).encode()
+                self._chunks[name] = (header + "".join(lines.values())).encode()
             else:
                 self._chunks.pop(name, None)
-            self._members.pop(name, None)
+            self._deflated.pop(name, None)
+            if name not in PER_POLL_FAMILIES:
+                self._stable_sum = None
         self._dirty.clear()
-        self._body = self._gzipped = None
+        self._body = None
+
+    def _render_vm(self, text: _VMText) -> None:
+        fresh = vm_lines(text.poller)
+        for name in text.lines.keys() | fresh.keys():
+            self._set(text, name, fresh.get(name))
 
     def _resync(self) -> None:
-        """Follow VMs added to or removed from the fleet."""
+        """Follow VMs added to or removed from the fleet (and pollers restarted)."""
         old = self._vms
         self._vms = {}
         for name, poller in self.fleet.pollers.items():
             text = old.pop(name, None)
-            if text is None or text.poller is not poller:
-                text = _VMText(poller)
-                for family in text.lines:
-                    self._touch_known(family)
-            else:
-                self._stale.add(name)  # a restarted poller may have new labels
-            self._vms[name] = text
+            if text is not None and text.poller is not poller:
+                old[name] = text  # replaced: drop the old lines below
+                text = None
+            self._vms[name] = text or _VMText(poller)
         for gone in old.values():
-            for family in gone.lines:
-                self._touch(family)
-        # A VM taken in out of order changes the order of lines in every family it has.
-        self._dirty.update(n for t in self._vms.values() for n in t.lines)
-        self._body = self._gzipped = None
-
-    def _replace_lines(self, text: _VMText, lines: dict[str, str]) -> None:
-        old = text.lines
-        for name in old.keys() | lines.keys():
-            if old.get(name) != lines.get(name):
-                self._touch_known(name)
-        text.lines = lines
-
-    def _touch_known(self, family: str) -> None:
-        if family not in self._headers and family not in self._order:
-            self._order.append(family)  # a collector sample without a declared family
-        self._touch(family)
+            for family in list(gone.lines):
+                self._set(gone, family, None)
+        for text in self._vms.values():
+            self._render_vm(text)  # a restarted poller may have new labels
+        self._reorder.update(self._lines)  # new VMs take their place in the fleet's order

@@ -11,6 +11,7 @@ command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/n
     || need_apt+=(prometheus-alertmanager)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v tmux >/dev/null || need_apt+=(tmux)
+command -v curl >/dev/null || need_apt+=(curl)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if ((${#need_apt[@]})); then
     echo "install-test-deps: apt-get install ${need_apt[*]}"

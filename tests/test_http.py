@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.helpers.exporter import ExporterProcess, parse_samples
+from tests.helpers.exporter import ExporterProcess, parse_samples, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +135,22 @@ def test_concurrent_scrapes(exporter: ExporterProcess) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         assert set(pool.map(scrape, range(64))) == {200}
+
+
+def test_curl_reads_the_whole_gzip_exposition() -> None:
+    """The gzip body is one stream (not several members, of which curl reads the first)."""
+    curl = shutil.which("curl")
+    assert curl, "curl is missing: run scripts/install-test-deps.sh"
+    with ExporterProcess({"poll_interval": "1s", "monitors": []}, ["--demo"]) as demo:
+        wait_for(lambda: demo.value("qemu_up", vm="demo-web-01") == 1)
+        plain = parse_samples(demo.text())
+        compressed = subprocess.run(
+            [curl, "-sf", "--compressed", f"{demo.url}/metrics"],
+            capture_output=True,
+            timeout=10,
+            check=True,
+        ).stdout.decode()
+        assert "\nqmp_exporter_build_info{" in compressed  # the last part, our own metrics
+        names = {name for name, _ in parse_samples(compressed)}
+        assert names == {name for name, _ in plain}
+        assert len(parse_samples(compressed)) == len(plain)

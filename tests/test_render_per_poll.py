@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import zlib
 
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.fleet import Fleet
@@ -22,10 +23,15 @@ from qmp_exporter.snapshot import Identity, VMState, VncState
 
 
 def reference_body(fleet: Fleet) -> bytes:
-    """Every family in order, every VM's lines: the exposition without any caching."""
+    """Every family in order (the per-poll ones last), every VM's lines: the exposition
+    without any caching."""
     fragments = [vm_lines(poller) for poller in fleet.pollers.values()]
     parts = []
-    for family in all_families():
+    families = all_families()
+    ordered = [f for f in families if f.name not in PER_POLL_FAMILIES] + [
+        f for f in families if f.name in PER_POLL_FAMILIES
+    ]
+    for family in ordered:
         texts = [f[family.name] for f in fragments if family.name in f]
         if texts:
             parts.append(family.header())
@@ -74,6 +80,11 @@ def test_same_exposition_and_stable_chunks_reused_after_a_poll() -> None:
         renderer = FleetRenderer(fleet)
         assert renderer.body() == reference_body(fleet)
         assert gzip.decompress(renderer.gzipped()) == renderer.body()
+        assert gzip.decompress(renderer.gzipped(b"# own\n")) == renderer.body() + b"# own\n"
+        # One gzip member, not several: readers that stop after the first get everything.
+        single = zlib.decompressobj(31)
+        assert single.decompress(renderer.gzipped(b"x\n")) == renderer.body() + b"x\n"
+        assert single.eof and single.unused_data == b""
         stable_before = {n: c for n, c in renderer._chunks.items() if n not in PER_POLL_FAMILIES}
 
         poller = fleet.pollers["vm-3"]
