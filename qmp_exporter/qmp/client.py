@@ -7,6 +7,7 @@ import errno
 import logging
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,21 +88,32 @@ def parse_version(info: dict[str, Any]) -> tuple[str | None, str]:
     return None, package
 
 
-#: Bytes read from the socket at a time, into one buffer kept for the connection.
+#: Bytes read from a socket at a time.
 READ_BUFFER_BYTES = 64 * 1024
+_read_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The read buffer of this thread's connections. One is enough: the transport fills it
+    and hands it to the protocol within one callback, and the protocol copies out what it
+    got before returning."""
+    view: memoryview | None = getattr(_read_buffers, "view", None)
+    if view is None:
+        view = _read_buffers.view = memoryview(bytearray(READ_BUFFER_BYTES))
+    return view
 
 
 class _Protocol(asyncio.BufferedProtocol):
     """Feeds bytes to the decoder and hands whole messages to the client.
 
-    A buffered protocol: the transport reads into one buffer kept for the connection,
-    instead of allocating (and freeing) 256 KiB for every read as a plain protocol does,
-    which costs more than the rest of a small answer's handling.
+    A buffered protocol: the transport reads into a buffer kept for the thread, instead of
+    allocating (and freeing) 256 KiB for every read as a plain protocol does, which costs
+    more than the rest of a small answer's handling.
     """
 
     def __init__(self, client: QMPClient) -> None:
         self.client = client
-        self._buffer = memoryview(bytearray(READ_BUFFER_BYTES))
+        self._buffer = _read_buffer()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
