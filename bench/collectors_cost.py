@@ -44,7 +44,7 @@ async def measure(address: str, variants: dict[str, tuple[str, ...]], polls: int
     for _ in range(polls):
         for label, poller in pollers.items():
             started = time.perf_counter()
-            await poller._poll_once()
+            await poller.poll_once()
             times[label].append(time.perf_counter() - started)
             assert poller.state.up, poller.state.error
     return {label: statistics.median(values) for label, values in times.items()}
