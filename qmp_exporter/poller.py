@@ -187,11 +187,8 @@ class MonitorPoller:
         self.error_counts: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
         #: QMP sessions opened.
         self.connections = 0
-        #: Bumped on every visible change; lets the renderer cache per VM.
-        self.version = 0
-        #: Bumped only when something other than the per-poll values (poll time and
-        #: duration) changes: the renderer keeps the rest of the VM's lines until then.
-        self.stable_version = 0
+        #: Set when something other than the poll's timing changed outside a poll (a new
+        #: connection); the next published poll then counts as a stable change.
         self._stable_dirty = False
         self._on_change = on_change
         self._on_event = on_event
@@ -451,9 +448,7 @@ class MonitorPoller:
         self._changed(True)
 
     def _changed(self, stable: bool) -> None:
-        self.version += 1
-        if stable:
-            self.stable_version += 1
+        """Tell the listener; ``stable`` is False when only the poll's timing changed."""
         self._on_change(self, stable)
 
     def _event(self, event: Event) -> None:
