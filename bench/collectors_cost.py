@@ -50,6 +50,14 @@ async def measure(address: str, variants: dict[str, tuple[str, ...]], polls: int
     return {label: statistics.median(values) for label, values in times.items()}
 
 
+def report(title: str, result: dict[str, float]) -> None:
+    """Print each variant's median poll time as a ratio to the core-only poll."""
+    base = result["core only"]
+    print(title)
+    for label, median in result.items():
+        print(f"  {label:20s} {median / base:5.2f}x core-only")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--polls", type=int, default=300)
@@ -65,11 +73,10 @@ def main() -> None:
             "defaults": DEFAULT_COLLECTORS,
             "all but kvm_stats": tuple(c for c in COLLECTORS if c != "kvm_stats"),
         }
-        result = asyncio.run(measure(vm.qmp_address(), variants, args.polls))
-        base = result["core only"]
-        print(f"TCG -M pc, poll mode (connect + query-commands + queries), {args.polls} polls each")
-        for label, median in result.items():
-            print(f"  {label:20s} {median / base:5.2f}x core-only")
+        title = (
+            f"TCG -M pc, poll mode (connect + query-commands + queries), {args.polls} polls each"
+        )
+        report(title, asyncio.run(measure(vm.qmp_address(), variants, args.polls)))
     finally:
         vm.close()
     try:
@@ -84,11 +91,8 @@ def main() -> None:
             "defaults": DEFAULT_COLLECTORS,
             "defaults + kvm_stats": (*DEFAULT_COLLECTORS, "kvm_stats"),
         }
-        result = asyncio.run(measure(kvm.qmp_address(), variants, args.polls))
-        base = result["core only"]
-        print(f"KVM -M pc, poll mode, {args.polls} polls each")
-        for label, median in result.items():
-            print(f"  {label:20s} {median / base:5.2f}x core-only")
+        title = f"KVM -M pc, poll mode, {args.polls} polls each"
+        report(title, asyncio.run(measure(kvm.qmp_address(), variants, args.polls)))
     finally:
         kvm.close()
 
