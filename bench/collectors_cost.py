@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.poller import MonitorPoller, PollSettings
+from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from tests.helpers.images import make_disk_image, pc_vm_args, wait_listening
 from tests.helpers.qemu import QemuVM
 

@@ -16,16 +16,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
-from qmp_exporter.discovery import Discoverer
-from qmp_exporter.fleet import Fleet
-from qmp_exporter.metrics import CONTENT_TYPE
-from qmp_exporter.poller import PollSettings
-from qmp_exporter.probe import ProbeEndpoint
+from qmp_exporter.exposition.render import FleetRenderer
+from qmp_exporter.exposition.selfmetrics import SelfMetrics
+from qmp_exporter.exposition.textformat import CONTENT_TYPE
+from qmp_exporter.polling.discovery import Discoverer
+from qmp_exporter.polling.fleet import Fleet
+from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
-from qmp_exporter.render import FleetRenderer
-from qmp_exporter.selfmetrics import SelfMetrics
 from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
 from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, VMRow, render_landing_page
+from qmp_exporter.web.probe import ProbeEndpoint
 from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
 from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_headers
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.config import Config, ConfigError, MonitorConfig, load_config
-from qmp_exporter.inventory import add_inventory_arguments, run_inventory
-from qmp_exporter.shell import add_shell_arguments, run_shell_command
+from qmp_exporter.tools.inventory import add_inventory_arguments, run_inventory
+from qmp_exporter.tools.shell import add_shell_arguments, run_shell_command
 
 log = logging.getLogger("qmp_exporter")
 
@@ -120,7 +120,7 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
     demo = None
     extra: tuple[MonitorConfig, ...] = ()
     if args.demo:
-        from qmp_exporter.demo import start_demo
+        from qmp_exporter.sim.demo import start_demo
 
         demo = await start_demo()
         extra = tuple(MonitorConfig(name=name, address=address) for name, address in demo.monitors)

@@ -15,7 +15,7 @@ import pytest
 
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.poller import MonitorPoller, PollSettings
+from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import connect
 from tests.helpers.images import make_disk_image, pc_vm_args, wait_listening
 from tests.helpers.qemu import QemuVM

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from qmp_exporter.config import ConfigError, parse_yaml
-from qmp_exporter.durations import format_duration, parse_duration
+from qmp_exporter.config.durations import format_duration, parse_duration
 from tests.helpers.exporter import REPO
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qmp_exporter.config import DiscoveryConfig, MonitorConfig, parse_config
-from qmp_exporter.discovery import Discoverer, scan
+from qmp_exporter.polling.discovery import Discoverer, scan
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.inventory import (
+from qmp_exporter.qmp import parse_version
+from qmp_exporter.tools.inventory import (
     InventoryRow,
     VncInfo,
     add_inventory_arguments,
@@ -24,7 +25,6 @@ from qmp_exporter.inventory import (
     gather_inventory,
     run_inventory,
 )
-from qmp_exporter.qmp import parse_version
 from tests.helpers.qemu import QemuVM, find_qemu, new_uuid, qmp_command
 from tests.helpers.scripted_monitor import ScriptedMonitor
 

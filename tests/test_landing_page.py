@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from qmp_exporter.snapshot import Identity, VMState, VncState
+from qmp_exporter.polling.state import Identity, VMState, VncState
 from qmp_exporter.web.landing import ReloadStatus, VMRow, render_landing_page
 from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.rfb import rfb_handshake

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qmp_exporter.config import MonitorConfig, probe_pattern
-from qmp_exporter.probe import (
+from qmp_exporter.web.probe import (
     TargetError,
     is_allowed,
     matches,

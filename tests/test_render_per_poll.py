@@ -10,16 +10,16 @@ import gzip
 import zlib
 
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.fleet import Fleet
-from qmp_exporter.poller import MonitorPoller, PollSettings
-from qmp_exporter.qmp import Event
-from qmp_exporter.render import (
+from qmp_exporter.exposition.render import (
     PER_POLL_FAMILIES,
     FleetRenderer,
     all_families,
     vm_lines,
 )
-from qmp_exporter.snapshot import Identity, VMState, VncState
+from qmp_exporter.polling.fleet import Fleet
+from qmp_exporter.polling.poller import MonitorPoller, PollSettings
+from qmp_exporter.polling.state import Identity, VMState, VncState
+from qmp_exporter.qmp import Event
 
 
 def reference_body(fleet: Fleet) -> bytes:

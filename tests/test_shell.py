@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qmp_exporter.shell import (
+from qmp_exporter.tools.shell import (
     ShellSyntaxError,
     _Completer,
     argument_names,

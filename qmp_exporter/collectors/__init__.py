@@ -1,6 +1,6 @@
 """Optional per-VM collectors: each turns the answers to a few ``query-*`` commands into
 metric samples. The core metrics (status, VNC, identity) are not collectors; see
-:mod:`qmp_exporter.poller`.
+:mod:`qmp_exporter.polling.poller`.
 
 A collector module defines one :class:`~qmp_exporter.collectors.base.Collector` subclass and
 adds it to ``COLLECTORS`` below (one registration line, as node_exporter does).

@@ -12,7 +12,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict
-from qmp_exporter.metrics import Family, Sample
+from qmp_exporter.exposition.textformat import Family, Sample
 from qmp_exporter.qmp import CommandError
 
 #: QEMU's answer to ``query-balloon`` when the VM has no balloon device.

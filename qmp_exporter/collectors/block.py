@@ -21,7 +21,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict, as_list
-from qmp_exporter.metrics import Family, Sample
+from qmp_exporter.exposition.textformat import Family, Sample
 
 _PREFIX = "qemu_block_"
 #: (metric name, ``query-blockstats`` member, divisor to base units, help)

@@ -13,7 +13,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict, as_list
-from qmp_exporter.metrics import Family, Sample
+from qmp_exporter.exposition.textformat import Family, Sample
 
 
 class VcpuCollector(Collector):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from qmp_exporter.snapshot import VMState
+from qmp_exporter.polling.state import VMState
 
 CONTENT_TYPE = "text/html; charset=utf-8"
 #: The page needs nothing but its own inline style: forbid everything else.

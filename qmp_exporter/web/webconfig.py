@@ -54,7 +54,7 @@ from typing import Any
 import yaml
 
 from qmp_exporter.config import ConfigError
-from qmp_exporter.validation import Errors, StrictLoader, kind, mapping
+from qmp_exporter.config.schema import Errors, StrictLoader, kind, mapping
 from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)

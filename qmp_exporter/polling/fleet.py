@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.poller import MonitorPoller, PollSettings
+from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import Event
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatchcase
 
 from qmp_exporter.config import Config, MonitorConfig
-from qmp_exporter.metrics import CONTENT_TYPE
-from qmp_exporter.poller import MonitorPoller, PollSettings
+from qmp_exporter.exposition.render import CONNECTIONS, EVENTS, POLL_ERRORS, all_families, vm_lines
+from qmp_exporter.exposition.textformat import CONTENT_TYPE
+from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import AddressError, TCPAddress, UnixAddress, parse_address
-from qmp_exporter.render import CONNECTIONS, EVENTS, POLL_ERRORS, all_families, vm_lines
 from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)

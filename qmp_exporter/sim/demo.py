@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qmp_exporter.simulator import Churn, SimulatedMonitorServer, SimulatedVM
+from qmp_exporter.sim.simulator import Churn, SimulatedMonitorServer, SimulatedVM
 
 #: Seconds between demo changes, on average.
 DEMO_CHURN_INTERVAL = 5.0

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from qmp_exporter.collectors import COLLECTORS
-from qmp_exporter.durations import parse_duration
+from qmp_exporter.config.durations import parse_duration
+from qmp_exporter.config.schema import Errors, StrictLoader, join, kind, mapping
 from qmp_exporter.qmp import AddressError, parse_address
-from qmp_exporter.validation import Errors, StrictLoader, join, kind, mapping
 
 MODES = ("persistent", "poll")
 #: Events pushed to Alertmanager when ``alerting.events`` is not given.
@@ -72,7 +72,7 @@ class AlertingConfig:
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
-    """Monitors found by globbing for sockets; see :mod:`qmp_exporter.discovery`."""
+    """Monitors found by globbing for sockets; see :mod:`qmp_exporter.polling.discovery`."""
 
     glob: str
     #: A ``str.format`` template over ``{stem}``, ``{name}`` (and ``{vmid}`` for Proxmox).

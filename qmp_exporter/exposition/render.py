@@ -10,17 +10,17 @@ import zlib
 from collections.abc import Iterable
 
 from qmp_exporter.collectors import COLLECTORS
-from qmp_exporter.fleet import Fleet
-from qmp_exporter.gzipstream import deflate_piece, gzip_stream
-from qmp_exporter.metrics import (
+from qmp_exporter.exposition.gzipstream import deflate_piece, gzip_stream
+from qmp_exporter.exposition.textformat import (
     Family,
     Labels,
     escape_label_value,
     format_labels,
     format_value,
 )
-from qmp_exporter.poller import MonitorPoller
-from qmp_exporter.snapshot import RUN_STATES
+from qmp_exporter.polling.fleet import Fleet
+from qmp_exporter.polling.poller import MonitorPoller
+from qmp_exporter.polling.state import RUN_STATES
 
 UP = Family("qemu_up", "gauge", "1 when the last poll of the VM's QMP monitor succeeded, else 0.")
 VERSION_INFO = Family("qemu_version_info", "gauge", "QEMU version of the VM (query-version).")

@@ -1,5 +1,5 @@
 """One task per monitor: keep (or open per poll) a QMP session, poll it, count its events,
-and publish an immutable :class:`~qmp_exporter.snapshot.VMState` after every poll."""
+and publish an immutable :class:`~qmp_exporter.polling.state.VMState` after every poll."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector
 from qmp_exporter.config import MonitorConfig
+from qmp_exporter.polling.state import Identity, VMState, VncState
 from qmp_exporter.qmp import (
     CommandError,
     CommandTimeoutError,
@@ -31,7 +32,6 @@ from qmp_exporter.qmp import (
     connect,
     parse_version,
 )
-from qmp_exporter.snapshot import Identity, VMState, VncState
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qmp_exporter.metrics import Sample
+from qmp_exporter.exposition.textformat import Sample
 
 #: QAPI RunState values (QEMU 7.2); ``qemu_vm_status`` has a series for each.
 RUN_STATES = (

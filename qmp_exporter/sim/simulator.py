@@ -12,7 +12,7 @@ client sent nothing but ``qmp_capabilities`` and ``query-*``.
 
 Run a fleet in a process of its own::
 
-    python -m qmp_exporter.simulator --count 1000 --dir /tmp/fleet [--churn] [--control SOCK]
+    python -m qmp_exporter.sim.simulator --count 1000 --dir /tmp/fleet [--churn] [--control SOCK]
 """
 
 from __future__ import annotations
@@ -952,7 +952,7 @@ async def serve_fleet(
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m qmp_exporter.simulator",
+        prog="python -m qmp_exporter.sim.simulator",
         description="Serve simulated QEMU 7.2 QMP monitors, one unix socket per VM.",
     )
     parser.add_argument("--count", type=int, required=True, help="number of VMs")

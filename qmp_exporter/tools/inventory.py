@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import yaml
 
 from qmp_exporter.config import ConfigError, MonitorConfig, load_config
-from qmp_exporter.discovery import scan
+from qmp_exporter.polling.discovery import scan
 from qmp_exporter.qmp import AddressError, CommandError, QMPError, connect, parse_version
 
 FORMATS = ("table", "json", "yaml")

@@ -1,0 +1,1 @@
+"""The Prometheus text format, the metric families, and the rendered /metrics body."""

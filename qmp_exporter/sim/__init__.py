@@ -1,0 +1,1 @@
+"""Simulated QEMU monitors for the demo, the tests and the benchmarks."""

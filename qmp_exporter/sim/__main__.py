@@ -1,0 +1,5 @@
+"""``python -m qmp_exporter.sim``: run simulated QEMU monitors."""
+
+from qmp_exporter.sim.simulator import main
+
+raise SystemExit(main())

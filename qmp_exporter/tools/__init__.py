@@ -1,0 +1,1 @@
+"""Command-line tools beside the exporter: inventory and the read-only QMP shell."""
