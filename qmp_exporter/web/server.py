@@ -97,7 +97,7 @@ class Response:
     """What a handler returns."""
 
     status: int = 200
-    #: The body, or its chunks in order (sent without joining them first).
+    #: The body, or its chunks in order (joined with the head into one write when sent).
     body: bytes | list[bytes] = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
