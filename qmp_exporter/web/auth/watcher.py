@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def _fingerprint(files: tuple[str, ...]) -> tuple[tuple[int, int, int, int] | None, ...]:
-    prints = []
+    prints: list[tuple[int, int, int, int] | None] = []
     for name in files:
         try:
             st = os.stat(name)
