@@ -17,7 +17,14 @@ from typing import Any
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.polling.state import Identity, VMState, VncState
+from qmp_exporter.polling.answers import (
+    MalformedAnswerError,
+    parse_identity,
+    parse_status,
+    parse_vnc,
+)
+from qmp_exporter.polling.answers import returned as _answer
+from qmp_exporter.polling.state import Identity, VMState
 from qmp_exporter.qmp import (
     CommandError,
     CommandTimeoutError,
@@ -30,7 +37,6 @@ from qmp_exporter.qmp import (
     QMPClient,
     QMPError,
     connect,
-    parse_version,
 )
 
 log = logging.getLogger(__name__)
@@ -79,10 +85,6 @@ REPOLL_MIN_SPACING = 0.05
 BACKOFF_START = 0.5
 
 
-class MalformedAnswerError(ProtocolError):
-    """An answer that parsed as JSON but is not what the command returns."""
-
-
 @dataclass(frozen=True, slots=True)
 class PollSettings:
     """How often and how patiently to poll."""
@@ -104,62 +106,6 @@ def error_reason(error: BaseException) -> str:
     if isinstance(error, CommandError):
         return "command"
     return "protocol"
-
-
-def parse_status(answer: Any) -> tuple[str, bool]:
-    """``query-status`` → (RunState, running). The seed dialect has no ``status``."""
-    if not isinstance(answer, dict) or not isinstance(answer.get("running"), bool):
-        raise MalformedAnswerError(f"query-status: unexpected answer {answer!r:.200}")
-    running = answer["running"]
-    status = answer.get("status")
-    if status is None:
-        status = "running" if running else "paused"
-    elif not isinstance(status, str) or not 0 < len(status) <= 64:
-        raise MalformedAnswerError(f"query-status: bad status {status!r:.100}")
-    return status, running
-
-
-def parse_vnc(answer: Any) -> VncState:
-    """``query-vnc`` → :class:`VncState`."""
-    if not isinstance(answer, dict) or not isinstance(answer.get("enabled"), bool):
-        raise MalformedAnswerError(f"query-vnc: unexpected answer {answer!r:.200}")
-    if not answer["enabled"]:
-        return VncState(enabled=False)
-    clients = answer.get("clients", [])
-    if not isinstance(clients, list):
-        raise MalformedAnswerError("query-vnc: clients is not a list")
-
-    def text(key: str) -> str:
-        value = answer.get(key, "")
-        if not isinstance(value, str | int) or isinstance(value, bool):
-            raise MalformedAnswerError(f"query-vnc: {key} is {type(value).__name__}")
-        return str(value)[:256]
-
-    return VncState(True, text("host"), text("service"), text("family"), text("auth"), len(clients))
-
-
-def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise MalformedAnswerError(f"{what}: expected a string, got {type(value).__name__}")
-    return value[:1024]
-
-
-def _answer(answer: Any) -> Any:
-    """An answer from :meth:`QMPClient.execute_many`: raise it if it is QEMU's error."""
-    if isinstance(answer, CommandError):
-        raise answer
-    return answer
-
-
-def _optional_text(answer: Any, member: str, command: str) -> str:
-    """A string member of an answer; empty when the command does not exist (old QEMU)."""
-    if isinstance(answer, CommandError):
-        if answer.error_class == "CommandNotFound":
-            return ""
-        raise answer
-    if isinstance(answer, dict) and member in answer:
-        return _text(answer[member], command)
-    return ""
 
 
 def _resolve(waiter: asyncio.Future[None] | None) -> None:
@@ -378,16 +324,10 @@ class MonitorPoller:
         )
 
     async def _query_identity(self, client: QMPClient) -> Identity:
-        version_answer, name_answer, uuid_answer = await client.execute_many(
+        answers = await client.execute_many(
             [("query-version", None), ("query-name", None), ("query-uuid", None)]
         )
-        version_answer = _answer(version_answer)
-        if not isinstance(version_answer, dict):
-            raise MalformedAnswerError("query-version: not an object")
-        version, package = parse_version(version_answer)
-        name = _optional_text(name_answer, "name", "query-name")
-        uuid = _optional_text(uuid_answer, "UUID", "query-uuid")
-        return Identity(version=(version or "")[:64], package=package[:256], name=name, uuid=uuid)
+        return parse_identity(*answers)
 
     async def _run_collectors(
         self, client: QMPClient, prefetched: dict[str, Any]
