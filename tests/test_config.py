@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from qmp_exporter.config import ConfigError, parse_yaml
+from qmp_exporter.config import ConfigError, parse_config, parse_yaml
 from qmp_exporter.config.durations import format_duration, parse_duration
 from tests.helpers.exporter import REPO
 
@@ -163,3 +163,14 @@ def test_check_config_also_validates_a_web_config(tmp_path) -> None:
     assert "tls_server_config" in result.stderr
     web.write_text("basic_auth_users: {}\n")
     assert run_cli("check-config", example, "--web.config.file", str(web)).returncode == 0
+
+
+def test_alert_event_names_have_the_pollers_bound_of_64_characters():
+    longest = "E" * 64
+
+    def alerting(event: str) -> dict[str, object]:
+        return {"alerting": {"alertmanagers": ["http://am:9093"], "events": [event]}}
+
+    assert parse_config(alerting(longest)).alerting.events == (longest,)
+    with pytest.raises(ConfigError, match=r"alerting.events\[0\]: not a QMP event name"):
+        parse_config(alerting(longest + "E"))

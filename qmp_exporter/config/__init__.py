@@ -25,7 +25,9 @@ DEFAULT_ALERT_EVENTS = ("VNC_CONNECTED", "GUEST_PANICKED")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Label names the exporter sets itself on ``qemu_vm_info``.
 RESERVED_LABELS = frozenset({"vm", "name", "uuid", "job", "instance"})
-_EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+#: A QMP event name (QEMU's are upper case and well under 64 characters). The bound keeps a
+#: lying monitor from putting an endless name into the ``event`` label.
+EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 #: Where Proxmox VE keeps one QMP socket per VM, named ``<vmid>.qmp``; its tools connect
 #: per command, so the exporter must use ``poll`` mode there.
 PROXMOX_DIRS = ("/var/run/qemu-server", "/run/qemu-server")
@@ -239,7 +241,7 @@ def _alerting(value: Any, errors: Errors) -> AlertingConfig:
         errors.add("alerting.events", f"expected a list of QMP event names, got {kind(events)}")
         events = []
     for index, name in enumerate(events):
-        if not isinstance(name, str) or not _EVENT_NAME.match(name):
+        if not isinstance(name, str) or not EVENT_NAME.match(name):
             errors.add(f"alerting.events[{index}]", f"not a QMP event name: {name!r}")
         else:
             names.append(name)

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector
-from qmp_exporter.config import MonitorConfig
+from qmp_exporter.config import EVENT_NAME, MonitorConfig
 from qmp_exporter.polling.answers import (
     MalformedAnswerError,
     parse_identity,
@@ -78,7 +77,6 @@ REPOLL_EVENTS = frozenset(
 #: A monitor may invent event names; past this many distinct names per VM, the rest are
 #: counted as ``OTHER`` so a lying monitor cannot grow the series without bound.
 MAX_EVENT_NAMES = 128
-_EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 #: Shortest spacing between event-triggered re-polls, in seconds.
 REPOLL_MIN_SPACING = 0.05
 #: First reconnect delay after a failure; doubles up to the poll interval.
@@ -394,7 +392,7 @@ class MonitorPoller:
     def _event(self, event: Event) -> None:
         name = event.name
         counts = self.event_counts
-        if name not in counts and (len(counts) >= MAX_EVENT_NAMES or not _EVENT_NAME.match(name)):
+        if name not in counts and (len(counts) >= MAX_EVENT_NAMES or not EVENT_NAME.match(name)):
             name = "OTHER"
         counts[name] = counts.get(name, 0) + 1
         self._changed(True)
