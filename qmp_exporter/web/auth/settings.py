@@ -9,10 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from qmp_exporter.config import ConfigError
-from qmp_exporter.config.schema import Errors, StrictLoader, kind, mapping
+from qmp_exporter.config.schema import Errors, kind, mapping, read_yaml
 from qmp_exporter.web.auth.basic_auth import (
     BCRYPT_HASH,
     AuthCache,
@@ -181,24 +179,7 @@ def parse_web_config(data: Any, base_dir: Path, source: str = "web config") -> W
     )
 
 
-def read_web_config_document(path: str | Path) -> Any:
-    """The decoded YAML document of ``path`` (strict: no duplicate keys).
-
-    WebConfigError when the file cannot be read or is not valid YAML. The one place this
-    module touches the file; the project's config loader reads its YAML the same way.
-    """
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise WebConfigError([f"cannot read: {err}"], source) from err
-    try:
-        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as err:
-        raise WebConfigError([f"not valid YAML: {err}".replace("\n", " ")], source) from err
-
-
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and validate a web config file; WebConfigError on any problem."""
-    document = read_web_config_document(path)
+    document = read_yaml(path, WebConfigError)
     return parse_web_config(document, Path(path).resolve().parent, str(path))
