@@ -357,7 +357,7 @@ class QMPClient:
                 ) from None
             except OSError as err:
                 raise _connect_error(address, err) from err
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
 
     # -- receiving ------------------------------------------------------------------------
 
