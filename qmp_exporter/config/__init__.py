@@ -14,8 +14,8 @@ from typing import Any
 
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.config.durations import parse_duration
+from qmp_exporter.config.schema import ConfigError as ConfigError  # re-exported
 from qmp_exporter.config.schema import (
-    ConfigError,
     Errors,
     decode_yaml,
     join,
@@ -167,6 +167,7 @@ def _monitor(value: Any, path: str, errors: Errors) -> MonitorConfig | None:
     ok = True
     if not isinstance(name, str) or not name.strip():
         errors.add(join(path, "name"), "required: a non-empty string")
+        name = None
         ok = False
     if "address" not in raw:
         errors.add(join(path, "address"), "required")
@@ -178,7 +179,7 @@ def _monitor(value: Any, path: str, errors: Errors) -> MonitorConfig | None:
         ok = False
     labels = _labels(raw.get("labels"), join(path, "labels"), errors)
     collectors = _collectors(raw.get("collectors"), join(path, "collectors"), errors)
-    if not ok or address is None:
+    if not ok or name is None or address is None:
         return None
     return MonitorConfig(
         name=name, address=address, mode=mode, labels=labels, collectors=collectors

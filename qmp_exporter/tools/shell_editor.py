@@ -30,7 +30,9 @@ def argument_names(schema: Any) -> dict[str, list[str]]:
     type and of its variants)."""
     if not isinstance(schema, list):
         return {}
-    entries = {e.get("name"): e for e in schema if isinstance(e, dict)}
+    entries = {
+        e["name"]: e for e in schema if isinstance(e, dict) and isinstance(e.get("name"), str)
+    }
 
     def members(type_name: Any) -> list[str]:
         entry = entries.get(type_name)
