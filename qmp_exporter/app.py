@@ -110,7 +110,7 @@ class Exporter:
 
     @staticmethod
     def _settings(config: Config) -> PollSettings:
-        return PollSettings(interval=config.poll_interval, timeout=config.timeout)
+        return PollSettings.from_config(config)
 
     @staticmethod
     def _make_pusher(alerting: AlertingConfig) -> tuple[AlertPusher, CollectorRegistry] | None:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector
-from qmp_exporter.config import MonitorConfig
+from qmp_exporter.config import Config, MonitorConfig
+from qmp_exporter.polling.collect import choose_collectors, poll_commands, run_collectors
 from qmp_exporter.polling.state import Identity, VMState, VncState
 from qmp_exporter.qmp import (
     CommandError,
@@ -83,14 +83,23 @@ class MalformedAnswerError(ProtocolError):
     """An answer that parsed as JSON but is not what the command returns."""
 
 
+#: The configuration's defaults (``poll_interval``, ``timeout``), written once in config.
+_CONFIG_DEFAULTS = Config()
+
+
 @dataclass(frozen=True, slots=True)
 class PollSettings:
     """How often and how patiently to poll."""
 
-    interval: float = 15.0
-    timeout: float = 5.0
+    interval: float = _CONFIG_DEFAULTS.poll_interval
+    timeout: float = _CONFIG_DEFAULTS.timeout
     #: Spread first connects over this many seconds (0: all at once).
     start_spread: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> PollSettings:
+        """The settings ``config`` asks for."""
+        return cls(interval=config.poll_interval, timeout=config.timeout)
 
 
 def error_reason(error: BaseException) -> str:
@@ -194,7 +203,7 @@ class MonitorPoller:
         self._on_event = on_event
         self._client: QMPClient | None = None
         self._identity: Identity | None = None
-        self._collectors: list[Collector] = []
+        self._collectors: tuple[Collector, ...] = ()
         #: Commands the collectors ask every poll, sent in the poll's one batch.
         self._prefetch: tuple[str, ...] = ()
         self._waiter: asyncio.Future[None] | None = None
@@ -312,32 +321,8 @@ class MonitorPoller:
         if on_event is not None:  # events are only seen on a held connection
             for name in PRECREATED_EVENTS:
                 self.event_counts.setdefault(name, 0)
-        self._collectors = await self._make_collectors(client)
-
-    async def _make_collectors(self, client: QMPClient) -> list[Collector]:
-        names = self.monitor.collectors
-        if names is None:
-            names = DEFAULT_COLLECTORS
-        if not names:
-            self._prefetch = ()
-            return []
-        available: frozenset[str] | None = None
-        try:
-            answer = await client.execute("query-commands")
-            available = frozenset(
-                c["name"] for c in answer if isinstance(c, dict) and isinstance(c.get("name"), str)
-            )
-        except CommandError:
-            available = None
-        except TypeError as err:
-            raise MalformedAnswerError(f"query-commands: {err}") from err
-        collectors = []
-        for name in names:
-            cls = COLLECTORS.get(name)
-            if cls is not None and cls.supported(available):
-                collectors.append(cls(available))
-        self._prefetch = tuple(dict.fromkeys(c for col in collectors for c in col.poll_commands))
-        return collectors
+        self._collectors = await choose_collectors(client, self.monitor.collectors)
+        self._prefetch = poll_commands(self._collectors)
 
     def _closed_by_peer(self, client: QMPClient) -> None:
         if client is self._client:  # not a close of our own
@@ -361,8 +346,8 @@ class MonitorPoller:
             vnc = None  # QEMU built without VNC
         else:
             vnc = parse_vnc(_answer(vnc_answer))
-        samples, results = await self._run_collectors(
-            client, dict(zip(prefetch, answers[2:], strict=True))
+        samples, results = await run_collectors(
+            self._collectors, client, dict(zip(prefetch, answers[2:], strict=True)), vm=self.name
         )
         now = time.time()
         return VMState(
@@ -388,31 +373,6 @@ class MonitorPoller:
         name = _optional_text(name_answer, "name", "query-name")
         uuid = _optional_text(uuid_answer, "UUID", "query-uuid")
         return Identity(version=(version or "")[:64], package=package[:256], name=name, uuid=uuid)
-
-    async def _run_collectors(
-        self, client: QMPClient, prefetched: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], tuple[tuple[str, bool], ...]]:
-        if not self._collectors:
-            return (), ()
-
-        async def query(command: str, arguments: dict[str, Any] | None = None) -> Any:
-            if arguments is None and command in prefetched:
-                return _answer(prefetched[command])
-            return await client.execute(command, arguments)
-
-        samples: list[Any] = []
-        results = []
-        for collector in self._collectors:
-            try:
-                samples.extend(await collector.collect(query))
-                ok = True
-            except (ConnectionClosedError, CommandTimeoutError, ProtocolError):
-                raise  # the connection itself is broken: the whole poll failed
-            except (QMPError, ValueError, TypeError, KeyError, AttributeError) as err:
-                log.debug("%s: collector %s failed: %s", self.name, collector.name, err)
-                ok = False
-            results.append((collector.name, ok))
-        return tuple(samples), tuple(results)
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -118,8 +118,7 @@ async def probe(
         name=name or address, address=address, mode="poll", labels=labels, collectors=collectors
     )
     poller = MonitorPoller(monitor, PollSettings(interval=timeout, timeout=timeout, start_spread=0))
-    # One poll of the same code the fleet runs (its private step: the poller has no
-    # public one-shot entry yet); the poll closes its connection in poll mode.
+    # One poll through the same code the fleet runs; in poll mode it closes its connection.
     started = asyncio.get_running_loop().time()
     try:
         await asyncio.wait_for(poller.poll_once(), timeout)
