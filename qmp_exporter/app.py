@@ -24,7 +24,7 @@ from qmp_exporter.polling.fleet import Fleet
 from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
 from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
-from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, VMRow, render_landing_page
+from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, render_landing_page
 from qmp_exporter.web.probe import ProbeEndpoint
 from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
 from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_headers
@@ -84,7 +84,8 @@ class Exporter:
         self.extra_monitors = extra_monitors
         self.self_metrics = SelfMetrics()
         self.fleet = Fleet(self._settings(config), on_event=self._on_event)
-        self.renderer = FleetRenderer(self.fleet)
+        self.renderer = FleetRenderer()
+        self.fleet.subscribe(self.renderer)
         self.server = HTTPServer()
         # WebConfigError (a ConfigError) here when --web.config.file is unusable.
         self.web_config = (
@@ -150,7 +151,7 @@ class Exporter:
         if self.pusher is not None:
             self.pusher[0].start()
         await self.fleet.apply(monitors)
-        self.self_metrics.monitors.set(len(self.fleet.pollers))
+        self.self_metrics.monitors.set(len(self.fleet.states))
         self._discovery_task = asyncio.create_task(self.discoverer.run(), name="discovery")
         await self._sample_own_metrics()
         self._own_metrics_task = asyncio.create_task(self._own_metrics_loop(), name="own metrics")
@@ -197,7 +198,7 @@ class Exporter:
         """Discovery found a change: watch the configured plus the discovered monitors."""
         async with self._reload_lock:
             await self.fleet.apply((*monitors, *self.extra_monitors))
-            self.self_metrics.monitors.set(len(self.fleet.pollers))
+            self.self_metrics.monitors.set(len(self.fleet.states))
         await self._sample_own_metrics()
 
     async def run(self) -> None:
@@ -248,8 +249,8 @@ class Exporter:
             self.reload_time = time.time()
             self.self_metrics.reload_successful.set(1)
             self.self_metrics.reload_success_time.set(self.reload_time)
-            self.self_metrics.monitors.set(len(self.fleet.pollers))
-            log.info("reloaded %s: %d monitor(s)", path, len(self.fleet.pollers))
+            self.self_metrics.monitors.set(len(self.fleet.states))
+            log.info("reloaded %s: %d monitor(s)", path, len(self.fleet.states))
             return True
 
     def _on_event(self, monitor: MonitorConfig, event: Event) -> None:
@@ -290,12 +291,11 @@ class Exporter:
         return text_response(500, "reload failed; the running config is kept (see the log)")
 
     async def _landing(self, request: Request) -> Response:
-        vms = [
-            VMRow(p.monitor.name, p.monitor.address, p.monitor.mode, p.state)
-            for p in self.fleet.pollers.values()
-        ]
         reload_status = ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time)
         page = render_landing_page(
-            vms, reload_status, version=__version__, poll_interval=self.config.poll_interval
+            self.fleet.states.values(),
+            reload_status,
+            version=__version__,
+            poll_interval=self.config.poll_interval,
         )
         return Response(200, page, LANDING_CONTENT_TYPE, dict(LANDING_HEADERS))

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatchcase
 
 from qmp_exporter.config import Config, MonitorConfig
-from qmp_exporter.exposition.render import CONNECTIONS, EVENTS, POLL_ERRORS, all_families, vm_lines
+from qmp_exporter.exposition.families import CONNECTIONS, EVENTS, POLL_ERRORS, assemble
+from qmp_exporter.exposition.render import vm_lines
 from qmp_exporter.exposition.textformat import CONTENT_TYPE
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import AddressError, TCPAddress, UnixAddress, parse_address
@@ -128,13 +129,10 @@ async def probe(
         poller.record_failure(
             TimeoutError(f"{address}: probe timed out after {timeout:g}s"), elapsed
         )
-    lines = vm_lines(poller)
-    parts = []
-    for family in all_families():
-        if family.name in lines and family.name not in _ONE_SHOT_COUNTERS:
-            parts.append(family.header())
-            parts.extend(lines[family.name])
-    return "".join(parts).encode()
+    lines = vm_lines(poller.state)
+    return assemble(
+        {name: text for name, text in lines.items() if name not in _ONE_SHOT_COUNTERS}
+    ).encode()
 
 
 class ProbeEndpoint:
