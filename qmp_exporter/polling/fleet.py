@@ -94,10 +94,12 @@ class Fleet:
     async def apply(
         self, monitors: Iterable[MonitorConfig], settings: PollSettings | None = None
     ) -> None:
-        """Make the fleet match ``monitors``: start the new, stop the removed, restart the
-        changed; an unchanged monitor keeps its connection and counters. New settings
-        restart every poller (their counters are kept)."""
-        wanted = {m.name: m for m in monitors}
+        """Make the fleet match ``monitors`` (the first of a name counts): start the new,
+        stop the removed, restart the changed; an unchanged monitor keeps its connection and
+        counters. New settings restart every poller (their counters are kept)."""
+        wanted: dict[str, MonitorConfig] = {}
+        for monitor in monitors:
+            wanted.setdefault(monitor.name, monitor)
         settings_changed = settings is not None and settings != self.settings
         if settings is not None:
             self.settings = settings
