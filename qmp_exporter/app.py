@@ -23,11 +23,12 @@ from qmp_exporter.polling.discovery import Discoverer
 from qmp_exporter.polling.fleet import Fleet
 from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
+from qmp_exporter.web.auth.watcher import WebConfigWatcher
+from qmp_exporter.web.guard import make_guard, response_headers
 from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
 from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, render_landing_page
 from qmp_exporter.web.probe import ProbeEndpoint
 from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
-from qmp_exporter.web.webconfig import WebConfigWatcher, make_guard, response_headers
 
 log = logging.getLogger(__name__)
 

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
 python3 -m ruff check .
+python3 -m mypy
 exec python3 -m pytest "$@"

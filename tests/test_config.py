@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from qmp_exporter.config import ConfigError, parse_yaml
+from qmp_exporter.config import ConfigError, parse_config, parse_yaml
 from qmp_exporter.config.durations import format_duration, parse_duration
+from qmp_exporter.config.schema import read_yaml
 from tests.helpers.exporter import REPO
 
 
@@ -163,3 +164,40 @@ def test_check_config_also_validates_a_web_config(tmp_path) -> None:
     assert "tls_server_config" in result.stderr
     web.write_text("basic_auth_users: {}\n")
     assert run_cli("check-config", example, "--web.config.file", str(web)).returncode == 0
+
+
+def test_alert_event_names_have_the_pollers_bound_of_64_characters():
+    longest = "E" * 64
+
+    def alerting(event: str) -> dict[str, object]:
+        return {"alerting": {"alertmanagers": ["http://am:9093"], "events": [event]}}
+
+    assert parse_config(alerting(longest)).alerting.events == (longest,)
+    with pytest.raises(ConfigError, match=r"alerting.events\[0\]: not a QMP event name"):
+        parse_config(alerting(longest + "E"))
+
+
+def test_every_list_of_the_wrong_kind_is_reported_at_once_with_its_path():
+    with pytest.raises(ConfigError) as caught:
+        parse_yaml(
+            "monitors: {a: 1}\n"
+            "discovery: /run/*.qmp\n"
+            "alerting: {alertmanagers: http://am, events: null}\n"
+            "probe: {allow: 3}\n"
+        )
+    assert caught.value.errors == [
+        "monitors: expected a list, got dict",
+        "alerting.alertmanagers: expected a list of URLs, got str",
+        "alerting.events: expected a list of QMP event names, got nothing",
+        "discovery: expected a list, got str",
+        "probe.allow: expected a list of globs, got int",
+    ]
+
+
+def test_read_yaml_names_the_file_it_cannot_read(tmp_path):
+    (tmp_path / "dup.yml").write_text("a: 1\na: 2\n")
+    with pytest.raises(ConfigError, match="duplicate key 'a'") as caught:
+        read_yaml(tmp_path / "dup.yml")
+    assert caught.value.source == str(tmp_path / "dup.yml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_yaml(tmp_path / "missing.yml")

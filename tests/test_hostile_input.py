@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmp_exporter.polling.poller import MalformedAnswerError, parse_status, parse_vnc
+from qmp_exporter.polling.answers import MalformedAnswerError, parse_status, parse_vnc
 from qmp_exporter.qmp import parse_version
 from qmp_exporter.qmp.errors import LineTooLongError, ProtocolError
 from qmp_exporter.qmp.framing import LineDecoder, decode_line

@@ -59,6 +59,20 @@ def test_gzip_when_asked(exporter: ExporterProcess) -> None:
     assert b"qmp_exporter_build_info" in body
 
 
+def test_gzip_with_a_q_value_below_one(exporter: ExporterProcess) -> None:
+    raw = requests.get(
+        f"{exporter.url}/metrics",
+        headers={"Accept-Encoding": "identity, gzip;q=0.5"},
+        stream=True,
+        timeout=5,
+    )
+    assert raw.headers["Content-Encoding"] == "gzip"
+    assert b"qmp_exporter_build_info" in gzip.decompress(raw.raw.read())
+    refused = exporter.get("/metrics", headers={"Accept-Encoding": "gzip;q=0, *"})
+    assert "Content-Encoding" not in refused.headers
+    assert "qmp_exporter_build_info" in refused.text
+
+
 def test_landing_health_and_404(exporter: ExporterProcess) -> None:
     assert exporter.get("/").status_code == 200
     assert "text/html" in exporter.get("/").headers["Content-Type"]

@@ -280,3 +280,19 @@ def test_an_address_listed_twice_is_asked_once(tmp_path):
         (rows[1].vm, "vm-twice", None),
     ]
     assert rows[1].vm.startswith("unix:")
+
+
+def test_a_field_answered_wrongly_is_shown_as_unknown_and_the_others_still_are(tmp_path):
+    # The poller fails a poll on these answers; inventory shows "-" for each bad field only.
+    handlers = {"query-vnc": {"enabled": True, "clients": "many"}, "query-name": {"name": 42}}
+
+    async def run() -> InventoryRow:
+        path = str(tmp_path / "wrong.qmp")
+        async with ScriptedMonitor(path, handlers=handlers) as monitor:
+            [row] = await gather_inventory([monitor.address], 2.0)
+            return row
+
+    row = asyncio.run(run())
+    assert (row.name, row.vnc, row.error) == (None, None, None)
+    assert (row.status, row.version) == ("running", "7.2.22")
+    assert format_rows([row]).splitlines()[1].split()[1] == "-"

@@ -31,7 +31,7 @@ Factory = Callable[..., QemuVM]
 
 
 def run(coroutine: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coroutine, 60))  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
 async def next_event(client: QMPClient, name: str, timeout: float = 5.0) -> Event:

@@ -43,7 +43,7 @@ def sock_path() -> Iterator[str]:
 
 
 def run(coroutine: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coroutine, 30))  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
 def with_monitor(

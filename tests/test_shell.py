@@ -13,13 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qmp_exporter.tools.shell import (
-    ShellSyntaxError,
-    _Completer,
-    argument_names,
-    parse_command_line,
-    split_words,
-)
+from qmp_exporter.tools.shell import ShellSyntaxError, parse_command_line, split_words
+from qmp_exporter.tools.shell_editor import Completer, argument_names
 from tests.helpers.qemu import qmp_command
 from tests.helpers.scripted_monitor import ScriptedMonitor
 
@@ -106,7 +101,7 @@ def test_argument_names_from_the_schema():
         {"name": "stop", "meta-type": "command", "arg-type": "0", "ret-type": "0"},
     ]
     assert argument_names(schema) == {"query-stats": ["target", "providers", "vcpus"], "stop": []}
-    completer = _Completer(["query-stats", "query-status", "stop"], lambda: schema)
+    completer = Completer(["query-stats", "query-status", "stop"], lambda: schema)
     assert completer.matches("", "query-stat") == ["query-stats ", "query-status "]
     assert completer.matches("query-stats ", "") == ["target=", "providers=", "vcpus="]
     assert completer.matches("query-stats target=vm ", "") == ["providers=", "vcpus="]

@@ -17,12 +17,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from qmp_exporter.web import webconfig
-from qmp_exporter.web.webconfig import (
-    WebConfigError,
-    WebConfigWatcher,
-    load_web_config,
-)
+from qmp_exporter.web.auth import basic_auth
+from qmp_exporter.web.auth.settings import WebConfig, WebConfigError, load_web_config
+from qmp_exporter.web.auth.watcher import WebConfigWatcher
 from tests.helpers.tls_certs import PKI, make_pki
 
 PASSWORD = b"s3cret pass"
@@ -206,7 +203,7 @@ def test_a_key_that_does_not_match_the_cert_is_an_error(tmp_path: Path, pki: PKI
 # --- basic auth ----------------------------------------------------------------------------
 
 
-def auth_config(tmp_path: Path, users: dict[str, str]) -> webconfig.WebConfig:
+def auth_config(tmp_path: Path, users: dict[str, str]) -> WebConfig:
     lines = "".join(f"  {user}: '{hashed}'\n" for user, hashed in users.items())
     return load_web_config(write(tmp_path / "web.yml", "basic_auth_users:\n" + lines))
 
@@ -243,7 +240,7 @@ def test_checks_are_cached_and_unknown_users_cost_a_bcrypt_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counting = CountingBcrypt()
-    monkeypatch.setattr(webconfig, "_import_bcrypt", lambda: counting)
+    monkeypatch.setattr(basic_auth, "import_bcrypt", lambda: counting)
     config = auth_config(tmp_path, {"prometheus": HASH})
     for _ in range(5):
         assert config.check_basic_auth(basic("prometheus", PASSWORD))
@@ -259,9 +256,9 @@ def test_checks_are_cached_and_unknown_users_cost_a_bcrypt_check(
 
 def test_the_auth_cache_is_bounded(tmp_path: Path) -> None:
     config = auth_config(tmp_path, {"prometheus": HASH})
-    for index in range(webconfig.AUTH_CACHE_SIZE + 50):
+    for index in range(basic_auth.AUTH_CACHE_SIZE + 50):
         config.check_basic_auth(basic("prometheus", str(index).encode()))
-    assert len(config._cache) == webconfig.AUTH_CACHE_SIZE
+    assert len(config._cache) == basic_auth.AUTH_CACHE_SIZE
 
 
 def test_unknown_user_costs_about_as_much_as_a_known_one(tmp_path: Path) -> None:
@@ -432,7 +429,7 @@ def test_a_broken_new_file_keeps_the_last_good_config(
 
     write(path, "basic_auth_users: {prometheus: plaintext, other: x}\n")
     clock[0] += 1.0
-    with caplog.at_level(logging.ERROR, logger="qmp_exporter.web.webconfig"):
+    with caplog.at_level(logging.ERROR, logger="qmp_exporter.web.auth.watcher"):
         assert watcher.current() is good
         clock[0] += 1.0
         os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))

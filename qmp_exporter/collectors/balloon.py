@@ -18,6 +18,10 @@ from qmp_exporter.qmp import CommandError
 #: QEMU's answer to ``query-balloon`` when the VM has no balloon device.
 NO_BALLOON = "DeviceNotActive"
 
+ACTUAL_BYTES = Family(
+    "qemu_balloon_actual_bytes", "gauge", "Guest memory as the balloon leaves it."
+)
+
 
 class BalloonCollector(Collector):
     """The guest's current memory as set by the balloon. A VM without a balloon device is
@@ -26,9 +30,7 @@ class BalloonCollector(Collector):
     name = "balloon"
     required_commands = ("query-balloon",)
     poll_commands = ("query-balloon",)
-    families = (
-        Family("qemu_balloon_actual_bytes", "gauge", "Guest memory as the balloon leaves it."),
-    )
+    families = (ACTUAL_BYTES,)
 
     async def collect(self, query: Query) -> Sequence[Sample]:
         try:
@@ -43,4 +45,4 @@ class BalloonCollector(Collector):
 def parse_balloon(answer: Any) -> list[Sample]:
     """Samples from a ``query-balloon`` answer."""
     info = as_dict(answer, "query-balloon")
-    return [("qemu_balloon_actual_bytes", (), as_count(info.get("actual"), "actual"))]
+    return [ACTUAL_BYTES.sample((), as_count(info.get("actual"), "actual"))]

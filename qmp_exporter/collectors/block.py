@@ -23,21 +23,40 @@ from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict, as_list
 from qmp_exporter.exposition.textformat import Family, Sample
 
-_PREFIX = "qemu_block_"
-#: (metric name, ``query-blockstats`` member, divisor to base units, help)
+READ_BYTES = Family("qemu_block_read_bytes_total", "counter", "Bytes read from the device.")
+WRITTEN_BYTES = Family("qemu_block_written_bytes_total", "counter", "Bytes written to the device.")
+READ_OPERATIONS = Family(
+    "qemu_block_read_operations_total", "counter", "Read operations completed."
+)
+WRITE_OPERATIONS = Family(
+    "qemu_block_write_operations_total", "counter", "Write operations completed."
+)
+FLUSH_OPERATIONS = Family(
+    "qemu_block_flush_operations_total", "counter", "Flush operations completed."
+)
+READ_TIME = Family("qemu_block_read_time_seconds_total", "counter", "Time spent on reads.")
+WRITE_TIME = Family("qemu_block_write_time_seconds_total", "counter", "Time spent on writes.")
+FLUSH_TIME = Family("qemu_block_flush_time_seconds_total", "counter", "Time spent on flushes.")
+FAILED_OPERATIONS = Family(
+    "qemu_block_failed_operations_total", "counter", "Operations that failed, by operation."
+)
+INVALID_OPERATIONS = Family(
+    "qemu_block_invalid_operations_total",
+    "counter",
+    "Invalid operations (bad offset or size), by operation.",
+)
+#: (family, ``query-blockstats`` member, divisor to base units)
 _PLAIN = (
-    ("read_bytes_total", "rd_bytes", 1, "Bytes read from the device."),
-    ("written_bytes_total", "wr_bytes", 1, "Bytes written to the device."),
-    ("read_operations_total", "rd_operations", 1, "Read operations completed."),
-    ("write_operations_total", "wr_operations", 1, "Write operations completed."),
-    ("flush_operations_total", "flush_operations", 1, "Flush operations completed."),
-    ("read_time_seconds_total", "rd_total_time_ns", 1e9, "Time spent on reads."),
-    ("write_time_seconds_total", "wr_total_time_ns", 1e9, "Time spent on writes."),
-    ("flush_time_seconds_total", "flush_total_time_ns", 1e9, "Time spent on flushes."),
+    (READ_BYTES, "rd_bytes", 1),
+    (WRITTEN_BYTES, "wr_bytes", 1),
+    (READ_OPERATIONS, "rd_operations", 1),
+    (WRITE_OPERATIONS, "wr_operations", 1),
+    (FLUSH_OPERATIONS, "flush_operations", 1),
+    (READ_TIME, "rd_total_time_ns", 1e9),
+    (WRITE_TIME, "wr_total_time_ns", 1e9),
+    (FLUSH_TIME, "flush_total_time_ns", 1e9),
 )
 _OPERATIONS = (("read", "rd"), ("write", "wr"), ("flush", "flush"), ("unmap", "unmap"))
-_FAILED = _PREFIX + "failed_operations_total"
-_INVALID = _PREFIX + "invalid_operations_total"
 
 
 class BlockCollector(Collector):
@@ -47,11 +66,7 @@ class BlockCollector(Collector):
     name = "block"
     required_commands = ("query-blockstats",)
     poll_commands = ("query-blockstats",)
-    families = (
-        *(Family(_PREFIX + metric, "counter", text) for metric, _, _, text in _PLAIN),
-        Family(_FAILED, "counter", "Operations that failed, by operation."),
-        Family(_INVALID, "counter", "Invalid operations (bad offset or size), by operation."),
-    )
+    families = (*(family for family, _, _ in _PLAIN), FAILED_OPERATIONS, INVALID_OPERATIONS)
 
     async def collect(self, query: Query) -> Sequence[Sample]:
         return parse_blockstats(await query("query-blockstats", None))
@@ -84,16 +99,14 @@ def parse_blockstats(answer: Any) -> list[Sample]:
         seen.add(device)
         stats = as_dict(entry.get("stats"), f"query-blockstats[{index}].stats")
         labels = (("device", device),)
-        for metric, member, divisor, _ in _PLAIN:
+        for family, member, divisor in _PLAIN:
             if member in stats:
                 value = as_count(stats[member], f"{device}.{member}")
-                samples.append(
-                    (_PREFIX + metric, labels, value / divisor if divisor != 1 else value)
-                )
-        for family, prefix in ((_FAILED, "failed_"), (_INVALID, "invalid_")):
+                samples.append(family.sample(labels, value / divisor if divisor != 1 else value))
+        for family, prefix in ((FAILED_OPERATIONS, "failed_"), (INVALID_OPERATIONS, "invalid_")):
             for operation, short in _OPERATIONS:
                 member = f"{prefix}{short}_operations"
                 if member in stats:
                     value = as_count(stats[member], f"{device}.{member}")
-                    samples.append((family, (*labels, ("operation", operation)), value))
+                    samples.append(family.sample((*labels, ("operation", operation)), value))
     return samples

@@ -14,6 +14,8 @@ from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_bool, as_dict
 from qmp_exporter.exposition.textformat import Family, Sample
 
+KVM_ENABLED = Family("qemu_kvm_enabled", "gauge", "1 if the VM uses KVM acceleration.")
+
 
 class KvmCollector(Collector):
     """1 when KVM accelerates the VM, 0 under TCG. The accelerator is fixed for the life of
@@ -21,7 +23,7 @@ class KvmCollector(Collector):
 
     name = "kvm"
     required_commands = ("query-kvm",)
-    families = (Family("qemu_kvm_enabled", "gauge", "1 if the VM uses KVM acceleration."),)
+    families = (KVM_ENABLED,)
 
     def __init__(self, available_commands: frozenset[str] | None) -> None:
         super().__init__(available_commands)
@@ -36,4 +38,4 @@ class KvmCollector(Collector):
 def parse_kvm(answer: Any) -> list[Sample]:
     """Samples from a ``query-kvm`` answer."""
     info = as_dict(answer, "query-kvm")
-    return [("qemu_kvm_enabled", (), int(as_bool(info.get("enabled"), "enabled")))]
+    return [KVM_ENABLED.sample((), int(as_bool(info.get("enabled"), "enabled")))]

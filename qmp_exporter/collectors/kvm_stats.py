@@ -52,34 +52,35 @@ def family_name(target: str, unit: str, counter: bool) -> str:
     return name + ("_total" if counter else "")
 
 
-def _families() -> tuple[Family, ...]:
-    families = []
+def _families() -> dict[tuple[str, str, bool], Family]:
+    """Every family, by (target, unit, counter)."""
+    families = {}
     for target in TARGETS:
         per = "per vCPU" if target == "vcpu" else "for the whole VM"
         for unit in UNITS:
             unit_text = f" in {unit}" if unit else ""
-            families.append(
-                Family(
-                    family_name(target, unit, True),
-                    "counter",
-                    f"KVM cumulative statistic{unit_text} {per}, by stat name.",
-                )
+            families[(target, unit, True)] = Family(
+                family_name(target, unit, True),
+                "counter",
+                f"KVM cumulative statistic{unit_text} {per}, by stat name.",
             )
-            families.append(
-                Family(
-                    family_name(target, unit, False),
-                    "gauge",
-                    f"KVM instant or peak statistic{unit_text} {per}, by stat name.",
-                )
+            families[(target, unit, False)] = Family(
+                family_name(target, unit, False),
+                "gauge",
+                f"KVM instant or peak statistic{unit_text} {per}, by stat name.",
             )
-    return tuple(families)
+    return families
+
+
+#: The families, by (target, unit, counter): the one place their names are made.
+FAMILIES = _families()
 
 
 @dataclass(frozen=True, slots=True)
 class StatSchema:
     """How to export one stat: its family, its ``stat`` label and the scale to base units."""
 
-    family: str
+    family: Family
     label: str
     scale: float
 
@@ -121,7 +122,7 @@ def parse_schemas(answer: Any) -> Schema:
                     label = label[: -len(suffix)]
                     break
             schema[(target, name)] = StatSchema(
-                family_name(target, unit, kind in _COUNTER_TYPES), label, float(base) ** exponent
+                FAMILIES[(target, unit, kind in _COUNTER_TYPES)], label, float(base) ** exponent
             )
     return schema
 
@@ -151,14 +152,14 @@ def parse_stats(
             what = f"{where}.{name}"
             if isinstance(value, bool):
                 number_value: float = int(value)
-            elif described.family.endswith("_total"):
+            elif described.family.kind == "counter":
                 number_value = as_count(value, what)
             else:
                 number_value = as_number(value, what)
             if described.scale != 1:
                 number_value *= described.scale
             samples.append(
-                (described.family, (*base_labels, ("stat", described.label)), number_value)
+                described.family.sample((*base_labels, ("stat", described.label)), number_value)
             )
     return samples
 
@@ -180,7 +181,7 @@ class KvmStatsCollector(Collector):
 
     name = "kvm_stats"
     required_commands = ("query-stats", "query-stats-schemas")
-    families = _families()
+    families = tuple(FAMILIES.values())
 
     def __init__(self, available_commands: frozenset[str] | None) -> None:
         super().__init__(available_commands)

@@ -15,6 +15,9 @@ from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict
 from qmp_exporter.exposition.textformat import Family, Sample
 
+BASE_BYTES = Family("qemu_memory_base_bytes", "gauge", "RAM given to the guest at start.")
+PLUGGED_BYTES = Family("qemu_memory_plugged_bytes", "gauge", "RAM hot-plugged into the guest.")
+
 
 class MemoryCollector(Collector):
     """Boot-time RAM and hot-plugged RAM (DIMMs, virtio-mem)."""
@@ -22,10 +25,7 @@ class MemoryCollector(Collector):
     name = "memory"
     required_commands = ("query-memory-size-summary",)
     poll_commands = ("query-memory-size-summary",)
-    families = (
-        Family("qemu_memory_base_bytes", "gauge", "RAM given to the guest at start."),
-        Family("qemu_memory_plugged_bytes", "gauge", "RAM hot-plugged into the guest."),
-    )
+    families = (BASE_BYTES, PLUGGED_BYTES)
 
     async def collect(self, query: Query) -> Sequence[Sample]:
         return parse_memory_size_summary(await query("query-memory-size-summary", None))
@@ -34,10 +34,8 @@ class MemoryCollector(Collector):
 def parse_memory_size_summary(answer: Any) -> list[Sample]:
     """Samples from a ``query-memory-size-summary`` answer (``plugged-memory`` is optional)."""
     summary = as_dict(answer, "query-memory-size-summary")
-    samples: list[Sample] = [
-        ("qemu_memory_base_bytes", (), as_count(summary.get("base-memory"), "base-memory"))
-    ]
+    samples = [BASE_BYTES.sample((), as_count(summary.get("base-memory"), "base-memory"))]
     if "plugged-memory" in summary:
         plugged = as_count(summary["plugged-memory"], "plugged-memory")
-        samples.append(("qemu_memory_plugged_bytes", (), plugged))
+        samples.append(PLUGGED_BYTES.sample((), plugged))
     return samples

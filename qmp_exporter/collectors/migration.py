@@ -22,13 +22,19 @@ from qmp_exporter.exposition.textformat import Family, Sample
 
 #: A QAPI ``MigrationStatus`` value (none, setup, active, completed, failed, ...).
 _STATUS = re.compile(r"^[a-z][a-z-]{0,31}$")
-#: (metric, member of the answer (``ram.`` for the RAM section), divisor, help)
+STATUS = Family("qemu_migration_status", "gauge", "Current migration status; value 1.")
+RAM_TOTAL = Family("qemu_migration_ram_total_bytes", "gauge", "Guest RAM to migrate.")
+RAM_REMAINING = Family("qemu_migration_ram_remaining_bytes", "gauge", "Guest RAM still to send.")
+RAM_TRANSFERRED = Family("qemu_migration_ram_transferred_bytes", "gauge", "Bytes sent so far.")
+TOTAL_TIME = Family("qemu_migration_total_time_seconds", "gauge", "Time the migration has taken.")
+DOWNTIME = Family("qemu_migration_downtime_seconds", "gauge", "Time the guest was stopped.")
+#: (family, member of the answer (``ram.`` for the RAM section), divisor to base units)
 _PROGRESS = (
-    ("qemu_migration_ram_total_bytes", "ram.total", 1, "Guest RAM to migrate."),
-    ("qemu_migration_ram_remaining_bytes", "ram.remaining", 1, "Guest RAM still to send."),
-    ("qemu_migration_ram_transferred_bytes", "ram.transferred", 1, "Bytes sent so far."),
-    ("qemu_migration_total_time_seconds", "total-time", 1000, "Time the migration has taken."),
-    ("qemu_migration_downtime_seconds", "downtime", 1000, "Time the guest was stopped."),
+    (RAM_TOTAL, "ram.total", 1),
+    (RAM_REMAINING, "ram.remaining", 1),
+    (RAM_TRANSFERRED, "ram.transferred", 1),
+    (TOTAL_TIME, "total-time", 1000),
+    (DOWNTIME, "downtime", 1000),
 )
 
 
@@ -39,10 +45,7 @@ class MigrationCollector(Collector):
     name = "migration"
     required_commands = ("query-migrate",)
     poll_commands = ("query-migrate",)
-    families = (
-        Family("qemu_migration_status", "gauge", "Current migration status; value 1."),
-        *(Family(metric, "gauge", text) for metric, _, _, text in _PROGRESS),
-    )
+    families = (STATUS, *(family for family, _, _ in _PROGRESS))
 
     async def collect(self, query: Query) -> Sequence[Sample]:
         return parse_migrate(await query("query-migrate", None))
@@ -54,11 +57,11 @@ def parse_migrate(answer: Any) -> list[Sample]:
     status = as_str(info.get("status", "none"), "query-migrate.status")
     if not _STATUS.match(status):
         raise ValueError(f"query-migrate.status: {status[:40]!r} is not a migration status")
-    samples: list[Sample] = [("qemu_migration_status", (("status", status),), 1)]
+    samples = [STATUS.sample((("status", status),), 1)]
     ram = as_dict(info.get("ram", {}), "query-migrate.ram")
-    for metric, member, divisor, _ in _PROGRESS:
+    for family, member, divisor in _PROGRESS:
         section, key = (ram, member[4:]) if member.startswith("ram.") else (info, member)
         if key in section:
             value = as_count(section[key], f"query-migrate.{member}")
-            samples.append((metric, (), value / divisor if divisor != 1 else value))
+            samples.append(family.sample((), value / divisor if divisor != 1 else value))
     return samples

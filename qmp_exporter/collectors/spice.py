@@ -15,6 +15,9 @@ from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_bool, as_count, as_dict, as_list
 from qmp_exporter.exposition.textformat import Family, Sample
 
+SPICE_ENABLED = Family("qemu_spice_enabled", "gauge", "1 if the VM has a SPICE server.")
+SPICE_CLIENTS = Family("qemu_spice_clients", "gauge", "SPICE clients connected now.")
+
 
 class SpiceCollector(Collector):
     """Whether SPICE is on and how many clients are connected. A client opens several
@@ -23,10 +26,7 @@ class SpiceCollector(Collector):
     name = "spice"
     required_commands = ("query-spice",)
     poll_commands = ("query-spice",)
-    families = (
-        Family("qemu_spice_enabled", "gauge", "1 if the VM has a SPICE server."),
-        Family("qemu_spice_clients", "gauge", "SPICE clients connected now."),
-    )
+    families = (SPICE_ENABLED, SPICE_CLIENTS)
 
     async def collect(self, query: Query) -> Sequence[Sample]:
         return parse_spice(await query("query-spice", None))
@@ -42,4 +42,4 @@ def parse_spice(answer: Any) -> list[Sample]:
         connections.add(
             as_count(channel.get("connection-id"), f"query-spice.channels[{index}].connection-id")
         )
-    return [("qemu_spice_enabled", (), int(enabled)), ("qemu_spice_clients", (), len(connections))]
+    return [SPICE_ENABLED.sample((), int(enabled)), SPICE_CLIENTS.sample((), len(connections))]

@@ -15,6 +15,11 @@ from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict, as_list
 from qmp_exporter.exposition.textformat import Family, Sample
 
+VCPUS = Family("qemu_vcpus", "gauge", "Number of virtual CPUs.")
+VCPU_INFO = Family(
+    "qemu_vcpu_info", "gauge", "One series per vCPU with its host thread id; value 1."
+)
+
 
 class VcpuCollector(Collector):
     """The number of vCPUs, and each vCPU's host thread id (to match with per-thread
@@ -23,10 +28,7 @@ class VcpuCollector(Collector):
     name = "vcpu"
     required_commands = ("query-cpus-fast",)
     poll_commands = ("query-cpus-fast",)
-    families = (
-        Family("qemu_vcpus", "gauge", "Number of virtual CPUs."),
-        Family("qemu_vcpu_info", "gauge", "One series per vCPU with its host thread id; value 1."),
-    )
+    families = (VCPUS, VCPU_INFO)
 
     async def collect(self, query: Query) -> Sequence[Sample]:
         return parse_cpus_fast(await query("query-cpus-fast", None))
@@ -35,7 +37,7 @@ class VcpuCollector(Collector):
 def parse_cpus_fast(answer: Any) -> list[Sample]:
     """Samples from a ``query-cpus-fast`` answer (``[]`` on ``-M none``)."""
     cpus = as_list(answer, "query-cpus-fast")
-    samples: list[Sample] = [("qemu_vcpus", (), len(cpus))]
+    samples = [VCPUS.sample((), len(cpus))]
     seen: set[int] = set()
     for position, item in enumerate(cpus):
         cpu = as_dict(item, f"query-cpus-fast[{position}]")
@@ -44,5 +46,5 @@ def parse_cpus_fast(answer: Any) -> list[Sample]:
         if index in seen:
             raise ValueError(f"query-cpus-fast: cpu-index {index} listed twice")
         seen.add(index)
-        samples.append(("qemu_vcpu_info", (("vcpu", str(index)), ("thread_id", str(thread))), 1))
+        samples.append(VCPU_INFO.sample((("vcpu", str(index)), ("thread_id", str(thread))), 1))
     return samples

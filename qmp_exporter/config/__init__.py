@@ -12,11 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.config.durations import parse_duration
-from qmp_exporter.config.schema import Errors, StrictLoader, join, kind, mapping
+from qmp_exporter.config.schema import ConfigError as ConfigError  # re-exported
+from qmp_exporter.config.schema import (
+    Errors,
+    decode_yaml,
+    join,
+    kind,
+    list_items,
+    mapping,
+    read_yaml,
+)
 from qmp_exporter.qmp import AddressError, parse_address
 
 MODES = ("persistent", "poll")
@@ -25,7 +32,9 @@ DEFAULT_ALERT_EVENTS = ("VNC_CONNECTED", "GUEST_PANICKED")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Label names the exporter sets itself on ``qemu_vm_info``.
 RESERVED_LABELS = frozenset({"vm", "name", "uuid", "job", "instance"})
-_EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+#: A QMP event name (QEMU's are upper case and well under 64 characters). The bound keeps a
+#: lying monitor from putting an endless name into the ``event`` label.
+EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 #: Where Proxmox VE keeps one QMP socket per VM, named ``<vmid>.qmp``; its tools connect
 #: per command, so the exporter must use ``poll`` mode there.
 PROXMOX_DIRS = ("/var/run/qemu-server", "/run/qemu-server")
@@ -33,17 +42,6 @@ PROXMOX_DIRS = ("/var/run/qemu-server", "/run/qemu-server")
 NAME_FIELDS = ("stem", "name")
 PROXMOX_NAME_FIELDS = ("stem", "name", "vmid")
 DEFAULT_RESCAN = 30.0
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; ``errors`` lists every problem with its path."""
-
-    def __init__(self, errors: list[str], source: str = "config") -> None:
-        self.errors = errors
-        self.source = source
-        super().__init__(
-            f"{source}: {len(errors)} error(s):\n" + "\n".join(f"- {e}" for e in errors)
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +167,7 @@ def _monitor(value: Any, path: str, errors: Errors) -> MonitorConfig | None:
     ok = True
     if not isinstance(name, str) or not name.strip():
         errors.add(join(path, "name"), "required: a non-empty string")
+        name = None
         ok = False
     if "address" not in raw:
         errors.add(join(path, "address"), "required")
@@ -180,7 +179,7 @@ def _monitor(value: Any, path: str, errors: Errors) -> MonitorConfig | None:
         ok = False
     labels = _labels(raw.get("labels"), join(path, "labels"), errors)
     collectors = _collectors(raw.get("collectors"), join(path, "collectors"), errors)
-    if not ok or address is None:
+    if not ok or name is None or address is None:
         return None
     return MonitorConfig(
         name=name, address=address, mode=mode, labels=labels, collectors=collectors
@@ -190,32 +189,28 @@ def _monitor(value: Any, path: str, errors: Errors) -> MonitorConfig | None:
 def _monitors(value: Any, errors: Errors) -> tuple[MonitorConfig, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list):
-        errors.add("monitors", f"expected a list, got {kind(value)}")
-        return ()
     monitors: list[MonitorConfig] = []
-    seen_names: dict[str, int] = {}
-    seen_addresses: dict[str, int] = {}
-    for index, item in enumerate(value):
-        path = f"monitors[{index}]"
+    seen_names: dict[str, str] = {}
+    seen_addresses: dict[str, str] = {}
+    for path, item in list_items(value, "monitors", errors, "a list"):
         monitor = _monitor(item, path, errors)
         if monitor is None:
             continue
         if monitor.name in seen_names:
             errors.add(
                 join(path, "name"),
-                f"duplicate name {monitor.name!r} (also monitors[{seen_names[monitor.name]}])",
+                f"duplicate name {monitor.name!r} (also {seen_names[monitor.name]})",
             )
             continue
         if monitor.address in seen_addresses:
             errors.add(
                 join(path, "address"),
-                f"{monitor.address} is already monitors[{seen_addresses[monitor.address]}]: "
+                f"{monitor.address} is already {seen_addresses[monitor.address]}: "
                 "QEMU serves one client per socket",
             )
             continue
-        seen_names[monitor.name] = index
-        seen_addresses[monitor.address] = index
+        seen_names[monitor.name] = path
+        seen_addresses[monitor.address] = path
         monitors.append(monitor)
     return tuple(monitors)
 
@@ -224,23 +219,16 @@ def _alerting(value: Any, errors: Errors) -> AlertingConfig:
     raw = mapping(value, "alerting", errors, {"alertmanagers", "events"})
     urls: list[str] = []
     managers = raw.get("alertmanagers", [])
-    if not isinstance(managers, list):
-        errors.add("alerting.alertmanagers", f"expected a list of URLs, got {kind(managers)}")
-        managers = []
-    for index, url in enumerate(managers):
-        path = f"alerting.alertmanagers[{index}]"
+    for path, url in list_items(managers, "alerting.alertmanagers", errors, "a list of URLs"):
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
             errors.add(path, f"expected an http:// or https:// base URL, got {url!r}")
         else:
             urls.append(url.rstrip("/"))
     events = raw.get("events", list(DEFAULT_ALERT_EVENTS))
     names: list[str] = []
-    if not isinstance(events, list):
-        errors.add("alerting.events", f"expected a list of QMP event names, got {kind(events)}")
-        events = []
-    for index, name in enumerate(events):
-        if not isinstance(name, str) or not _EVENT_NAME.match(name):
-            errors.add(f"alerting.events[{index}]", f"not a QMP event name: {name!r}")
+    for path, name in list_items(events, "alerting.events", errors, "a list of QMP event names"):
+        if not isinstance(name, str) or not EVENT_NAME.match(name):
+            errors.add(path, f"not a QMP event name: {name!r}")
         else:
             names.append(name)
     return AlertingConfig(tuple(urls), tuple(names))
@@ -250,12 +238,8 @@ def _collectors(value: Any, path: str, errors: Errors) -> tuple[str, ...] | None
     """A ``collectors:`` list of names from ``COLLECTORS``; ``None`` (the defaults) when absent."""
     if value is None:
         return None
-    if not isinstance(value, list):
-        errors.add(path, f"expected a list of collector names, got {kind(value)}")
-        return None
     names: list[str] = []
-    for index, name in enumerate(value):
-        item_path = f"{path}[{index}]"
+    for item_path, name in list_items(value, path, errors, "a list of collector names"):
         if not isinstance(name, str) or name not in COLLECTORS:
             errors.add(item_path, f"unknown collector {name!r} (known: {', '.join(COLLECTORS)})")
         elif name in names:
@@ -331,20 +315,16 @@ def _discovery_entry(value: Any, path: str, errors: Errors) -> DiscoveryConfig |
 def _discovery(value: Any, errors: Errors) -> tuple[DiscoveryConfig, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list):
-        errors.add("discovery", f"expected a list, got {kind(value)}")
-        return ()
     entries: list[DiscoveryConfig] = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(value):
-        path = f"discovery[{index}]"
+    seen: dict[str, str] = {}
+    for path, item in list_items(value, "discovery", errors, "a list"):
         entry = _discovery_entry(item, path, errors)
         if entry is None:
             continue
         if entry.glob in seen:
-            errors.add(join(path, "glob"), f"duplicate glob (also discovery[{seen[entry.glob]}])")
+            errors.add(join(path, "glob"), f"duplicate glob (also {seen[entry.glob]})")
             continue
-        seen[entry.glob] = index
+        seen[entry.glob] = path
         entries.append(entry)
     return tuple(entries)
 
@@ -375,14 +355,11 @@ def _probe(value: Any, errors: Errors) -> ProbeConfig:
     raw = mapping(value, "probe", errors, {"allow", "http_sd"})
     allow = raw.get("allow", [])
     patterns: list[str] = []
-    if not isinstance(allow, list):
-        errors.add("probe.allow", f"expected a list of globs, got {kind(allow)}")
-        allow = []
-    for index, item in enumerate(allow):
+    for path, item in list_items(allow, "probe.allow", errors, "a list of globs"):
         try:
             patterns.append(probe_pattern(item))
         except ValueError as err:
-            errors.add(f"probe.allow[{index}]", str(err))
+            errors.add(path, str(err))
     http_sd = raw.get("http_sd", False)
     if not isinstance(http_sd, bool):
         errors.add("probe.http_sd", f"expected true or false, got {http_sd!r}")
@@ -418,17 +395,9 @@ def parse_config(data: Any, source: str = "config") -> Config:
 
 def parse_yaml(text: str, source: str = "config") -> Config:
     """Parse YAML text into a :class:`Config`."""
-    try:
-        data = yaml.load(text, Loader=StrictLoader)
-    except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {err}".replace("\n", " ")], source) from err
-    return parse_config(data, source)
+    return parse_config(decode_yaml(text, source), source)
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; :class:`ConfigError` on any problem."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError([f"cannot read: {err}"], str(path)) from err
-    return parse_yaml(text, str(path))
+    return parse_config(read_yaml(path), str(path))

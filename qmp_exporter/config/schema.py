@@ -1,12 +1,24 @@
-"""Shared pieces for strict configuration files: errors collected with their paths, and a
-YAML loader that rejects duplicate keys."""
+"""Shared pieces for strict configuration files: errors collected with their paths, a
+YAML loader that rejects duplicate keys, and reading a file into a YAML document."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``errors`` lists every problem with its path."""
+
+    def __init__(self, errors: list[str], source: str = "config") -> None:
+        self.errors = errors
+        self.source = source
+        super().__init__(
+            f"{source}: {len(errors)} error(s):\n" + "\n".join(f"- {e}" for e in errors)
+        )
 
 
 class Errors:
@@ -30,6 +42,15 @@ def mapping(value: Any, path: str, errors: Errors, allowed: set[str]) -> dict[st
         if key not in allowed:
             errors.add(join(path, str(key)), f"unknown key (allowed: {', '.join(sorted(allowed))})")
     return dict(value)
+
+
+def list_items(value: Any, path: str, errors: Errors, what: str) -> list[tuple[str, Any]]:
+    """``(path[i], item)`` for each item of the list at ``path``; for anything but a list,
+    the error "expected ``what``" and no items."""
+    if not isinstance(value, list):
+        errors.add(path, f"expected {what}, got {kind(value)}")
+        return []
+    return [(f"{path}[{index}]", item) for index, item in enumerate(value)]
 
 
 def join(path: str, key: str) -> str:
@@ -61,3 +82,22 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool 
 
 
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def decode_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) -> Any:
+    """The YAML document in ``text`` (duplicate keys refused); ``error`` when it is not YAML."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise error([f"not valid YAML: {err}".replace("\n", " ")], source) from err
+
+
+def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
+    """The YAML document in the file at ``path``; ``error`` (its source the path) when the
+    file cannot be read as UTF-8 or is not YAML."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise error([f"cannot read: {err}"], source) from err
+    return decode_yaml(text, source, error)

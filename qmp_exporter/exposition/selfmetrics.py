@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    Gauge,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from qmp_exporter import __version__
 
-del GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # the default registry's; not ours
-
 
 class SelfMetrics:
-    """Build info, monitor count, reload status, and process metrics."""
+    """Build info, monitor count, reload status, and process metrics.
+
+    They live in a registry of their own, never prometheus_client's default one, and are
+    gathered by prometheus_client's collectors (not the QMP collectors of ``collectors/``).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # prometheus_client collectors of the process, the Python platform and the GC.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)

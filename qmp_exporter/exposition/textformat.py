@@ -26,6 +26,10 @@ class Family:
         """The ``# HELP`` and ``# TYPE`` lines."""
         return f"# HELP {self.name} {escape_help(self.help)}\n# TYPE {self.name} {self.kind}\n"
 
+    def sample(self, labels: Labels, value: float) -> Sample:
+        """One sample of this family (labels without ``vm``)."""
+        return (self.name, labels, value)
+
 
 def escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")

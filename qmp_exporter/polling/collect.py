@@ -10,6 +10,7 @@ from typing import Any
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector
 from qmp_exporter.exposition.textformat import Sample
+from qmp_exporter.polling.answers import MalformedAnswerError, returned
 from qmp_exporter.qmp import (
     CommandError,
     CommandTimeoutError,
@@ -44,7 +45,7 @@ async def choose_collectors(
     except CommandError:
         available = None
     except TypeError as err:
-        raise ProtocolError(f"query-commands: {err}") from err
+        raise MalformedAnswerError(f"query-commands: {err}") from err
     chosen = []
     for name in names:
         cls = COLLECTORS.get(name)
@@ -75,10 +76,7 @@ async def run_collectors(
 
     async def query(command: str, arguments: dict[str, Any] | None = None) -> Any:
         if arguments is None and command in answers:
-            answer = answers[command]
-            if isinstance(answer, CommandError):
-                raise answer
-            return answer
+            return returned(answers[command])
         return await client.execute(command, arguments)
 
     samples: list[Sample] = []

@@ -9,16 +9,20 @@ import contextlib
 import dataclasses
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from qmp_exporter.collectors.base import Collector
-from qmp_exporter.config import Config, MonitorConfig
+from qmp_exporter.config import EVENT_NAME, Config, MonitorConfig
+from qmp_exporter.polling.answers import (
+    parse_identity,
+    parse_status,
+    parse_vnc,
+)
+from qmp_exporter.polling.answers import returned as _answer
 from qmp_exporter.polling.collect import choose_collectors, poll_commands, run_collectors
-from qmp_exporter.polling.state import Counters, Identity, VMState, VncState
+from qmp_exporter.polling.state import Counters, Identity, VMState
 from qmp_exporter.qmp import (
     CommandError,
     CommandTimeoutError,
@@ -27,11 +31,9 @@ from qmp_exporter.qmp import (
     ConnectTimeoutError,
     Event,
     MonitorBusyError,
-    ProtocolError,
     QMPClient,
     QMPError,
     connect,
-    parse_version,
 )
 
 log = logging.getLogger(__name__)
@@ -73,15 +75,10 @@ REPOLL_EVENTS = frozenset(
 #: A monitor may invent event names; past this many distinct names per VM, the rest are
 #: counted as ``OTHER`` so a lying monitor cannot grow the series without bound.
 MAX_EVENT_NAMES = 128
-_EVENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 #: Shortest spacing between event-triggered re-polls, in seconds.
 REPOLL_MIN_SPACING = 0.05
 #: First reconnect delay after a failure; doubles up to the poll interval.
 BACKOFF_START = 0.5
-
-
-class MalformedAnswerError(ProtocolError):
-    """An answer that parsed as JSON but is not what the command returns."""
 
 
 #: The configuration's defaults (``poll_interval``, ``timeout``), written once in config.
@@ -117,62 +114,6 @@ def error_reason(error: BaseException) -> str:
     if isinstance(error, CommandError):
         return "command"
     return "protocol"
-
-
-def parse_status(answer: Any) -> tuple[str, bool]:
-    """``query-status`` → (RunState, running). The seed dialect has no ``status``."""
-    if not isinstance(answer, dict) or not isinstance(answer.get("running"), bool):
-        raise MalformedAnswerError(f"query-status: unexpected answer {answer!r:.200}")
-    running = answer["running"]
-    status = answer.get("status")
-    if status is None:
-        status = "running" if running else "paused"
-    elif not isinstance(status, str) or not 0 < len(status) <= 64:
-        raise MalformedAnswerError(f"query-status: bad status {status!r:.100}")
-    return status, running
-
-
-def parse_vnc(answer: Any) -> VncState:
-    """``query-vnc`` → :class:`VncState`."""
-    if not isinstance(answer, dict) or not isinstance(answer.get("enabled"), bool):
-        raise MalformedAnswerError(f"query-vnc: unexpected answer {answer!r:.200}")
-    if not answer["enabled"]:
-        return VncState(enabled=False)
-    clients = answer.get("clients", [])
-    if not isinstance(clients, list):
-        raise MalformedAnswerError("query-vnc: clients is not a list")
-
-    def text(key: str) -> str:
-        value = answer.get(key, "")
-        if not isinstance(value, str | int) or isinstance(value, bool):
-            raise MalformedAnswerError(f"query-vnc: {key} is {type(value).__name__}")
-        return str(value)[:256]
-
-    return VncState(True, text("host"), text("service"), text("family"), text("auth"), len(clients))
-
-
-def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise MalformedAnswerError(f"{what}: expected a string, got {type(value).__name__}")
-    return value[:1024]
-
-
-def _answer(answer: Any) -> Any:
-    """An answer from :meth:`QMPClient.execute_many`: raise it if it is QEMU's error."""
-    if isinstance(answer, CommandError):
-        raise answer
-    return answer
-
-
-def _optional_text(answer: Any, member: str, command: str) -> str:
-    """A string member of an answer; empty when the command does not exist (old QEMU)."""
-    if isinstance(answer, CommandError):
-        if answer.error_class == "CommandNotFound":
-            return ""
-        raise answer
-    if isinstance(answer, dict) and member in answer:
-        return _text(answer[member], command)
-    return ""
 
 
 def _resolve(waiter: asyncio.Future[None] | None) -> None:
@@ -378,16 +319,10 @@ class MonitorPoller:
         )
 
     async def _query_identity(self, client: QMPClient) -> Identity:
-        version_answer, name_answer, uuid_answer = await client.execute_many(
+        answers = await client.execute_many(
             [("query-version", None), ("query-name", None), ("query-uuid", None)]
         )
-        version_answer = _answer(version_answer)
-        if not isinstance(version_answer, dict):
-            raise MalformedAnswerError("query-version: not an object")
-        version, package = parse_version(version_answer)
-        name = _optional_text(name_answer, "name", "query-name")
-        uuid = _optional_text(uuid_answer, "UUID", "query-uuid")
-        return Identity(version=(version or "")[:64], package=package[:256], name=name, uuid=uuid)
+        return parse_identity(*answers)
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -438,7 +373,7 @@ class MonitorPoller:
     def _event(self, event: Event) -> None:
         name = event.name
         counts = self._events
-        if name not in counts and (len(counts) >= MAX_EVENT_NAMES or not _EVENT_NAME.match(name)):
+        if name not in counts and (len(counts) >= MAX_EVENT_NAMES or not EVENT_NAME.match(name)):
             name = "OTHER"
         counts[name] = counts.get(name, 0) + 1
         self._counters = self._count()

@@ -7,14 +7,7 @@ read-only unless asked otherwise. Knows nothing of metrics or configuration.
 """
 
 from qmp_exporter.qmp.address import Address, TCPAddress, UnixAddress, parse_address
-from qmp_exporter.qmp.client import (
-    DEFAULT_TIMEOUT,
-    Greeting,
-    QMPClient,
-    connect,
-    is_read_only,
-    parse_version,
-)
+from qmp_exporter.qmp.client import DEFAULT_TIMEOUT, QMPClient, connect, is_read_only
 from qmp_exporter.qmp.errors import (
     AddressError,
     BacklogFullError,
@@ -36,6 +29,7 @@ from qmp_exporter.qmp.errors import (
 )
 from qmp_exporter.qmp.events import Event, EventQueue
 from qmp_exporter.qmp.framing import DEFAULT_MAX_LINE_BYTES, LineDecoder
+from qmp_exporter.qmp.greeting import Greeting, parse_version
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",

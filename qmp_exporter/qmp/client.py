@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import math
-import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from qmp_exporter.qmp.address import Address, UnixAddress, parse_address
+from qmp_exporter.qmp.address import Address, parse_address
 from qmp_exporter.qmp.errors import (
-    BacklogFullError,
     CommandError,
     CommandRefusedError,
     CommandTimeoutError,
-    ConnectError,
     ConnectionClosedError,
-    ConnectRefusedError,
-    ConnectTimeoutError,
     GreetingTimeoutError,
     NotQMPError,
-    PermissionDeniedError,
     ProtocolError,
     QMPError,
-    SocketNotFoundError,
 )
 from qmp_exporter.qmp.events import DEFAULT_EVENT_QUEUE_SIZE, Event, EventQueue
 from qmp_exporter.qmp.framing import DEFAULT_MAX_LINE_BYTES, LineDecoder, encode_command
+from qmp_exporter.qmp.greeting import Greeting
+from qmp_exporter.qmp.transport import open_transport
 
 log = logging.getLogger(__name__)
 
@@ -44,100 +36,6 @@ EventCallback = Callable[[Event], None]
 def is_read_only(command: str) -> bool:
     """True for the commands that cannot change a VM: ``qmp_capabilities`` and ``query-*``."""
     return command == "qmp_capabilities" or command.startswith("query-")
-
-
-@dataclass(frozen=True, slots=True)
-class Greeting:
-    """The parsed ``{"QMP": {...}}`` greeting."""
-
-    #: ``"7.2.22"`` for the structured form, the string itself for the 2010 form,
-    #: ``None`` for the 2009 dialect, which sends no version.
-    version: str | None
-    package: str
-    capabilities: tuple[str, ...]
-    raw: dict[str, Any] = field(repr=False)
-
-    @classmethod
-    def from_message(cls, message: dict[str, Any]) -> Greeting:
-        body = message.get("QMP")
-        if not isinstance(body, dict):
-            raise NotQMPError(f"expected a QMP greeting, got members {sorted(message)[:5]}")
-        version_info = body.get("version")
-        version, package = (None, "")
-        if isinstance(version_info, dict):
-            version, package = parse_version(version_info)
-        caps = body.get("capabilities")
-        capabilities = tuple(str(c) for c in caps) if isinstance(caps, list) else ()
-        return cls(version, package, capabilities, message)
-
-
-def parse_version(info: dict[str, Any]) -> tuple[str | None, str]:
-    """Read ``query-version`` (or the greeting's ``version``) in either form:
-    structured ``{"qemu": {"major", "minor", "micro"}}`` or the old string ``{"qemu": "0.12.50"}``.
-    """
-    qemu = info.get("qemu")
-    package = info.get("package")
-    package = package.strip() if isinstance(package, str) else ""
-    if isinstance(qemu, dict):
-        parts = [qemu.get(k) for k in ("major", "minor", "micro")]
-        if all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
-            return ".".join(str(p) for p in parts), package
-        return None, package
-    if isinstance(qemu, str) and qemu:
-        return qemu, package
-    return None, package
-
-
-#: Bytes read from a socket at a time.
-READ_BUFFER_BYTES = 64 * 1024
-_read_buffers = threading.local()
-
-
-def _read_buffer() -> memoryview:
-    """The read buffer of this thread's connections. One is enough: the transport fills it
-    and hands it to the protocol within one callback, and the protocol copies out what it
-    got before returning."""
-    view: memoryview | None = getattr(_read_buffers, "view", None)
-    if view is None:
-        view = _read_buffers.view = memoryview(bytearray(READ_BUFFER_BYTES))
-    return view
-
-
-class _Protocol(asyncio.BufferedProtocol):
-    """Feeds bytes to the decoder and hands whole messages to the client.
-
-    A buffered protocol: the transport reads into a buffer kept for the thread, instead of
-    allocating (and freeing) 256 KiB for every read as a plain protocol does, which costs
-    more than the rest of a small answer's handling.
-    """
-
-    def __init__(self, client: QMPClient) -> None:
-        self.client = client
-        self._buffer = _read_buffer()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self._buffer[:nbytes]))
-
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        try:
-            messages = client._decoder.feed(data)
-        except QMPError as err:
-            if type(err) is ProtocolError and not client._greeted.done():
-                err = NotQMPError(f"{client.address}: not a QMP greeting: {err}")
-            client._abort(err)
-            return
-        for message in messages:
-            client._dispatch(message)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client._lost(exc)
 
 
 class QMPClient:
@@ -333,33 +231,23 @@ class QMPClient:
                 raise
 
     async def _connect_transport(self) -> None:
-        address = self.address
-        if isinstance(address, UnixAddress):
-            sock = _connect_unix(address)
-            try:
-                transport, _ = await self._loop.create_unix_connection(
-                    lambda: _Protocol(self), sock=sock
-                )
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            try:
-                transport, _ = await asyncio.wait_for(
-                    self._loop.create_connection(
-                        lambda: _Protocol(self), address.host, address.port
-                    ),
-                    self.timeout,
-                )
-            except TimeoutError:
-                raise ConnectTimeoutError(
-                    f"{address}: connect did not complete within {self.timeout:g}s"
-                ) from None
-            except OSError as err:
-                raise _connect_error(address, err) from err
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = await open_transport(
+            self.address, self.timeout, self._receive, self._lost
+        )
 
     # -- receiving ------------------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        """Decode the bytes read and dispatch each whole message."""
+        try:
+            messages = self._decoder.feed(data)
+        except QMPError as err:
+            if type(err) is ProtocolError and not self._greeted.done():
+                err = NotQMPError(f"{self.address}: not a QMP greeting: {err}")
+            self._abort(err)
+            return
+        for message in messages:
+            self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if not self._greeted.done():
@@ -484,37 +372,6 @@ class QMPClient:
                     future.set_exception(error)
         if self.events is not None:
             self.events.close()
-
-
-def _connect_unix(address: UnixAddress) -> socket.socket:
-    """Connect a non-blocking unix socket at once: unix connects never wait, they succeed
-    or fail (EAGAIN when the listen backlog is full)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        sock.connect(address.path)
-    except OSError as err:
-        sock.close()
-        raise _connect_error(address, err) from err
-    return sock
-
-
-def _connect_error(address: Address, err: OSError) -> ConnectError:
-    code = err.errno
-    if code == errno.ENOENT:
-        return SocketNotFoundError(f"{address}: no such socket")
-    if code == errno.ECONNREFUSED:
-        return ConnectRefusedError(f"{address}: connection refused (is QEMU running?)")
-    if code in (errno.EACCES, errno.EPERM):
-        return PermissionDeniedError(f"{address}: permission denied")
-    if code == errno.EAGAIN:
-        return BacklogFullError(
-            f"{address}: listen backlog full: another client holds this monitor socket "
-            "and others are already waiting"
-        )
-    if code == errno.ENOTSOCK or code == errno.ENOTDIR:
-        return ConnectRefusedError(f"{address}: not a socket")
-    return ConnectError(f"{address}: {err.strerror or err}")
 
 
 async def connect(

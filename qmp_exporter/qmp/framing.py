@@ -76,7 +76,7 @@ def decode_line(line: bytes) -> dict[str, Any]:
 
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode
-_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quote = json.encoder.encode_basestring_ascii
 
 
 def encode_command(command: str, arguments: dict[str, Any] | None, command_id: Any) -> bytes:

@@ -19,15 +19,24 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import yaml
 
 from qmp_exporter.config import ConfigError, MonitorConfig, load_config
+from qmp_exporter.polling.answers import (
+    MalformedAnswerError,
+    parse_name,
+    parse_status,
+    parse_uuid,
+    parse_version_answer,
+    parse_vnc,
+)
 from qmp_exporter.polling.discovery import scan
-from qmp_exporter.qmp import AddressError, CommandError, QMPError, connect, parse_version
+from qmp_exporter.polling.state import VncState
+from qmp_exporter.qmp import AddressError, CommandError, QMPError, connect
 
 FORMATS = ("table", "json", "yaml")
 #: VMs asked at the same time; more wait for a free slot (bounds open sockets).
@@ -50,14 +59,27 @@ _COLUMNS = (
 #: Columns shortened first when the table is wider than the terminal, with their minimum width.
 _SHRINKABLE = (("error", 10), ("uuid", 8), ("name", 8), ("vm", 8))
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True, slots=True)
 class VncInfo:
-    """``query-vnc`` in short: whether VNC is on, where it listens, how many clients."""
+    """How a row shows ``query-vnc``: whether VNC is on, where it listens, how many clients."""
 
     enabled: bool
     address: str | None = None
     clients: int = 0
+
+    @classmethod
+    def of(cls, vnc: VncState) -> VncInfo:
+        """The row's view of a parsed answer: ``host:port`` (IPv6 in brackets) and clients."""
+        if not vnc.enabled:
+            return cls(enabled=False)
+        address = None
+        if vnc.host and vnc.service:
+            host = f"[{vnc.host}]" if ":" in vnc.host else vnc.host
+            address = f"{host}:{vnc.service}"
+        return cls(True, address, vnc.clients)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,18 +182,15 @@ async def _ask(address: str, timeout: float, found: dict[str, Any]) -> None:
         )
     finally:
         await client.close()
-    if isinstance(version, dict):
-        found["version"] = parse_version(version)[0]
     if version is None and client.greeting is not None:
         found["version"] = client.greeting.version
-    if isinstance(status, dict):
-        found["status"] = run_state(status)
-    if isinstance(name, dict) and isinstance(name.get("name"), str):
-        found["name"] = name["name"]
-    if isinstance(uuid, dict) and isinstance(uuid.get("UUID"), str):
-        found["uuid"] = uuid["UUID"]
-    if isinstance(vnc, dict):
-        found["vnc"] = vnc_info(vnc)
+    else:
+        found["version"] = _lenient(lambda answer: parse_version_answer(answer)[0], version)
+    found["status"] = _lenient(lambda answer: parse_status(answer)[0], status)
+    found["name"] = _lenient(parse_name, name)
+    found["uuid"] = _lenient(parse_uuid, uuid)
+    vnc_state = _lenient(parse_vnc, vnc)
+    found["vnc"] = None if vnc_state is None else VncInfo.of(vnc_state)
 
 
 async def _optional(call: Any) -> Any:
@@ -183,27 +202,15 @@ async def _optional(call: Any) -> Any:
         return None
 
 
-def run_state(status: dict[str, Any]) -> str | None:
-    """``query-status``'s run state; the 2010 dialect has only ``running``."""
-    state = status.get("status")
-    if isinstance(state, str):
-        return state
-    running = status.get("running")
-    if isinstance(running, bool):
-        return "running" if running else "paused"
-    return None
-
-
-def vnc_info(vnc: dict[str, Any]) -> VncInfo:
-    """Summarise ``query-vnc``: listening address (``host:port``, IPv6 in brackets), clients."""
-    if not vnc.get("enabled"):
-        return VncInfo(enabled=False)
-    host, service = vnc.get("host"), vnc.get("service")
-    address = None
-    if isinstance(host, str) and isinstance(service, str | int):
-        address = f"[{host}]:{service}" if ":" in host else f"{host}:{service}"
-    clients = vnc.get("clients")
-    return VncInfo(True, address, len(clients) if isinstance(clients, list) else 0)
+def _lenient(parse: Callable[[Any], _T | None], answer: Any) -> _T | None:
+    """``parse(answer)``, or ``None`` (shown as ``-``) when QEMU gave no answer or one of
+    the wrong shape: one bad field never hides the others."""
+    if answer is None:
+        return None
+    try:
+        return parse(answer)
+    except MalformedAnswerError:
+        return None
 
 
 # -- output ------------------------------------------------------------------------------

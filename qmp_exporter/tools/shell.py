@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from qmp_exporter.qmp import (
@@ -36,11 +33,11 @@ from qmp_exporter.qmp import (
     connect,
     is_read_only,
 )
+from qmp_exporter.tools.shell_editor import Completer, save_history, set_up_readline
 
 T = TypeVar("T")
 
 PROMPT = "(QEMU) "
-HISTORY_LENGTH = 1000
 DEFAULT_TIMEOUT = 5.0
 _QUIT = frozenset({"quit", "exit", "q"})
 _HELP = """\
@@ -152,14 +149,6 @@ def format_event(event: Event) -> str:
         when = datetime.fromtimestamp(event.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     data = f" {json.dumps(event.data, ensure_ascii=False)}" if event.data else ""
     return f"event: {event.name} {when}{data}"
-
-
-def history_path() -> Path:
-    """``$XDG_STATE_HOME/qmp-exporter/shell_history`` (default ``~/.local/state/...``)."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return Path(state) / "qmp-exporter" / "shell_history"
 
 
 # -- the session -------------------------------------------------------------------------
@@ -346,99 +335,6 @@ class _Shell:
         self.show_events()
 
 
-def argument_names(schema: Any) -> dict[str, list[str]]:
-    """Each command's argument names, from ``query-qmp-schema`` (members of the argument
-    type and of its variants)."""
-    if not isinstance(schema, list):
-        return {}
-    entries = {e.get("name"): e for e in schema if isinstance(e, dict)}
-
-    def members(type_name: Any) -> list[str]:
-        entry = entries.get(type_name)
-        if not isinstance(entry, dict):
-            return []
-        names = [m["name"] for m in entry.get("members", []) if isinstance(m, dict) and "name" in m]
-        for variant in entry.get("variants", []):
-            if isinstance(variant, dict):
-                names += [n for n in members(variant.get("type")) if n not in names]
-        return names
-
-    return {
-        name: members(entry.get("arg-type"))
-        for name, entry in entries.items()
-        if isinstance(entry, dict) and entry.get("meta-type") == "command"
-    }
-
-
-class _Completer:
-    """Completes command names (from ``query-commands``) and, after the command, its
-    argument names as ``key=`` (from ``query-qmp-schema``, fetched on first use)."""
-
-    def __init__(self, commands: list[str], fetch_schema: Callable[[], Any]) -> None:
-        self.commands = commands
-        self._fetch_schema = fetch_schema
-        self._arguments: dict[str, list[str]] | None = None
-        self._matches: list[str] = []
-
-    def arguments(self, command: str) -> list[str]:
-        if self._arguments is None:
-            try:
-                self._arguments = argument_names(self._fetch_schema())
-            except (QMPError, KeyboardInterrupt):
-                self._arguments = {}  # no schema (old QEMU): complete commands only
-        return self._arguments.get(command, [])
-
-    def matches(self, line_before: str, text: str) -> list[str]:
-        words = line_before.split()
-        if not words:
-            return [c + " " for c in self.commands if c.startswith(text)]
-        if "=" in text:
-            return []  # values are free-form
-        given = {w.partition("=")[0] for w in words[1:]}
-        return [
-            f"{name}="
-            for name in self.arguments(words[0])
-            if name.startswith(text) and name not in given
-        ]
-
-    def complete(self, text: str, state: int, line_before: str) -> str | None:
-        if state == 0:
-            self._matches = self.matches(line_before, text)
-        return self._matches[state] if state < len(self._matches) else None
-
-
-def _set_up_readline(completer: _Completer) -> Any:
-    """Tab completion and a history file; returns the readline module (or None)."""
-    try:
-        import readline
-    except ImportError:  # not every Python has it; the shell works without
-        return None
-
-    def complete(text: str, state: int) -> str | None:
-        line_before = readline.get_line_buffer()[: readline.get_begidx()]
-        return completer.complete(text, state, line_before)
-
-    readline.set_completer(complete)
-    readline.set_completer_delims(" \t\n")
-    if "libedit" in (readline.__doc__ or ""):
-        readline.parse_and_bind("bind ^I rl_complete")
-    else:
-        readline.parse_and_bind("tab: complete")
-    readline.set_history_length(HISTORY_LENGTH)
-    with contextlib.suppress(OSError):  # no history yet, or unreadable: start empty
-        readline.read_history_file(history_path())
-    return readline
-
-
-def _save_history(readline: Any) -> None:
-    path = history_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        readline.write_history_file(path)
-    except OSError:
-        pass  # history is a convenience: a read-only home must not break the shell
-
-
 def run_shell(
     address: str,
     allow_write: bool = False,
@@ -479,17 +375,17 @@ def run_shell(
             readline = None
             if interactive:
                 if stdin is sys.stdin:
-                    completer = _Completer(
+                    completer = Completer(
                         commands,
                         lambda: runner.run(client.execute("query-qmp-schema")),
                     )
-                    readline = shell.readline = _set_up_readline(completer)
+                    readline = shell.readline = set_up_readline(completer)
                 _banner(shell, client, address, allow_write)
             try:
                 shell.loop()
             finally:
                 if readline is not None:
-                    _save_history(readline)
+                    save_history(readline)
             if shell.lost or (shell.failures and not interactive):
                 return 1
             return 0

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,46 @@ KEEPALIVE_TIMEOUT = 60.0
 #: Connections served at once; further ones wait in the listen backlog.
 MAX_CONNECTIONS = 512
 
+#: RFC 9110 §12.4.2: ``qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )``.
+_QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
+#: Old names a recipient should take as the coding (RFC 9110 §8.4.1).
+_CODING_ALIASES = {"x-gzip": "gzip", "x-compress": "compress"}
+
+
+def _weight(parameters: list[str]) -> float:
+    """The ``q`` of one Accept-Encoding element's parameters: 1 if absent, 0 if malformed."""
+    for parameter in parameters:
+        name, sep, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            value = value.strip()
+            return float(value) if sep and _QVALUE.match(value) else 0.0
+    return 1.0
+
+
+def accepts_coding(accept_encoding: str, coding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows the content coding ``coding``.
+
+    As RFC 9110 §12.5.3 says: a coding named with a q-value above 0 is acceptable; one named
+    only with q=0 (or a malformed q-value, taken as 0) is not, whatever ``*`` says; a coding
+    not named is as acceptable as ``*``, and unacceptable without it. Names are
+    case-insensitive; a coding named twice counts with its higher q-value. An empty value
+    accepts no coding (only identity).
+    """
+    wanted = coding.lower()
+    named: float | None = None
+    wildcard: float | None = None
+    for element in accept_encoding.split(","):
+        name, *parameters = element.split(";")
+        name = name.strip().lower()
+        name = _CODING_ALIASES.get(name, name)
+        if name == wanted:
+            named = max(named or 0.0, _weight(parameters))
+        elif name == "*":
+            wildcard = max(wildcard or 0.0, _weight(parameters))
+    if named is not None:
+        return named > 0
+    return wildcard is not None and wildcard > 0
+
 
 @dataclass(slots=True)
 class Request:
@@ -47,11 +88,8 @@ class Request:
     peercert: dict[str, Any] | None = None
 
     def accepts_gzip(self) -> bool:
-        encodings = self.headers.get("accept-encoding", "")
-        return any(
-            part.split(";")[0].strip().lower() == "gzip" and "q=0" not in part.replace(" ", "")
-            for part in encodings.split(",")
-        )
+        """Whether the client's ``Accept-Encoding`` allows a gzip body (none given: no)."""
+        return accepts_coding(self.headers.get("accept-encoding", ""), "gzip")
 
 
 @dataclass(slots=True)
@@ -59,7 +97,7 @@ class Response:
     """What a handler returns."""
 
     status: int = 200
-    #: The body, or its chunks in order (sent without joining them first).
+    #: The body, or its chunks in order (joined with the head into one write when sent).
     body: bytes | list[bytes] = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)

@@ -84,3 +84,35 @@ BLOCKSTATS_01_NONE = json.loads('{"return": []}')
 STATS_SCHEMAS_KVM = json.loads(
     '{"return": [{"provider": "kvm", "stats": [{"name": "pf_park_timeouts", "exponent": 0, "type": "cumulative"}, {"name": "pf_parked", "exponent": 0, "type": "cumulative"}, {"name": "notify_window_exits", "exponent": 0, "type": "cumulative"}, {"name": "guest_mode", "unit": "boolean", "exponent": 0, "type": "instant"}, {"name": "preemption_other", "exponent": 0, "type": "cumulative"}, {"name": "preemption_reported", "exponent": 0, "type": "cumulative"}, {"name": "directed_yield_successful", "exponent": 0, "type": "cumulative"}, {"name": "directed_yield_attempted", "exponent": 0, "type": "cumulative"}, {"name": "nested_run", "exponent": 0, "type": "cumulative"}, {"name": "req_event", "exponent": 0, "type": "cumulative"}, {"name": "nmi_injections", "exponent": 0, "type": "cumulative"}, {"name": "irq_injections", "exponent": 0, "type": "cumulative"}, {"name": "hypercalls", "exponent": 0, "type": "cumulative"}, {"name": "insn_emulation_fail", "exponent": 0, "type": "cumulative"}, {"name": "insn_emulation", "exponent": 0, "type": "cumulative"}, {"name": "fpu_reload", "exponent": 0, "type": "cumulative"}, {"name": "host_state_reload", "exponent": 0, "type": "cumulative"}, {"name": "irq_exits", "exponent": 0, "type": "cumulative"}, {"name": "request_irq_exits", "exponent": 0, "type": "cumulative"}, {"name": "halt_exits", "exponent": 0, "type": "cumulative"}, {"name": "l1d_flush", "exponent": 0, "type": "cumulative"}, {"name": "nmi_window_exits", "exponent": 0, "type": "cumulative"}, {"name": "irq_window_exits", "exponent": 0, "type": "cumulative"}, {"name": "signal_exits", "exponent": 0, "type": "cumulative"}, {"name": "mmio_exits", "exponent": 0, "type": "cumulative"}, {"name": "io_exits", "exponent": 0, "type": "cumulative"}, {"name": "exits", "exponent": 0, "type": "cumulative"}, {"name": "invlpg", "exponent": 0, "type": "cumulative"}, {"name": "tlb_flush", "exponent": 0, "type": "cumulative"}, {"name": "pf_guest", "exponent": 0, "type": "cumulative"}, {"name": "pf_mmio_spte_created", "exponent": 0, "type": "cumulative"}, {"name": "pf_fast", "exponent": 0, "type": "cumulative"}, {"name": "pf_spurious", "exponent": 0, "type": "cumulative"}, {"name": "pf_emulate", "exponent": 0, "type": "cumulative"}, {"name": "pf_fixed", "exponent": 0, "type": "cumulative"}, {"name": "pf_taken", "exponent": 0, "type": "cumulative"}, {"name": "blocking", "unit": "boolean", "exponent": 0, "type": "instant"}, {"name": "halt_wait_hist", "unit": "seconds", "base": 10, "exponent": -9, "type": "log2-histogram"}, {"name": "halt_poll_fail_hist", "unit": "seconds", "base": 10, "exponent": -9, "type": "log2-histogram"}, {"name": "halt_poll_success_hist", "unit": "seconds", "base": 10, "exponent": -9, "type": "log2-histogram"}, {"name": "halt_wait_ns", "unit": "seconds", "base": 10, "exponent": -9, "type": "cumulative"}, {"name": "halt_poll_fail_ns", "unit": "seconds", "base": 10, "exponent": -9, "type": "cumulative"}, {"name": "halt_poll_success_ns", "unit": "seconds", "base": 10, "exponent": -9, "type": "cumulative"}, {"name": "halt_wakeup", "exponent": 0, "type": "cumulative"}, {"name": "halt_poll_invalid", "exponent": 0, "type": "cumulative"}, {"name": "halt_attempted_poll", "exponent": 0, "type": "cumulative"}, {"name": "halt_successful_poll", "exponent": 0, "type": "cumulative"}], "target": "vcpu"}, {"provider": "kvm", "stats": [{"name": "mmu_kicks_spared", "exponent": 0, "type": "cumulative"}, {"name": "max_mmu_page_hash_collisions", "exponent": 0, "type": "peak"}, {"name": "max_mmu_rmap_size", "exponent": 0, "type": "peak"}, {"name": "nx_lpage_splits", "exponent": 0, "type": "instant"}, {"name": "pages_1g", "exponent": 0, "type": "instant"}, {"name": "pages_2m", "exponent": 0, "type": "instant"}, {"name": "pages_4k", "exponent": 0, "type": "instant"}, {"name": "mmu_unsync", "exponent": 0, "type": "instant"}, {"name": "mmu_cache_miss", "exponent": 0, "type": "cumulative"}, {"name": "mmu_recycled", "exponent": 0, "type": "cumulative"}, {"name": "mmu_flooded", "exponent": 0, "type": "cumulative"}, {"name": "mmu_pde_zapped", "exponent": 0, "type": "cumulative"}, {"name": "mmu_pte_write", "exponent": 0, "type": "cumulative"}, {"name": "mmu_shadow_zapped", "exponent": 0, "type": "cumulative"}, {"name": "remote_tlb_flush_requests", "exponent": 0, "type": "cumulative"}, {"name": "remote_tlb_flush", "exponent": 0, "type": "cumulative"}], "target": "vm"}]}'
 )
+
+# 01-none-queries-errors-stop-cont.jsonl: {"execute":"query-version"}
+VERSION_01 = json.loads(
+    '{"return": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian 1:7.2+dfsg-7+deb12u18+b3"}}'
+)
+
+# 01-none-queries-errors-stop-cont.jsonl: {"execute":"query-status"}
+STATUS_01 = json.loads('{"return": {"status": "running", "singlestep": false, "running": true}}')
+
+# 04-prelaunch.jsonl: {"execute":"query-status"}
+STATUS_PRELAUNCH_04 = json.loads(
+    '{"return": {"status": "prelaunch", "singlestep": false, "running": false}}'
+)
+
+# 01-none-queries-errors-stop-cont.jsonl: {"execute":"query-name"}
+NAME_01 = json.loads('{"return": {"name": "vm-alpha"}}')
+
+# 01-none-queries-errors-stop-cont.jsonl: {"execute":"query-uuid"}
+UUID_01 = json.loads('{"return": {"UUID": "11111111-2222-3333-4444-555555555555"}}')
+
+# 01-none-queries-errors-stop-cont.jsonl: {"execute":"query-vnc"}
+VNC_01 = json.loads(
+    '{"return": {"enabled": true, "auth": "none", "family": "ipv4", "clients": [], "service": "5955", "host": "127.0.0.1"}}'
+)
+
+# 02-vnc-clients-and-events.jsonl: {"execute":"query-vnc"} with one viewer connected
+VNC_ONE_CLIENT_02 = json.loads(
+    '{"return": {"enabled": true, "auth": "none", "family": "ipv4", "clients": [{"family": "ipv4", "service": "47906", "host": "127.0.0.1", "websocket": false}], "service": "5956", "host": "127.0.0.1"}}'
+)
+
+# 03-vnc-disabled.jsonl: {"execute":"query-vnc"}
+VNC_DISABLED_03 = json.loads('{"return": {"enabled": false}}')

@@ -1,0 +1,436 @@
+"""The layers of ``qmp_exporter`` as a checked contract, read from the source with ``ast``.
+
+Every ``import`` counts, at module level or inside a function. The rules:
+
+* ``qmp`` is a library of its own: it loads nothing else of the package;
+* the entry points are on top: nothing imports ``cli`` but ``__main__``, nothing imports
+  ``app`` but the entry points (``__main__``, ``cli``);
+* ``tools`` and ``sim`` load no server code (``app``, ``web``, ``exposition.render``,
+  ``polling.fleet``, ``alerting``), not even through another module;
+* ``collectors`` load only ``qmp``, ``exposition.textformat`` and themselves;
+* no two modules import each other, directly or round a longer cycle.
+
+"Load" follows imports transitively and counts the package ``__init__`` modules an import
+runs. A violation names each import on the way with its file and line.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = "qmp_exporter"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
+
+SERVER = (
+    "qmp_exporter.app",
+    "qmp_exporter.web",
+    "qmp_exporter.exposition.render",
+    "qmp_exporter.polling.fleet",
+    "qmp_exporter.alerting",
+)
+COLLECTORS_MAY_LOAD = (
+    "qmp_exporter.collectors",
+    "qmp_exporter.qmp",
+    "qmp_exporter.exposition.textformat",
+)
+
+
+@dataclass(frozen=True, order=True)
+class Import:
+    """One import statement of the package's own code: who imports what, where."""
+
+    importer: str
+    imported: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.importer} imports {self.imported}"
+
+
+#: Module name -> the package modules it imports.
+Graph = Mapping[str, Sequence[Import]]
+
+
+def within(module: str, layer: str) -> bool:
+    """True if ``module`` is ``layer`` or inside it."""
+    return module == layer or module.startswith(layer + ".")
+
+
+def within_any(module: str, layers: Iterable[str]) -> bool:
+    return any(within(module, layer) for layer in layers)
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def read_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, list[Import]]:
+    """The import graph of the package under ``package_dir``, from its source."""
+    files = {module_name(path, package_dir): path for path in sorted(package_dir.rglob("*.py"))}
+    graph: dict[str, list[Import]] = {}
+    for module, path in files.items():
+        is_package = path.name == "__init__.py"
+        where = str(path.relative_to(package_dir.parent))
+        found: list[Import] = []
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            for target in _targets(node, module, is_package, files):
+                if within(target, package_dir.name):
+                    found.append(Import(module, target, where, node.lineno))
+        graph[module] = sorted(set(found), key=lambda i: (i.line, i.imported))
+    return graph
+
+
+def _targets(
+    node: ast.Import | ast.ImportFrom, module: str, is_package: bool, modules: Mapping[str, Path]
+) -> list[str]:
+    """The modules one statement imports (``from P import m`` imports module ``P.m`` when
+    there is one, else ``P``)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:
+        base_parts = module.split(".") if is_package else module.split(".")[:-1]
+        base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+        base = ".".join([*base_parts, node.module] if node.module else base_parts)
+    else:
+        base = node.module or ""
+    return [
+        f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+        for alias in node.names
+    ]
+
+
+def parents(module: str) -> list[str]:
+    """The packages whose ``__init__`` runs before ``module``: ``a.b.c`` -> ``a``, ``a.b``."""
+    parts = module.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
+
+
+def loads(
+    graph: Graph, start: str, stop: Callable[[str], bool] = lambda module: False
+) -> dict[str, list[Import]]:
+    """Every package module that importing ``start`` runs, each with the chain of imports
+    that leads there (empty for ``start`` and its parent packages). The imports of a module
+    for which ``stop`` is true are not followed."""
+    chains: dict[str, list[Import]] = {start: []}
+    for package in parents(start):
+        chains.setdefault(package, [])
+    queue = deque(chains)
+    while queue:
+        module = queue.popleft()
+        if chains[module] and stop(module):
+            continue
+        for edge in graph.get(module, ()):
+            for reached in [*parents(edge.imported), edge.imported]:
+                if reached not in chains:
+                    chains[reached] = [*chains[module], edge]
+                    queue.append(reached)
+    return chains
+
+
+def forbidden_loads(
+    graph: Graph, sources: Sequence[str], forbidden: Callable[[str], bool]
+) -> list[str]:
+    """Each import that first brings a forbidden module into a module inside ``sources``,
+    once, with the shortest chain of imports that leads to it (what the forbidden module
+    imports in turn is not reported again)."""
+    shortest: dict[Import, tuple[int, str]] = {}
+    for module in sorted(m for m in graph if within_any(m, sources)):
+        for reached, chain in sorted(loads(graph, module, stop=forbidden).items()):
+            if not chain or not forbidden(reached):
+                continue
+            steps = "; then ".join(str(edge) for edge in chain)
+            found = (len(chain), f"{module} loads {chain[-1].imported}: {steps}")
+            shortest[chain[-1]] = min(shortest.get(chain[-1], found), found)
+    return sorted(message for _, message in shortest.values())
+
+
+def qmp_outside_imports(graph: Graph) -> list[str]:
+    """``qmp`` loads nothing of the package but itself (and the root package it sits in)."""
+    return forbidden_loads(
+        graph, ["qmp_exporter.qmp"], lambda m: m != PACKAGE and not within(m, "qmp_exporter.qmp")
+    )
+
+
+def entry_point_imports(graph: Graph) -> list[str]:
+    """Imports of ``cli`` from anywhere but ``__main__``, of ``app`` from anywhere but the
+    entry points."""
+    allowed = {
+        "qmp_exporter.cli": {"qmp_exporter.__main__"},
+        "qmp_exporter.app": {"qmp_exporter.__main__", "qmp_exporter.cli"},
+    }
+    return [
+        str(edge)
+        for edges in graph.values()
+        for edge in edges
+        for target, importers in allowed.items()
+        if within(edge.imported, target) and edge.importer not in importers
+    ]
+
+
+def server_imports_of_tools_and_sim(graph: Graph) -> list[str]:
+    """Server code that ``tools`` or ``sim`` load."""
+    return forbidden_loads(
+        graph, ["qmp_exporter.tools", "qmp_exporter.sim"], lambda m: within_any(m, SERVER)
+    )
+
+
+def collectors_outside_imports(graph: Graph) -> list[str]:
+    """What ``collectors`` load besides ``qmp``, ``exposition.textformat`` and themselves
+    (the packages those sit in run their ``__init__``, which is followed too)."""
+    allowed_packages = {p for layer in COLLECTORS_MAY_LOAD for p in parents(layer)}
+    return forbidden_loads(
+        graph,
+        ["qmp_exporter.collectors"],
+        lambda m: m not in allowed_packages and not within_any(m, COLLECTORS_MAY_LOAD),
+    )
+
+
+def import_cycles(graph: Graph) -> list[str]:
+    """One cycle from each group of modules that import each other, as its imports."""
+    problems = []
+    for group in _strongly_connected(graph):
+        members = set(group)
+        start = min(group)
+        if len(group) == 1 and not any(e.imported == start for e in graph.get(start, ())):
+            continue
+        cycle = _path_back(graph, start, members)
+        problems.append(" -> ".join(str(edge) for edge in cycle))
+    return problems
+
+
+def _strongly_connected(graph: Graph) -> list[list[str]]:
+    """Tarjan's algorithm, iterative."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    groups: list[list[str]] = []
+    nodes = sorted(set(graph) | {e.imported for edges in graph.values() for e in edges})
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(sorted({e.imported for e in graph.get(root, ())})))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            advanced = False
+            for successor in successors:
+                if successor not in index:
+                    index[successor] = low[successor] = len(index)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    targets = sorted({e.imported for e in graph.get(successor, ())})
+                    work.append((successor, iter(targets)))
+                    advanced = True
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], index[successor])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                groups.append(sorted(group))
+    return groups
+
+
+def _path_back(graph: Graph, start: str, members: set[str]) -> list[Import]:
+    """The shortest chain of imports from ``start`` back to itself inside ``members``."""
+    came_by: dict[str, Import] = {}
+    queue = deque([start])
+    while queue:
+        module = queue.popleft()
+        for edge in graph.get(module, ()):
+            if edge.imported not in members:
+                continue
+            if edge.imported == start:
+                chain = [edge]
+                while chain[0].importer != start:
+                    chain.insert(0, came_by[chain[0].importer])
+                return chain
+            if edge.imported not in came_by:
+                came_by[edge.imported] = edge
+                queue.append(edge.imported)
+    raise AssertionError(f"no cycle through {start}")
+
+
+RULES: dict[str, Callable[[Graph], list[str]]] = {
+    "qmp imports only itself": qmp_outside_imports,
+    "only the entry points import cli and app": entry_point_imports,
+    "tools and sim import no server code": server_imports_of_tools_and_sim,
+    "collectors import only qmp, exposition.textformat and themselves": (
+        collectors_outside_imports
+    ),
+    "no import cycles": import_cycles,
+}
+
+
+# -- the contract, on the real tree --------------------------------------------------------
+
+
+def assert_none(problems: list[str]) -> None:
+    assert not problems, "\n".join(["layer contract broken:", *problems])
+
+
+def test_the_graph_is_read_from_the_whole_package() -> None:
+    graph = read_graph()
+    assert "qmp_exporter.qmp.client" in graph
+    assert "qmp_exporter.__main__" in graph
+    main_imports = [(e.imported, e.line) for e in graph["qmp_exporter.__main__"]]
+    assert ("qmp_exporter.cli", 3) in main_imports
+
+
+def test_qmp_imports_only_itself() -> None:
+    assert_none(qmp_outside_imports(read_graph()))
+
+
+def test_only_the_entry_points_import_cli_and_app() -> None:
+    assert_none(entry_point_imports(read_graph()))
+
+
+def test_tools_and_sim_import_no_server_code() -> None:
+    assert_none(server_imports_of_tools_and_sim(read_graph()))
+
+
+def test_collectors_import_only_qmp_textformat_and_themselves() -> None:
+    assert_none(collectors_outside_imports(read_graph()))
+
+
+def test_no_import_cycles() -> None:
+    assert_none(import_cycles(read_graph()))
+
+
+# -- the checker itself, on synthetic graphs -----------------------------------------------
+
+
+def synthetic(*edges: tuple[str, str, int]) -> dict[str, list[Import]]:
+    graph: dict[str, list[Import]] = {}
+    for importer, imported, line in edges:
+        file = importer.replace(".", "/") + ".py"
+        graph.setdefault(importer, []).append(Import(importer, imported, file, line))
+        graph.setdefault(imported, [])
+    return graph
+
+
+def test_each_rule_names_the_offending_import_with_file_and_line() -> None:
+    graph = synthetic(
+        ("qmp_exporter.qmp.client", "qmp_exporter.config", 11),
+        ("qmp_exporter.polling.poller", "qmp_exporter.app", 12),
+        ("qmp_exporter.tools.inventory", "qmp_exporter.polling.poller", 13),
+        ("qmp_exporter.collectors.block", "qmp_exporter.exposition.render", 14),
+    )
+    assert qmp_outside_imports(graph) == [
+        "qmp_exporter.qmp.client loads qmp_exporter.config: qmp_exporter/qmp/client.py:11: "
+        "qmp_exporter.qmp.client imports qmp_exporter.config"
+    ]
+    assert entry_point_imports(graph) == [
+        "qmp_exporter/polling/poller.py:12: qmp_exporter.polling.poller imports qmp_exporter.app"
+    ]
+    assert server_imports_of_tools_and_sim(graph) == [
+        "qmp_exporter.tools.inventory loads qmp_exporter.app: "
+        "qmp_exporter/tools/inventory.py:13: qmp_exporter.tools.inventory imports "
+        "qmp_exporter.polling.poller; then qmp_exporter/polling/poller.py:12: "
+        "qmp_exporter.polling.poller imports qmp_exporter.app"
+    ]
+    assert collectors_outside_imports(graph) == [
+        "qmp_exporter.collectors.block loads qmp_exporter.exposition.render: "
+        "qmp_exporter/collectors/block.py:14: qmp_exporter.collectors.block imports "
+        "qmp_exporter.exposition.render"
+    ]
+
+
+def test_a_package_init_on_the_way_counts_as_loaded() -> None:
+    graph = synthetic(
+        ("qmp_exporter.sim.simulator", "qmp_exporter.web.landing", 5),
+        ("qmp_exporter.tools.shell", "qmp_exporter.polling.discovery", 6),
+        ("qmp_exporter.polling", "qmp_exporter.polling.fleet", 7),
+    )
+    assert server_imports_of_tools_and_sim(graph) == [
+        "qmp_exporter.sim.simulator loads qmp_exporter.web.landing: "
+        "qmp_exporter/sim/simulator.py:5: qmp_exporter.sim.simulator imports "
+        "qmp_exporter.web.landing",
+        "qmp_exporter.tools.shell loads qmp_exporter.polling.fleet: "
+        "qmp_exporter/tools/shell.py:6: qmp_exporter.tools.shell imports "
+        "qmp_exporter.polling.discovery; then qmp_exporter/polling.py:7: "
+        "qmp_exporter.polling imports qmp_exporter.polling.fleet",
+    ]
+
+
+def test_allowed_imports_pass() -> None:
+    graph = synthetic(
+        ("qmp_exporter.__main__", "qmp_exporter.cli", 1),
+        ("qmp_exporter.cli", "qmp_exporter.app", 2),
+        ("qmp_exporter.app", "qmp_exporter.polling.fleet", 3),
+        ("qmp_exporter.collectors.block", "qmp_exporter.qmp", 4),
+        ("qmp_exporter.collectors.block", "qmp_exporter.exposition.textformat", 5),
+        ("qmp_exporter.qmp", "qmp_exporter.qmp.client", 6),
+        ("qmp_exporter.tools.inventory", "qmp_exporter.config", 7),
+    )
+    assert {name: rule(graph) for name, rule in RULES.items()} == {name: [] for name in RULES}
+
+
+def test_a_cycle_is_reported_as_its_imports() -> None:
+    graph = synthetic(
+        ("qmp_exporter.polling.poller", "qmp_exporter.polling.state", 20),
+        ("qmp_exporter.polling.state", "qmp_exporter.polling.fleet", 30),
+        ("qmp_exporter.polling.fleet", "qmp_exporter.polling.poller", 40),
+        ("qmp_exporter.alerting", "qmp_exporter.alerting", 50),
+        ("qmp_exporter.web.server", "qmp_exporter.polling.poller", 60),
+    )
+    assert import_cycles(graph) == [
+        "qmp_exporter/alerting.py:50: qmp_exporter.alerting imports qmp_exporter.alerting",
+        "qmp_exporter/polling/fleet.py:40: qmp_exporter.polling.fleet imports "
+        "qmp_exporter.polling.poller -> qmp_exporter/polling/poller.py:20: "
+        "qmp_exporter.polling.poller imports qmp_exporter.polling.state -> "
+        "qmp_exporter/polling/state.py:30: qmp_exporter.polling.state imports "
+        "qmp_exporter.polling.fleet",
+    ]
+
+
+def test_relative_and_function_level_imports_are_read(tmp_path: Path) -> None:
+    package = tmp_path / "qmp_exporter"
+    (package / "qmp").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "qmp" / "__init__.py").write_text("from . import client\n")
+    (package / "qmp" / "client.py").write_text(
+        "import json\n\n\ndef later() -> None:\n    from ..web import server\n"
+    )
+    (package / "web").mkdir()
+    (package / "web" / "__init__.py").write_text("")
+    (package / "web" / "server.py").write_text("from qmp_exporter.qmp.client import later\n")
+    graph = read_graph(package)
+    assert [str(e) for e in graph["qmp_exporter.qmp"]] == [
+        "qmp_exporter/qmp/__init__.py:1: qmp_exporter.qmp imports qmp_exporter.qmp.client"
+    ]
+    assert [str(e) for e in graph["qmp_exporter.qmp.client"]] == [
+        "qmp_exporter/qmp/client.py:5: qmp_exporter.qmp.client imports qmp_exporter.web.server"
+    ]
+    assert qmp_outside_imports(graph) == [
+        "qmp_exporter.qmp.client loads qmp_exporter.web.server: "
+        "qmp_exporter/qmp/client.py:5: qmp_exporter.qmp.client imports qmp_exporter.web.server"
+    ]
+    assert import_cycles(graph) == [
+        "qmp_exporter/qmp/client.py:5: qmp_exporter.qmp.client imports qmp_exporter.web.server"
+        " -> qmp_exporter/web/server.py:1: qmp_exporter.web.server imports "
+        "qmp_exporter.qmp.client"
+    ]
