@@ -180,7 +180,7 @@ class _Delivery:
         with self._ready:
             while not self._queue and not self._stop.is_set():
                 self._ready.wait()
-            batch = []
+            batch: list[tuple[float, dict[str, Any]]] = []
             while self._queue and len(batch) < MAX_BATCH:
                 batch.append(self._queue.popleft())
             return batch

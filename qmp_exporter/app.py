@@ -8,7 +8,7 @@ import logging
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,7 +26,7 @@ from qmp_exporter.qmp import Event
 from qmp_exporter.web.auth.watcher import WebConfigWatcher
 from qmp_exporter.web.guard import make_guard, response_headers
 from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
-from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, VMRow, render_landing_page
+from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, render_landing_page
 from qmp_exporter.web.probe import ProbeEndpoint
 from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
 
@@ -60,6 +60,19 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def watched_monitors(
+    configured: Iterable[MonitorConfig],
+    discovered: Iterable[MonitorConfig],
+    extra: Iterable[MonitorConfig] = (),
+) -> tuple[MonitorConfig, ...]:
+    """The monitors to watch: configured, then discovered, then extra (the demo's), each
+    name once; on a clash of names the first wins, so configured wins over discovered."""
+    chosen: dict[str, MonitorConfig] = {}
+    for monitor in (*configured, *discovered, *extra):
+        chosen.setdefault(monitor.name, monitor)
+    return tuple(chosen.values())
+
+
 def raise_fd_limit(wanted: int) -> int:
     """Raise the soft open-files limit towards the hard one; return the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -84,8 +97,9 @@ class Exporter:
         self.options = options
         self.extra_monitors = extra_monitors
         self.self_metrics = SelfMetrics()
-        self.fleet = Fleet(self._settings(config), on_event=self._on_event)
-        self.renderer = FleetRenderer(self.fleet)
+        self.fleet = Fleet(PollSettings.from_config(config), on_event=self._on_event)
+        self.renderer = FleetRenderer()
+        self.fleet.subscribe(self.renderer)
         self.server = HTTPServer()
         # WebConfigError (a ConfigError) here when --web.config.file is unusable.
         self.web_config = (
@@ -102,16 +116,16 @@ class Exporter:
         self.reload_time = time.time()
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self.discoverer = Discoverer(config, self._apply_discovered)
-        self.probes = ProbeEndpoint(lambda: self.config, lambda: self.discoverer.monitors)
+        self.discoverer = Discoverer(config)
+        # Probe-able: the configured and discovered monitors (not the demo's).
+        self.probes = ProbeEndpoint(
+            lambda: self.config,
+            lambda: watched_monitors(self.config.monitors, self.discoverer.discovered),
+        )
         self._discovery_task: asyncio.Task[None] | None = None
         self._own_metrics_task: asyncio.Task[None] | None = None
         self._own_metrics = b""
         self._add_routes()
-
-    @staticmethod
-    def _settings(config: Config) -> PollSettings:
-        return PollSettings(interval=config.poll_interval, timeout=config.timeout)
 
     @staticmethod
     def _make_pusher(alerting: AlertingConfig) -> tuple[AlertPusher, CollectorRegistry] | None:
@@ -128,15 +142,22 @@ class Exporter:
         if old is not None:
             await asyncio.to_thread(old[0].close)
 
-    def monitors(self, config: Config) -> tuple[MonitorConfig, ...]:
-        """Every monitor to watch under ``config``."""
-        return (*config.monitors, *self.extra_monitors)
+    def monitors(self) -> tuple[MonitorConfig, ...]:
+        """Every monitor to watch now: see :func:`watched_monitors`."""
+        return watched_monitors(
+            self.config.monitors, self.discoverer.discovered, self.extra_monitors
+        )
+
+    async def _apply_monitors(self, settings: PollSettings | None = None) -> None:
+        """Make the fleet watch :meth:`monitors` (call with the reload lock held)."""
+        await self.fleet.apply(self.monitors(), settings)
+        self.self_metrics.monitors.set(len(self.fleet.states))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start polling and listening."""
-        monitors = self.monitors(self.config)
+        monitors = self.monitors()
         limit = raise_fd_limit(len(monitors) + FD_RESERVE)
         if len(monitors) + FD_RESERVE > limit:
             log.warning(
@@ -150,9 +171,9 @@ class Exporter:
         self.self_metrics.reload_success_time.set(self.reload_time)
         if self.pusher is not None:
             self.pusher[0].start()
-        await self.fleet.apply(monitors)
-        self.self_metrics.monitors.set(len(self.fleet.pollers))
-        self._discovery_task = asyncio.create_task(self.discoverer.run(), name="discovery")
+        async with self._reload_lock:
+            await self._apply_monitors()
+        self._discovery_task = asyncio.create_task(self._follow_discovery(), name="discovery")
         await self._sample_own_metrics()
         self._own_metrics_task = asyncio.create_task(self._own_metrics_loop(), name="own metrics")
         host, port = parse_listen_address(self.options.listen_address)
@@ -194,12 +215,12 @@ class Exporter:
             except Exception:  # never let a sampling failure stop the loop
                 log.exception("sampling the exporter's own metrics failed")
 
-    async def _apply_discovered(self, monitors: tuple[MonitorConfig, ...]) -> None:
-        """Discovery found a change: watch the configured plus the discovered monitors."""
-        async with self._reload_lock:
-            await self.fleet.apply((*monitors, *self.extra_monitors))
-            self.self_metrics.monitors.set(len(self.fleet.pollers))
-        await self._sample_own_metrics()
+    async def _follow_discovery(self) -> None:
+        """Apply the monitors whenever a rescan changed what discovery finds."""
+        async for _ in self.discoverer.changes():
+            async with self._reload_lock:
+                await self._apply_monitors()
+            await self._sample_own_metrics()
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM or SIGINT; SIGHUP reloads the config."""
@@ -242,15 +263,14 @@ class Exporter:
             if config.alerting != self.config.alerting:
                 await self._replace_pusher(config.alerting)
             self.config = config
-            self.discoverer.update_config(config)  # rescans at once
-            monitors = (*self.discoverer.discovered, *self.monitors(config))
-            await self.fleet.apply(monitors, self._settings(config))
+            self.discoverer.update_config(config)
+            await self.discoverer.rescan()
+            await self._apply_monitors(PollSettings.from_config(config))
             self.reload_ok = True
             self.reload_time = time.time()
             self.self_metrics.reload_successful.set(1)
             self.self_metrics.reload_success_time.set(self.reload_time)
-            self.self_metrics.monitors.set(len(self.fleet.pollers))
-            log.info("reloaded %s: %d monitor(s)", path, len(self.fleet.pollers))
+            log.info("reloaded %s: %d monitor(s)", path, len(self.fleet.states))
             return True
 
     def _on_event(self, monitor: MonitorConfig, event: Event) -> None:
@@ -291,12 +311,11 @@ class Exporter:
         return text_response(500, "reload failed; the running config is kept (see the log)")
 
     async def _landing(self, request: Request) -> Response:
-        vms = [
-            VMRow(p.monitor.name, p.monitor.address, p.monitor.mode, p.state)
-            for p in self.fleet.pollers.values()
-        ]
         reload_status = ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time)
         page = render_landing_page(
-            vms, reload_status, version=__version__, poll_interval=self.config.poll_interval
+            self.fleet.states.values(),
+            reload_status,
+            version=__version__,
+            poll_interval=self.config.poll_interval,
         )
         return Response(200, page, LANDING_CONTENT_TYPE, dict(LANDING_HEADERS))

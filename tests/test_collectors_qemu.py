@@ -15,6 +15,7 @@ import pytest
 
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.config import MonitorConfig
+from qmp_exporter.polling.collect import choose_collectors, run_collectors
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import connect
 from tests.helpers.images import make_disk_image, pc_vm_args, wait_listening
@@ -39,32 +40,22 @@ def kvm_unusable_reason() -> str | None:
 
 
 async def collect_all(address: str, names: list[str] | None = None) -> dict[str, Any]:
-    """Run the named collectors (default: all) once on a fresh connection, the way the
-    poller does: query-commands first, unsupported ones skipped. Returns
-    {"samples": {(name, labels): value}, "errors": {collector: exception}, "skipped": [...]}."""
+    """Run the named collectors (default: all) once on a fresh connection through the
+    poller's own :func:`choose_collectors` and :func:`run_collectors`. Returns
+    {"samples": {(name, labels): value}, "failed": [collector], "skipped": [collector]}."""
+    wanted = names or list(COLLECTORS)
     client = await connect(address, timeout=5)
     try:
-        available = frozenset(c["name"] for c in await client.execute("query-commands"))
-
-        async def query(command: str, arguments: dict[str, Any] | None = None) -> Any:
-            return await client.execute(command, arguments)
-
-        samples: dict = {}
-        errors: dict = {}
-        skipped = []
-        for name in names or list(COLLECTORS):
-            cls = COLLECTORS[name]
-            if not cls.supported(available):
-                skipped.append(name)
-                continue
-            try:
-                for family, labels, value in await cls(available).collect(query):
-                    samples[(family, labels)] = value
-            except Exception as err:  # recorded, as the poller does
-                errors[name] = err
-        return {"samples": samples, "errors": errors, "skipped": skipped}
+        collectors = await choose_collectors(client, wanted)
+        samples, results = await run_collectors(collectors, client)
     finally:
         await client.close()
+    chosen = {collector.name for collector in collectors}
+    return {
+        "samples": {(family, labels): value for family, labels, value in samples},
+        "failed": [name for name, ok in results if not ok],
+        "skipped": [name for name in wanted if name not in chosen],
+    }
 
 
 @pytest.fixture
@@ -83,8 +74,8 @@ def none_vm(qemu_vm) -> QemuVM:
 
 def test_pc_vm_with_disk_and_balloon(pc_vm):
     result = asyncio.run(collect_all(pc_vm.qmp_address()))
-    samples, errors = result["samples"], result["errors"]
-    assert errors == {}
+    samples, failed = result["samples"], result["failed"]
+    assert failed == []
     assert result["skipped"] == []
     disk = (("device", "disk0"),)
     for family in (
@@ -128,7 +119,7 @@ def test_block_counters_grow_as_the_guest_firmware_reads(pc_vm):
 def test_machine_none_balloon_absent_is_not_a_failure(none_vm):
     result = asyncio.run(collect_all(none_vm.qmp_address()))
     samples = result["samples"]
-    assert result["errors"] == {}
+    assert result["failed"] == []
     assert samples[("qemu_vcpus", ())] == 0
     assert samples[("qemu_memory_base_bytes", ())] == 0
     assert not any(name.startswith(("qemu_balloon", "qemu_block")) for name, _ in samples)
@@ -183,7 +174,7 @@ def kvm_vm(qemu_binary, tmp_path) -> Iterator[QemuVM]:
 def test_kvm_statistics(kvm_vm):
     result = asyncio.run(collect_all(kvm_vm.qmp_address(), ["kvm", "kvm_stats"]))
     samples = result["samples"]
-    assert result["errors"] == {}
+    assert result["failed"] == []
     assert samples[("qemu_kvm_enabled", ())] == 1
     exits = samples[("qemu_kvm_vcpu_stat_total", (("vcpu", "0"), ("stat", "exits")))]
     assert exits > 0

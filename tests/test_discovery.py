@@ -95,51 +95,48 @@ def test_scan_proxmox_layout_sets_vmid_and_poll(tmp_path, sockets, monkeypatch):
     ]
 
 
-def test_discoverer_applies_changes_and_reports_problems_once(tmp_path, sockets, caplog):
-    applied: list[tuple[MonitorConfig, ...]] = []
+def test_rescan_returns_the_discovered_and_reports_problems_once(tmp_path, sockets, caplog):
     configured = {"name": "static", "address": f"{tmp_path}/static.sock"}
     config = parse_config(
         {"monitors": [configured], "discovery": [{"glob": f"{tmp_path}/*.qmp", "rescan": "1s"}]}
     )
-    discoverer = Discoverer(config, applied.append)
+    discoverer = Discoverer(config)
 
-    async def scenario() -> None:
+    async def scenario() -> list[list[str]]:
+        found = []
         sockets(tmp_path / "static.qmp")  # clashes with the configured name
-        await discoverer.rescan()
-        await discoverer.rescan()
+        found.append(await discoverer.rescan())
+        found.append(await discoverer.rescan())
         sockets(tmp_path / "new.qmp")
-        await discoverer.rescan()
+        found.append(await discoverer.rescan())
         os.unlink(tmp_path / "new.qmp")
-        await discoverer.rescan()
+        found.append(await discoverer.rescan())
+        return [[m.name for m in monitors] for monitors in found]
 
-    asyncio.run(scenario())
-    assert [[m.name for m in monitors] for monitors in applied] == [
-        ["static"],
-        ["static", "new"],
-        ["static"],
-    ]
+    assert asyncio.run(scenario()) == [[], [], ["new"], []]
+    assert discoverer.discovered == ()
     clash = [r for r in caplog.records if "'static' is already used" in r.getMessage()]
     assert len(clash) == 1, "a lasting problem is logged once, not every rescan"
 
 
-def test_discoverer_run_picks_up_and_drops_sockets_within_one_rescan(tmp_path, sockets):
-    applied: list[tuple[float, list[str]]] = []
+def test_changes_yields_sockets_added_and_removed_within_one_rescan(tmp_path, sockets):
+    seen: list[tuple[float, list[str]]] = []
     config = parse_config({"discovery": [{"glob": f"{tmp_path}/*.qmp", "rescan": "1s"}]})
 
-    async def apply(monitors):
-        applied.append((time.monotonic(), [m.name for m in monitors]))
+    async def follow(discoverer: Discoverer) -> None:
+        async for monitors in discoverer.changes():
+            seen.append((time.monotonic(), [m.name for m in monitors]))
 
     async def scenario() -> tuple[float, float]:
-        discoverer = Discoverer(config, apply)
-        task = asyncio.create_task(discoverer.run())
+        task = asyncio.create_task(follow(Discoverer(config)))
         try:
             await asyncio.sleep(0.2)
             created = time.monotonic()
             sockets(tmp_path / "vm1.qmp")
-            await wait_for(lambda: applied and applied[-1][1] == ["vm1"])
+            await wait_for(lambda: seen and seen[-1][1] == ["vm1"])
             removed = time.monotonic()
             os.unlink(tmp_path / "vm1.qmp")
-            await wait_for(lambda: applied[-1][1] == [])
+            await wait_for(lambda: seen[-1][1] == [])
             return created, removed
         finally:
             task.cancel()
@@ -147,32 +144,41 @@ def test_discoverer_run_picks_up_and_drops_sockets_within_one_rescan(tmp_path, s
     async def wait_for(condition, limit: float = 3.0) -> None:
         deadline = time.monotonic() + limit
         while not condition():
-            assert time.monotonic() < deadline, applied
+            assert time.monotonic() < deadline, seen
             await asyncio.sleep(0.05)
 
     created, removed = asyncio.run(scenario())
-    appeared = next(t for t, names in applied if names == ["vm1"])
-    vanished = applied[-1][0]
-    assert appeared - created <= 1.5
-    assert vanished - removed <= 1.5
+    assert [names for _, names in seen] == [["vm1"], []], "only changes are yielded"
+    assert seen[0][0] - created <= 1.5
+    assert seen[1][0] - removed <= 1.5
 
 
 def test_update_config_rescans_at_once(tmp_path, sockets):
     sockets(tmp_path / "a.qmp")
-    applied: list[list[str]] = []
+    seen: list[list[str]] = []
     config = parse_config({"discovery": [{"glob": f"{tmp_path}/*.qmp", "rescan": "1h"}]})
+    discoverer = Discoverer(config)
+
+    async def follow() -> None:
+        async for monitors in discoverer.changes():
+            seen.append([m.name for m in monitors])
 
     async def scenario() -> None:
-        discoverer = Discoverer(config, lambda ms: applied.append([m.name for m in ms]))
-        task = asyncio.create_task(discoverer.run())
-        await asyncio.sleep(0.2)
+        task = asyncio.create_task(follow())
+        await wait_until(lambda: seen == [["a"]])
         discoverer.update_config(
             parse_config(
                 {"discovery": [{"glob": f"{tmp_path}/*.qmp", "rescan": "1h", "name": "x-{stem}"}]}
             )
         )
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: len(seen) == 2)
         task.cancel()
 
+    async def wait_until(condition, limit: float = 3.0) -> None:
+        deadline = time.monotonic() + limit
+        while not condition():
+            assert time.monotonic() < deadline, seen
+            await asyncio.sleep(0.02)
+
     asyncio.run(scenario())
-    assert applied == [["a"], ["x-a"]]
+    assert seen == [["a"], ["x-a"]]

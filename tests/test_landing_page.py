@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from qmp_exporter.config import MonitorConfig
 from qmp_exporter.polling.state import Identity, VMState, VncState
-from qmp_exporter.web.landing import ReloadStatus, VMRow, render_landing_page
+from qmp_exporter.web.landing import ReloadStatus, render_landing_page
 from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.rfb import rfb_handshake
 
@@ -68,6 +69,7 @@ def parse_rows(page: str) -> Rows:
 
 def test_everything_shown_is_escaped():
     state = VMState(
+        MonitorConfig(NASTY, "unix:/run/<x>&.qmp", "poll"),
         up=False,
         identity=Identity(version="7.2.22", name="<script>alert(1)</script>"),
         error_reason="connect",
@@ -75,7 +77,7 @@ def test_everything_shown_is_escaped():
         last_poll=1000.0,
     )
     page = render_landing_page(
-        [VMRow(NASTY, "unix:/run/<x>&.qmp", "poll", state)],
+        [state],
         ReloadStatus("/etc/<conf>.yml", ok=False, loaded_at=900.0),
         version="1.0<",
         now=1010.0,
@@ -94,6 +96,7 @@ def test_everything_shown_is_escaped():
 
 def test_states_vnc_and_empty_fleet():
     running = VMState(
+        MonitorConfig("web", "unix:/a", "persistent"),
         up=True,
         status="running",
         running=True,
@@ -103,10 +106,7 @@ def test_states_vnc_and_empty_fleet():
         last_success=100.0,
     )
     page = render_landing_page(
-        [
-            VMRow("web", "unix:/a", "persistent", running),
-            VMRow("new", "unix:/b", "poll", VMState()),
-        ],
+        [running, VMState(MonitorConfig("new", "unix:/b", "poll"))],
         ReloadStatus(None, ok=True, loaded_at=0.0),
         poll_interval=15.0,
         now=400.0,

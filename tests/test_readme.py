@@ -10,7 +10,7 @@ import prometheus_client
 
 from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.config import AlertingConfig, parse_yaml
-from qmp_exporter.exposition.render import all_families
+from qmp_exporter.exposition.families import all_families
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
 from tests.helpers.exporter import REPO
 

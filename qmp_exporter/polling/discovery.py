@@ -1,9 +1,10 @@
-"""Finding monitors by globbing for QMP sockets, and keeping the fleet in step.
+"""Finding monitors by globbing for QMP sockets.
 
 :func:`scan` is a pure function of the configuration and the filesystem; a
-:class:`Discoverer` runs it every ``rescan`` and hands the fleet the configured plus the
-discovered monitors, so new sockets start being polled, and vanished ones stop, within
-one rescan.
+:class:`Discoverer` runs it every ``rescan`` and yields the discovered monitors whenever
+they change (:meth:`Discoverer.changes`), so the app can start polling new sockets, and
+stop polling vanished ones, within one rescan. Discovery returns monitors; it applies
+nothing itself.
 """
 
 from __future__ import annotations
@@ -11,19 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
-import inspect
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import PurePosixPath
 
 from qmp_exporter.config import DEFAULT_RESCAN, Config, DiscoveryConfig, MonitorConfig
 
 log = logging.getLogger(__name__)
-
-#: Receives the full monitor list (configured, then discovered) after every change.
-ApplyMonitors = Callable[[tuple[MonitorConfig, ...]], Awaitable[None] | None]
 
 
 def is_socket(path: str) -> bool:
@@ -95,23 +92,18 @@ def scan(
 
 
 class Discoverer:
-    """Rescans the discovery globs and applies configured + discovered monitors."""
+    """Rescans the discovery globs of the running configuration; remembers what the last
+    scan found and which problems it met."""
 
-    def __init__(self, config: Config, apply: ApplyMonitors) -> None:
+    def __init__(self, config: Config) -> None:
         self._config = config
-        self._apply = apply
         self._discovered: tuple[MonitorConfig, ...] = ()
         self._problems: frozenset[str] = frozenset()
-        self._applied: tuple[MonitorConfig, ...] | None = None
         self._wake = asyncio.Event()
 
     @property
-    def monitors(self) -> tuple[MonitorConfig, ...]:
-        """Configured then discovered monitors, as last applied."""
-        return (*self._config.monitors, *self._discovered)
-
-    @property
     def discovered(self) -> tuple[MonitorConfig, ...]:
+        """The monitors the last scan found (none of them clashes with a configured one)."""
         return self._discovered
 
     @property
@@ -125,40 +117,40 @@ class Discoverer:
         return min((entry.rescan for entry in self._config.discovery), default=DEFAULT_RESCAN)
 
     def update_config(self, config: Config) -> None:
-        """Use a reloaded configuration; the next rescan (started at once) applies it."""
+        """Use a reloaded configuration from the next :meth:`rescan`; the waiting
+        :meth:`changes` rescans at once."""
         self._config = config
         self._wake.set()
 
     async def rescan(self) -> tuple[MonitorConfig, ...]:
-        """Scan once (off the event loop: a glob can be slow), log new problems, and apply
-        the monitor list when it changed. Returns the full list."""
+        """Scan once (off the event loop: a glob can be slow), log new problems, and return
+        the discovered monitors. A failing scan is logged and changes nothing."""
         config = self._config
-        found, problems = await asyncio.to_thread(scan, config.discovery, config.monitors)
+        before = self._discovered
+        try:
+            found, problems = await asyncio.to_thread(scan, config.discovery, config.monitors)
+        except Exception as err:
+            log.warning("discovery: rescan failed: %s", err)
+            log.debug("discovery: rescan failed", exc_info=True)
+            return before
         for problem in sorted(set(problems) - self._problems):
             log.warning("discovery: %s", problem)
         self._problems = frozenset(problems)
         self._discovered = tuple(found)
-        monitors = self.monitors
-        if monitors != self._applied:
-            added = len(set(monitors) - set(self._applied or ()))
-            removed = len(set(self._applied or ()) - set(monitors))
-            if config.discovery:
-                log.info("discovery: %d monitors (%d new, %d gone)", len(monitors), added, removed)
-            result = self._apply(monitors)
-            if inspect.isawaitable(result):
-                await result
-            self._applied = monitors
-        return monitors
+        if self._discovered != before and config.discovery:
+            added = len(set(self._discovered) - set(before))
+            removed = len(set(before) - set(self._discovered))
+            log.info("discovery: %d monitors (%d new, %d gone)", len(found), added, removed)
+        return self._discovered
 
-    async def run(self) -> None:
+    async def changes(self) -> AsyncIterator[tuple[MonitorConfig, ...]]:
         """Rescan every :attr:`interval` (or at once after :meth:`update_config`) until
-        cancelled. A failing scan is logged and retried at the next interval."""
+        cancelled, yielding the discovered monitors whenever a rescan changed them."""
         while True:
             self._wake.clear()
-            try:
-                await self.rescan()
-            except Exception as err:
-                log.warning("discovery: rescan failed: %s", err)
-                log.debug("discovery: rescan failed", exc_info=True)
+            before = self._discovered
+            found = await self.rescan()
+            if found != before:
+                yield found
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)

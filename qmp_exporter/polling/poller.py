@@ -1,5 +1,6 @@
 """One task per monitor: keep (or open per poll) a QMP session, poll it, count its events,
-and publish an immutable :class:`~qmp_exporter.polling.state.VMState` after every poll."""
+and publish an immutable :class:`~qmp_exporter.polling.state.VMState` (poll and counters)
+after every poll and every event."""
 
 from __future__ import annotations
 
@@ -11,19 +12,17 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector
-from qmp_exporter.config import EVENT_NAME, MonitorConfig
+from qmp_exporter.config import EVENT_NAME, Config, MonitorConfig
 from qmp_exporter.polling.answers import (
-    MalformedAnswerError,
     parse_identity,
     parse_status,
     parse_vnc,
 )
 from qmp_exporter.polling.answers import returned as _answer
-from qmp_exporter.polling.state import Identity, VMState
+from qmp_exporter.polling.collect import choose_collectors, poll_commands, run_collectors
+from qmp_exporter.polling.state import Counters, Identity, VMState
 from qmp_exporter.qmp import (
     CommandError,
     CommandTimeoutError,
@@ -32,7 +31,6 @@ from qmp_exporter.qmp import (
     ConnectTimeoutError,
     Event,
     MonitorBusyError,
-    ProtocolError,
     QMPClient,
     QMPError,
     connect,
@@ -83,14 +81,26 @@ REPOLL_MIN_SPACING = 0.05
 BACKOFF_START = 0.5
 
 
+#: The configuration's defaults (``poll_interval``, ``timeout``), written once in config.
+_CONFIG_DEFAULTS = Config()
+
+#: Receives each published state, and whether only the poll's timing changed.
+OnState = Callable[[VMState, bool], None]
+
+
 @dataclass(frozen=True, slots=True)
 class PollSettings:
     """How often and how patiently to poll."""
 
-    interval: float = 15.0
-    timeout: float = 5.0
+    interval: float = _CONFIG_DEFAULTS.poll_interval
+    timeout: float = _CONFIG_DEFAULTS.timeout
     #: Spread first connects over this many seconds (0: all at once).
     start_spread: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> PollSettings:
+        """The settings ``config`` asks for."""
+        return cls(interval=config.poll_interval, timeout=config.timeout)
 
 
 def error_reason(error: BaseException) -> str:
@@ -112,33 +122,30 @@ def _resolve(waiter: asyncio.Future[None] | None) -> None:
 
 
 class MonitorPoller:
-    """Watches one monitor; its latest state is :attr:`state`, its counters alongside."""
+    """Watches one monitor and publishes its :attr:`state` to ``on_state`` after every poll
+    and every event (with ``timing_only`` True when only the poll's time and duration
+    changed); its counters are its own and go out only inside the published state."""
 
     def __init__(
         self,
         monitor: MonitorConfig,
         settings: PollSettings,
         *,
-        on_change: Callable[[MonitorPoller, bool], None] = lambda poller, stable: None,
+        on_state: OnState = lambda state, timing_only: None,
         on_event: Callable[[MonitorConfig, Event], None] | None = None,
     ) -> None:
         self.monitor = monitor
         self.settings = settings
-        self.state = VMState()
-        #: Events received, by name (pre-created at 0 on the first connection).
-        self.event_counts: dict[str, int] = {}
-        #: Failed polls by reason (all reasons at 0 from the start).
-        self.error_counts: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
-        #: QMP sessions opened.
-        self.connections = 0
-        #: Set when something other than the poll's timing changed outside a poll (a new
-        #: connection); the next published poll then counts as a stable change.
-        self._stable_dirty = False
-        self._on_change = on_change
+        self._events: dict[str, int] = {}
+        self._errors: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
+        self._connections = 0
+        self._counters = self._count()
+        self._state = VMState(monitor, counters=self._counters)
+        self._on_state = on_state
         self._on_event = on_event
         self._client: QMPClient | None = None
         self._identity: Identity | None = None
-        self._collectors: list[Collector] = []
+        self._collectors: tuple[Collector, ...] = ()
         #: Commands the collectors ask every poll, sent in the poll's one batch.
         self._prefetch: tuple[str, ...] = ()
         self._waiter: asyncio.Future[None] | None = None
@@ -150,6 +157,11 @@ class MonitorPoller:
     @property
     def name(self) -> str:
         return self.monitor.name
+
+    @property
+    def state(self) -> VMState:
+        """The state published last."""
+        return self._state
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -165,6 +177,14 @@ class MonitorPoller:
                 await self._task
             self._task = None
         await self._disconnect()
+
+    def reconfigure(self, monitor: MonitorConfig, settings: PollSettings) -> None:
+        """Watch ``monitor`` with ``settings`` from the next :meth:`start` (call while
+        stopped), keeping the counters; a changed monitor is published at once."""
+        self.monitor = monitor
+        self.settings = settings
+        if monitor != self._state.monitor:
+            self._publish(dataclasses.replace(self._state, monitor=monitor))
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -226,7 +246,7 @@ class MonitorPoller:
                     if self._client is not None:
                         reason = self._client.close_reason
                         await self._disconnect()
-                        if reason is not None and self.state.up:
+                        if reason is not None and self._state.up:
                             raise reason
                     await self._connect()
                 state = await self._query(self._client)  # type: ignore[arg-type]
@@ -250,38 +270,14 @@ class MonitorPoller:
         self._client = client
         if on_event is not None:
             client.add_close_callback(lambda reason: self._closed_by_peer(client))
-        self.connections += 1
-        self._stable_dirty = True
+        self._connections += 1
         self._identity = None
         if on_event is not None:  # events are only seen on a held connection
             for name in PRECREATED_EVENTS:
-                self.event_counts.setdefault(name, 0)
-        self._collectors = await self._make_collectors(client)
-
-    async def _make_collectors(self, client: QMPClient) -> list[Collector]:
-        names = self.monitor.collectors
-        if names is None:
-            names = DEFAULT_COLLECTORS
-        if not names:
-            self._prefetch = ()
-            return []
-        available: frozenset[str] | None = None
-        try:
-            answer = await client.execute("query-commands")
-            available = frozenset(
-                c["name"] for c in answer if isinstance(c, dict) and isinstance(c.get("name"), str)
-            )
-        except CommandError:
-            available = None
-        except TypeError as err:
-            raise MalformedAnswerError(f"query-commands: {err}") from err
-        collectors = []
-        for name in names:
-            cls = COLLECTORS.get(name)
-            if cls is not None and cls.supported(available):
-                collectors.append(cls(available))
-        self._prefetch = tuple(dict.fromkeys(c for col in collectors for c in col.poll_commands))
-        return collectors
+                self._events.setdefault(name, 0)
+        self._counters = self._count()
+        self._collectors = await choose_collectors(client, self.monitor.collectors)
+        self._prefetch = poll_commands(self._collectors)
 
     def _closed_by_peer(self, client: QMPClient) -> None:
         if client is self._client:  # not a close of our own
@@ -305,11 +301,12 @@ class MonitorPoller:
             vnc = None  # QEMU built without VNC
         else:
             vnc = parse_vnc(_answer(vnc_answer))
-        samples, results = await self._run_collectors(
-            client, dict(zip(prefetch, answers[2:], strict=True))
+        samples, results = await run_collectors(
+            self._collectors, client, dict(zip(prefetch, answers[2:], strict=True)), vm=self.name
         )
         now = time.time()
         return VMState(
+            self.monitor,
             up=True,
             identity=self._identity,
             status=status,
@@ -327,75 +324,60 @@ class MonitorPoller:
         )
         return parse_identity(*answers)
 
-    async def _run_collectors(
-        self, client: QMPClient, prefetched: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], tuple[tuple[str, bool], ...]]:
-        if not self._collectors:
-            return (), ()
-
-        async def query(command: str, arguments: dict[str, Any] | None = None) -> Any:
-            if arguments is None and command in prefetched:
-                return _answer(prefetched[command])
-            return await client.execute(command, arguments)
-
-        samples: list[Any] = []
-        results = []
-        for collector in self._collectors:
-            try:
-                samples.extend(await collector.collect(query))
-                ok = True
-            except (ConnectionClosedError, CommandTimeoutError, ProtocolError):
-                raise  # the connection itself is broken: the whole poll failed
-            except (QMPError, ValueError, TypeError, KeyError, AttributeError) as err:
-                log.debug("%s: collector %s failed: %s", self.name, collector.name, err)
-                ok = False
-            results.append((collector.name, ok))
-        return tuple(samples), tuple(results)
-
     # -- outcomes --------------------------------------------------------------------------
 
+    def _count(self) -> Counters:
+        """The counters as published (rebuilt only when one of them changed)."""
+        return Counters(
+            events=tuple(sorted(self._events.items())),
+            poll_errors=tuple(self._errors.items()),
+            connections=self._connections,
+        )
+
+    def _publish(self, state: VMState) -> None:
+        timing_only = state.same_but_timing(self._state)
+        self._state = state
+        self._on_state(state, timing_only)
+
     def _succeeded(self, state: VMState, duration: float) -> None:
-        if not self.state.up and (self.state.last_poll or self._failures):
+        if not self._state.up and (self._state.last_poll or self._failures):
             log.info("%s: up (%s)", self.name, self.monitor.address)
         self._failures = 0
-        stable = self._stable_dirty or not state.same_but_timing(self.state)
-        self._stable_dirty = False
-        self.state = dataclasses.replace(state, poll_duration=duration)
-        self._changed(stable)
+        self._publish(dataclasses.replace(state, counters=self._counters, poll_duration=duration))
 
     def record_failure(self, error: BaseException, duration: float) -> None:
         """Count a failed poll, publish the VM as down, and log once per change."""
         reason = error_reason(error)
-        self.error_counts[reason] += 1
+        self._errors[reason] += 1
+        self._counters = self._count()
         self._failures += 1
-        previous = self.state
+        previous = self._state
         message = str(error) or type(error).__name__
         if previous.up or previous.error_reason != reason or not previous.last_poll:
             log.warning("%s: down (%s): %s", self.name, reason, message)
         log.debug("%s: poll failed", self.name, exc_info=error)
-        self.state = VMState(
-            up=False,
-            identity=previous.identity,
-            error_reason=reason,
-            error=message,
-            last_success=previous.last_success,
-            last_poll=time.time(),
-            poll_duration=duration,
+        self._publish(
+            VMState(
+                self.monitor,
+                up=False,
+                identity=previous.identity,
+                error_reason=reason,
+                error=message,
+                last_success=previous.last_success,
+                last_poll=time.time(),
+                poll_duration=duration,
+                counters=self._counters,
+            )
         )
-        self._stable_dirty = False
-        self._changed(True)
-
-    def _changed(self, stable: bool) -> None:
-        """Tell the listener; ``stable`` is False when only the poll's timing changed."""
-        self._on_change(self, stable)
 
     def _event(self, event: Event) -> None:
         name = event.name
-        counts = self.event_counts
+        counts = self._events
         if name not in counts and (len(counts) >= MAX_EVENT_NAMES or not EVENT_NAME.match(name)):
             name = "OTHER"
         counts[name] = counts.get(name, 0) + 1
-        self._changed(True)
+        self._counters = self._count()
+        self._publish(dataclasses.replace(self._state, counters=self._counters))
         if self._on_event is not None:
             try:
                 self._on_event(self.monitor, event)

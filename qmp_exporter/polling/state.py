@@ -1,9 +1,11 @@
-"""What one poll learnt about one VM: immutable, replaced whole after every poll."""
+"""What the exporter knows about one VM: immutable, replaced whole after every poll and
+every event, and published by its poller (see :mod:`qmp_exporter.polling.fleet`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qmp_exporter.config import MonitorConfig
 from qmp_exporter.exposition.textformat import Sample
 
 #: QAPI RunState values (QEMU 7.2); ``qemu_vm_status`` has a series for each.
@@ -50,9 +52,24 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class VMState:
-    """The latest poll of one VM. ``up`` False means the other fields are stale or empty."""
+class Counters:
+    """What a poller has counted since it started (kept across reconnects and restarts)."""
 
+    #: Events received, by name, sorted (pre-created at 0 on the first held connection).
+    events: tuple[tuple[str, int], ...] = ()
+    #: Failed polls, by reason (every reason, at 0 from the start).
+    poll_errors: tuple[tuple[str, int], ...] = ()
+    #: QMP sessions opened.
+    connections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VMState:
+    """One VM as its poller last published it: the monitor it watches (name, address, mode,
+    configured labels), the latest poll and the counters. ``up`` False means the poll's
+    fields are stale or empty."""
+
+    monitor: MonitorConfig
     up: bool = False
     identity: Identity | None = None
     status: str = ""
@@ -70,11 +87,19 @@ class VMState:
     #: Wall-clock time the last poll ended (0 for never).
     last_poll: float = 0.0
     poll_duration: float = 0.0
+    counters: Counters = Counters()
+
+    @property
+    def name(self) -> str:
+        """The ``vm`` label: the monitor's name."""
+        return self.monitor.name
 
     def same_but_timing(self, other: VMState) -> bool:
         """Equal in everything but when the poll happened and how long it took."""
         return (
-            self.up == other.up
+            (self.monitor is other.monitor or self.monitor == other.monitor)
+            and (self.counters is other.counters or self.counters == other.counters)
+            and self.up == other.up
             and self.status == other.status
             and self.running == other.running
             and self.vnc == other.vnc

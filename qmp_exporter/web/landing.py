@@ -1,4 +1,5 @@
-"""The landing page at ``/``: every VM's latest poll in one table, plain HTML and inline CSS.
+"""The landing page at ``/``: every VM's latest published state in one table, plain HTML
+and inline CSS.
 
 Everything shown is escaped (VM names, errors and addresses may hold ``<``, ``&``, quotes);
 the page loads nothing from anywhere (see :data:`LANDING_HEADERS`).
@@ -36,16 +37,6 @@ _STATE_CLASS = {
     "restore-vm": "info",
     "debug": "warn",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class VMRow:
-    """One monitor as the page shows it."""
-
-    name: str
-    address: str
-    mode: str
-    state: VMState
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,21 +141,21 @@ def _poll_cell(state: VMState, now: float) -> str:
     )
 
 
-def _row(vm: VMRow, now: float) -> str:
-    state = vm.state
+def _row(state: VMState, now: float) -> str:
+    monitor = state.monitor
     identity = state.identity
     version = identity.version if identity and identity.version else ""
     guest_name = identity.name if identity and identity.name else ""
-    name_sub = f"{guest_name} · " if guest_name and guest_name != vm.name else ""
+    name_sub = f"{guest_name} · " if guest_name and guest_name != monitor.name else ""
     error = ""
     if state.error:
         reason = f"<b>{_e(state.error_reason)}</b>: " if state.error_reason else ""
         error = f"{reason}{_e(state.error)}"
     row_class = ' class="down"' if state.last_poll and not state.up else ""
     return (
-        f'<tr data-vm="{_e(vm.name)}"{row_class}>'
-        f'<td><span class="name">{_e(vm.name)}</span>'
-        f'<span class="sub">{_e(name_sub)}{_e(vm.address)} ({_e(vm.mode)})</span></td>'
+        f'<tr data-vm="{_e(monitor.name)}"{row_class}>'
+        f'<td><span class="name">{_e(monitor.name)}</span>'
+        f'<span class="sub">{_e(name_sub)}{_e(monitor.address)} ({_e(monitor.mode)})</span></td>'
         f"<td>{_state_cell(state)}</td>"
         f'<td class="num">{_e(version) if version else "<span class=muted>–</span>"}</td>'
         f'<td class="nowrap">{_vnc_cell(state)}</td>'
@@ -190,19 +181,19 @@ def _reload_box(status: ReloadStatus, now: float) -> str:
 
 
 def render_landing_page(
-    vms: Iterable[VMRow],
+    vms: Iterable[VMState],
     reload_status: ReloadStatus,
     *,
     version: str = "",
     poll_interval: float | None = None,
     now: float | None = None,
 ) -> bytes:
-    """The whole page as UTF-8 bytes; rows sorted by VM name."""
+    """The whole page as UTF-8 bytes, from each VM's published state; rows sorted by VM name."""
     now = time.time() if now is None else now
     rows = sorted(vms, key=lambda vm: vm.name)
-    up = sum(1 for vm in rows if vm.state.up)
-    down = sum(1 for vm in rows if not vm.state.up and vm.state.last_poll)
-    clients = sum(vm.state.vnc.clients for vm in rows if vm.state.up and vm.state.vnc)
+    up = sum(1 for vm in rows if vm.up)
+    down = sum(1 for vm in rows if not vm.up and vm.last_poll)
+    clients = sum(vm.vnc.clients for vm in rows if vm.up and vm.vnc)
     refresh = ""
     if poll_interval:
         seconds = max(MIN_REFRESH_SECONDS, round(poll_interval))

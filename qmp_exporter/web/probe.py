@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatchcase
 
 from qmp_exporter.config import Config, MonitorConfig
-from qmp_exporter.exposition.render import CONNECTIONS, EVENTS, POLL_ERRORS, all_families, vm_lines
+from qmp_exporter.exposition.families import CONNECTIONS, EVENTS, POLL_ERRORS, assemble
+from qmp_exporter.exposition.render import vm_lines
 from qmp_exporter.exposition.textformat import CONTENT_TYPE
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import AddressError, TCPAddress, UnixAddress, parse_address
@@ -118,8 +119,7 @@ async def probe(
         name=name or address, address=address, mode="poll", labels=labels, collectors=collectors
     )
     poller = MonitorPoller(monitor, PollSettings(interval=timeout, timeout=timeout, start_spread=0))
-    # One poll of the same code the fleet runs (its private step: the poller has no
-    # public one-shot entry yet); the poll closes its connection in poll mode.
+    # One poll through the same code the fleet runs; in poll mode it closes its connection.
     started = asyncio.get_running_loop().time()
     try:
         await asyncio.wait_for(poller.poll_once(), timeout)
@@ -129,13 +129,10 @@ async def probe(
         poller.record_failure(
             TimeoutError(f"{address}: probe timed out after {timeout:g}s"), elapsed
         )
-    lines = vm_lines(poller)
-    parts = []
-    for family in all_families():
-        if family.name in lines and family.name not in _ONE_SHOT_COUNTERS:
-            parts.append(family.header())
-            parts.extend(lines[family.name])
-    return "".join(parts).encode()
+    lines = vm_lines(poller.state)
+    return assemble(
+        {name: text for name, text in lines.items() if name not in _ONE_SHOT_COUNTERS}
+    ).encode()
 
 
 class ProbeEndpoint:

@@ -1,0 +1,94 @@
+"""The one place collectors are chosen for a VM and run in a poll (the poller, ``/probe``
+through the poller, and the tests against real QEMU all come here)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
+from qmp_exporter.collectors.base import Collector
+from qmp_exporter.exposition.textformat import Sample
+from qmp_exporter.polling.answers import MalformedAnswerError, returned
+from qmp_exporter.qmp import (
+    CommandError,
+    CommandTimeoutError,
+    ConnectionClosedError,
+    ProtocolError,
+    QMPClient,
+    QMPError,
+)
+
+log = logging.getLogger(__name__)
+
+#: (collector name, success) for each collector that ran in one poll.
+CollectorResults = tuple[tuple[str, bool], ...]
+
+
+async def choose_collectors(
+    client: QMPClient, names: Sequence[str] | None
+) -> tuple[Collector, ...]:
+    """The collectors named (``None``: the defaults) that this VM supports, in the order
+    named, for the life of ``client``'s connection. Asks ``query-commands`` once (not at
+    all for no names); a QEMU without it runs every named collector."""
+    if names is None:
+        names = DEFAULT_COLLECTORS
+    if not names:
+        return ()
+    available: frozenset[str] | None
+    try:
+        answer = await client.execute("query-commands")
+        available = frozenset(
+            c["name"] for c in answer if isinstance(c, dict) and isinstance(c.get("name"), str)
+        )
+    except CommandError:
+        available = None
+    except TypeError as err:
+        raise MalformedAnswerError(f"query-commands: {err}") from err
+    chosen = []
+    for name in names:
+        cls = COLLECTORS.get(name)
+        if cls is not None and cls.supported(available):
+            chosen.append(cls(available))
+    return tuple(chosen)
+
+
+def poll_commands(collectors: Sequence[Collector]) -> tuple[str, ...]:
+    """The commands ``collectors`` ask every poll, each once: sent in the poll's batch."""
+    return tuple(dict.fromkeys(c for collector in collectors for c in collector.poll_commands))
+
+
+async def run_collectors(
+    collectors: Sequence[Collector],
+    client: QMPClient,
+    prefetched: Mapping[str, Any] | None = None,
+    *,
+    vm: str = "",
+) -> tuple[tuple[Sample, ...], CollectorResults]:
+    """Run each collector once: their samples, and whether each succeeded. ``prefetched``
+    answers (by command, asked without arguments) are served without asking again; a
+    collector's own failure is recorded as its result, but a broken connection (closed,
+    timed out, garbled) raises: the whole poll failed."""
+    if not collectors:
+        return (), ()
+    answers = prefetched or {}
+
+    async def query(command: str, arguments: dict[str, Any] | None = None) -> Any:
+        if arguments is None and command in answers:
+            return returned(answers[command])
+        return await client.execute(command, arguments)
+
+    samples: list[Sample] = []
+    results = []
+    for collector in collectors:
+        try:
+            samples.extend(await collector.collect(query))
+            ok = True
+        except (ConnectionClosedError, CommandTimeoutError, ProtocolError):
+            raise
+        except (QMPError, ValueError, TypeError, KeyError, AttributeError) as err:
+            log.debug("%s: collector %s failed: %s", vm, collector.name, err)
+            ok = False
+        results.append((collector.name, ok))
+    return tuple(samples), tuple(results)
