@@ -25,8 +25,7 @@ from qmp_exporter.qmp import (
     GreetingTimeoutError,
     connect,
 )
-from qmp_exporter.sim.demo import start_demo
-from qmp_exporter.sim.simulator import (
+from qmp_exporter.sim import (
     Churn,
     CommandFailed,
     PollGaps,
@@ -34,6 +33,7 @@ from qmp_exporter.sim.simulator import (
     SimulatedMonitorServer,
     SimulatedVM,
 )
+from qmp_exporter.sim.demo import start_demo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -462,7 +462,7 @@ def test_demo_vms_through_the_client() -> None:
 def test_fleet_in_a_separate_process(tmp_path: Path) -> None:
     control = tmp_path / "control.sock"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qmp_exporter.sim.simulator", "--count", "3",
+        [sys.executable, "-m", "qmp_exporter.sim", "--count", "3",
          "--dir", str(tmp_path / "f"), "--control", str(control)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
