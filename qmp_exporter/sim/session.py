@@ -18,7 +18,7 @@ from qmp_exporter.sim.dialect import ENCODED_GREETINGS, CommandFailed, error
 from qmp_exporter.sim.vm import WRITE_COMMANDS, SimulatedVM
 
 if TYPE_CHECKING:
-    from qmp_exporter.sim.hooks import Script
+    from qmp_exporter.sim.hooks import ConnectHook, Script
     from qmp_exporter.sim.server import SimulatedMonitorServer
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class Session(asyncio.Protocol):
 
     __slots__ = (
         "_buffer",
+        "_corked",
         "_end",
         "_eol",
         "_gone",
@@ -77,6 +78,8 @@ class Session(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._writable: asyncio.Event | None = None
         self._gone: asyncio.Event | None = None
+        #: Output held back while an ``on_connect`` hook starts (see ``_greet_then``).
+        self._corked: bytearray | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -88,19 +91,41 @@ class Session(asyncio.Protocol):
             return
         if script.recording is not None:
             script.recording.sessions.append(self)
+        if script.on_connect is None:
+            self._greet(script)
+        else:  # greeting and the hook's first output leave together, as one step
+            self._run_in_order(self._greet_then(script, script.on_connect))
+
+    def _greet(self, script: Script) -> None:
         greeting = script.greeting
         if isinstance(greeting, bytes):
-            if greeting:
-                self.transport.write(greeting)  # type: ignore[union-attr]
+            self._write(greeting)
         elif greeting is None and script.eol == b"\r\n":
-            self.transport.write(ENCODED_GREETINGS[self.vm.dialect])  # type: ignore[union-attr]
+            self._write(ENCODED_GREETINGS[self.vm.dialect])
         else:
             text = json.dumps(greeting) if greeting is not None else (
                 ENCODED_GREETINGS[self.vm.dialect].decode().rstrip()
             )  # fmt: skip
-            self.transport.write(text.encode() + script.eol)  # type: ignore[union-attr]
-        if script.on_connect is not None:
-            self._run_in_order(script.on_connect(self))
+            self._write(text.encode() + script.eol)
+
+    def _write(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked += data
+        elif data and self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def _greet_then(self, script: Script, on_connect: ConnectHook) -> None:
+        # Hold writes until the hook first waits, then send them with the greeting in one
+        # write: a client reads them together, whatever the timing.
+        self._corked = bytearray()
+        asyncio.get_running_loop().call_soon(self._uncork)
+        self._greet(script)
+        await on_connect(self)
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked and self.transport is not None and not self.closed:
+            self.transport.write(bytes(corked))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -313,7 +338,11 @@ class Session(asyncio.Protocol):
         client does not read."""
         if self.closed or self.transport is None:
             return
-        self.transport.write(data)
+        if self._corked is not None:  # the first output after the greeting: sent with it
+            self._corked += data
+            await asyncio.sleep(0)
+            return
+        self._write(data)
         writable = self._writable
         if writable is not None and not writable.is_set():
             await writable.wait()
@@ -353,6 +382,7 @@ class Session(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the connection once what was written is sent."""
+        self._uncork()
         self.closed = True
         if self.transport is not None:
             self.transport.close()
