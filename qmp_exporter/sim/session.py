@@ -154,7 +154,7 @@ class Session(asyncio.Protocol):
     def send_event(self, line: bytes) -> None:
         """Send an encoded event line from the VM (only once negotiated, as QEMU does:
         09-two-qmp-sockets.jsonl)."""
-        if self.negotiated and self.transport is not None and not self.closed:
+        if self.negotiated and self.transport is not None:
             self.transport.write(line)
 
     def data_received(self, data: bytes) -> None:
@@ -183,10 +183,7 @@ class Session(asyncio.Protocol):
                 newline = text.find("\n", err.pos)
                 position = length if newline < 0 else newline + 1
                 continue
-            if self._queue is not None:
-                self._queue.append(message)
-            else:
-                self._handle(message)
+            self._handle(message)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -195,8 +192,12 @@ class Session(asyncio.Protocol):
             self._reply_error(None, "GenericError", "QMP input must be a JSON object")
             return
         script = self.script
-        if script is not None and script.recording is not None:
-            script.recording.received.append(message)
+        if script is not None:
+            if self._queue is not None:  # an in-order hook runs: this request waits
+                self._queue.append(message)
+                return
+            if script.recording is not None:
+                script.recording.received.append(message)
         for member in message:
             if member not in _INPUT_MEMBERS:
                 self._reply_error(
@@ -262,7 +263,7 @@ class Session(asyncio.Protocol):
         return vm.answer(command, arguments)
 
     def _reply(self, command_id: Any, body: bytes | None, failure: dict[str, Any] | None) -> None:
-        if self.transport is None or self.closed:
+        if self.transport is None:
             return
         if failure is None:
             if command_id is None:
@@ -384,14 +385,16 @@ class Session(asyncio.Protocol):
         """Close the connection once what was written is sent."""
         self._uncork()
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.close()
 
     def abort(self) -> None:
         """Drop the connection at once (unsent data is lost)."""
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.abort()
 
     async def wait_closed(self) -> None:
         """Return once the connection is gone (the client left or it was closed)."""
