@@ -103,13 +103,13 @@ class Process:
 
 
 class FleetProcess(Process):
-    """``python -m qmp_exporter.sim.simulator`` serving ``count`` VMs, with a control socket."""
+    """``python -m qmp_exporter.sim`` serving ``count`` VMs, with a control socket."""
 
     def __init__(self, workdir: Path, count: int) -> None:
         self.directory = workdir / "fleet"
         self.control_path = workdir / "control.sock"
         super().__init__(
-            [sys.executable, "-m", "qmp_exporter.sim.simulator", "--count", str(count),
+            [sys.executable, "-m", "qmp_exporter.sim", "--count", str(count),
              "--dir", str(self.directory), "--control", str(self.control_path)],
             workdir / "fleet.log",
             stdout_pipe=True,

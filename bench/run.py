@@ -6,7 +6,7 @@ against a baseline measured in the same run.
 
 Writes the "Scale" section of docs/benchmarks.md (between its markers) and
 docs/benchmarks-scale.png. The exporter runs as its own process (``python -m qmp_exporter``),
-the simulated fleet in another (``python -m qmp_exporter.sim.simulator``), each baseline in a third.
+the simulated fleet in another (``python -m qmp_exporter.sim``), each baseline in a third.
 """
 
 from __future__ import annotations

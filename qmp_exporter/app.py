@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import resource
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConf
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
 from qmp_exporter.exposition.textformat import CONTENT_TYPE
+from qmp_exporter.fdlimit import raise_fd_limit
 from qmp_exporter.polling.discovery import Discoverer
 from qmp_exporter.polling.fleet import Fleet
 from qmp_exporter.polling.poller import PollSettings
@@ -71,16 +71,6 @@ def watched_monitors(
     for monitor in (*configured, *discovered, *extra):
         chosen.setdefault(monitor.name, monitor)
     return tuple(chosen.values())
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """Raise the soft open-files limit towards the hard one; return the soft limit now."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Exporter:

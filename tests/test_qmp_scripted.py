@@ -482,7 +482,7 @@ def test_cancelled_connect_leaves_no_connection(sock_path: str) -> None:
         # The server sees the client go away, so the single slot frees for the next one.
         monitor.greeting = {"QMP": {"capabilities": []}}
         await asyncio.sleep(0.1)
-        assert monitor.sessions[0].reader.at_eof()
+        assert monitor.sessions[0].disconnected
 
     with_monitor(sock_path, body, greeting=NO_GREETING)
 

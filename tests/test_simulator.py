@@ -25,8 +25,7 @@ from qmp_exporter.qmp import (
     GreetingTimeoutError,
     connect,
 )
-from qmp_exporter.sim.demo import start_demo
-from qmp_exporter.sim.simulator import (
+from qmp_exporter.sim import (
     Churn,
     CommandFailed,
     PollGaps,
@@ -34,6 +33,7 @@ from qmp_exporter.sim.simulator import (
     SimulatedMonitorServer,
     SimulatedVM,
 )
+from qmp_exporter.sim.demo import start_demo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -462,7 +462,7 @@ def test_demo_vms_through_the_client() -> None:
 def test_fleet_in_a_separate_process(tmp_path: Path) -> None:
     control = tmp_path / "control.sock"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qmp_exporter.sim.simulator", "--count", "3",
+        [sys.executable, "-m", "qmp_exporter.sim", "--count", "3",
          "--dir", str(tmp_path / "f"), "--control", str(control)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
@@ -581,3 +581,86 @@ def test_poll_gaps_time_the_polls_of_each_vm() -> None:
     assert 0.04 < summary["max"] < 1
     gaps.reset()
     assert gaps.summary() == {"count": 0}
+
+
+# -- dialects, TCP, layering --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dialect", "greeting", "capabilities_reply", "status"),
+    [
+        ("2009", {"QMP": {"capabilities": []}},
+         {"error": {"class": "CommandNotFound",
+                    "desc": "The command qmp_capabilities has not been found"}},
+         {"running": True, "singlestep": False}),
+        ("2010", {"QMP": {"version": {"qemu": "0.13.0", "package": ""}, "capabilities": []}},
+         {"return": {}}, {"running": True, "singlestep": False}),
+        ("modern", {"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7},
+                                        "package": "qmp-exporter simulator"},
+                            "capabilities": ["oob"]}},
+         {"return": {}}, {"status": "running", "singlestep": False, "running": True}),
+    ],
+)  # fmt: skip
+def test_each_dialect_greets_negotiates_and_answers_like_its_era(
+    dialect: str, greeting: dict, capabilities_reply: dict, status: dict
+) -> None:
+    async def scenario() -> list[bytes]:
+        async with Served(SimulatedVM("vm-era", dialect=dialect)) as served:
+            lines = [b'{"execute": "qmp_capabilities"}\n', b'{"execute": "query-status"}\n']
+            return await raw_session(served.server.path, lines)
+
+    received = run(scenario)
+    assert all(line.endswith(b"\r\n") for line in received)
+    assert [json.loads(line) for line in received] == [
+        greeting,
+        capabilities_reply,
+        {"return": status},
+    ]
+
+
+def test_a_vm_with_fewer_commands_answers_command_not_found() -> None:
+    async def scenario() -> tuple[Any, str]:
+        vm = SimulatedVM("vm-old", commands={"query-status", "query-commands"})
+        async with Served(vm) as served:
+            client = await connect(served.server.address, timeout=2)
+            listed = await client.execute("query-commands")
+            with pytest.raises(CommandError) as caught:
+                await client.execute("query-vnc")
+            await client.close()
+            return listed, caught.value.error_class
+
+    listed, error_class = run(scenario)
+    assert listed == [{"name": "query-commands"}, {"name": "query-status"}]
+    assert error_class == "CommandNotFound"
+
+
+def test_a_tcp_monitor_serves_like_a_unix_one() -> None:
+    async def scenario() -> tuple[str, Any]:
+        server = SimulatedMonitorServer(SimulatedVM("vm-tcp"), "tcp:127.0.0.1:0")
+        await server.start()
+        try:
+            client = await connect(server.address, timeout=2)
+            name = await client.execute("query-name")
+            await client.close()
+            return server.address, name
+        finally:
+            await server.close()
+
+    address, name = run(scenario)
+    assert address.startswith("tcp:127.0.0.1:") and not address.endswith(":0")
+    assert name == {"name": "vm-tcp"}
+
+
+def test_the_simulator_imports_no_server_code() -> None:
+    code = (
+        "import sys, qmp_exporter.sim, qmp_exporter.sim.cli, qmp_exporter.sim.demo\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('qmp_exporter'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, check=True,
+    )  # fmt: skip
+    loaded = result.stdout.split()
+    assert "qmp_exporter.sim.session" in loaded
+    forbidden = ("app", "web", "exposition", "polling", "alerting", "cli")
+    assert [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in forbidden] == []

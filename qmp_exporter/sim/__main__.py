@@ -1,5 +1,5 @@
 """``python -m qmp_exporter.sim``: run simulated QEMU monitors."""
 
-from qmp_exporter.sim.simulator import main
+from qmp_exporter.sim.cli import main
 
 raise SystemExit(main())

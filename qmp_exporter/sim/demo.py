@@ -11,7 +11,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qmp_exporter.sim.simulator import Churn, SimulatedMonitorServer, SimulatedVM
+from qmp_exporter.sim.churn import Churn
+from qmp_exporter.sim.server import SimulatedMonitorServer
+from qmp_exporter.sim.vm import SimulatedVM
 
 #: Seconds between demo changes, on average.
 DEMO_CHURN_INTERVAL = 5.0

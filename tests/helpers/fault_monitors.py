@@ -1,4 +1,4 @@
-"""Faulty QMP monitors for the fault and read-only suites, built on ScriptedMonitor.
+"""Faulty QMP monitors for the fault and read-only suites: scripted simulator monitors.
 
 Each ``make_*`` returns a :class:`ScriptedMonitor` whose behaviour is one fault; a
 :class:`MonitorLoop` serves any number of them from one background thread, so an exporter
@@ -74,7 +74,7 @@ def make_endless_line(path: str) -> ScriptedMonitor:
     async def endless(session: Session) -> None:
         chunk = b"x" * 65536
         for _ in range(ENDLESS_LINE_BYTES // len(chunk)):
-            if session.closed or session.writer.is_closing():
+            if session.closed:
                 return
             await session.send_raw(chunk)
 
@@ -100,8 +100,7 @@ def make_half_response(path: str) -> ScriptedMonitor:
     async def half(session: Session, request: dict[str, Any]) -> None:
         await session.send_raw(b'{"return": {"running": tr')
         # Silent from now on, but free for the next client once this one leaves (as QEMU).
-        while await session.reader.read(65536):
-            pass
+        await session.wait_closed()
 
     return ScriptedMonitor(path, handlers={"query-status": half})
 
