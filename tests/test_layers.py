@@ -47,6 +47,8 @@ class Import:
     imported: str
     file: str
     line: int
+    #: Inside ``if TYPE_CHECKING:``: read by the type checker, never run.
+    type_only: bool = False
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.importer} imports {self.imported}"
@@ -80,14 +82,28 @@ def read_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, list[Import]]:
         is_package = path.name == "__init__.py"
         where = str(path.relative_to(package_dir.parent))
         found: list[Import] = []
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        type_only = _type_checking_lines(tree)
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Import | ast.ImportFrom):
                 continue
             for target in _targets(node, module, is_package, files):
                 if within(target, package_dir.name):
-                    found.append(Import(module, target, where, node.lineno))
+                    found.append(
+                        Import(module, target, where, node.lineno, node.lineno in type_only)
+                    )
         graph[module] = sorted(set(found), key=lambda i: (i.line, i.imported))
     return graph
+
+
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    """The lines inside ``if TYPE_CHECKING:`` blocks."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
 
 
 def _targets(
@@ -196,7 +212,11 @@ def collectors_outside_imports(graph: Graph) -> list[str]:
 
 
 def import_cycles(graph: Graph) -> list[str]:
-    """One cycle from each group of modules that import each other, as its imports."""
+    """One cycle from each group of modules that import each other at run time, as its
+    imports. A type-only import (under ``if TYPE_CHECKING:``) is how a module names a type of
+    a module that uses it; it is never run, so it makes no cycle (as import-linter's
+    ``exclude_type_checking_imports``). The layer rules above count it all the same."""
+    graph = {m: [e for e in edges if not e.type_only] for m, edges in graph.items()}
     problems = []
     for group in _strongly_connected(graph):
         members = set(group)
@@ -434,3 +454,22 @@ def test_relative_and_function_level_imports_are_read(tmp_path: Path) -> None:
         " -> qmp_exporter/web/server.py:1: qmp_exporter.web.server imports "
         "qmp_exporter.qmp.client"
     ]
+
+
+def test_a_type_only_back_reference_is_no_cycle_but_still_an_import(tmp_path: Path) -> None:
+    package = tmp_path / "qmp_exporter"
+    (package / "sim").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sim" / "__init__.py").write_text("")
+    (package / "sim" / "session.py").write_text("from qmp_exporter.sim import hooks\n")
+    (package / "sim" / "hooks.py").write_text(
+        "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+        "    from qmp_exporter.sim.session import Session\n"
+    )
+    graph = read_graph(package)
+    assert [(e.imported, e.type_only) for e in graph["qmp_exporter.sim.hooks"]] == [
+        ("qmp_exporter.sim.session", True)
+    ]
+    assert import_cycles(graph) == []
+    (package / "sim" / "hooks.py").write_text("from qmp_exporter.sim.session import Session\n")
+    assert len(import_cycles(read_graph(package))) == 1
