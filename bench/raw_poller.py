@@ -18,6 +18,7 @@ import json
 import resource
 import sys
 import time
+from typing import cast
 
 _EVENTS_SHOWN = frozenset({"VNC_CONNECTED"})
 
@@ -32,7 +33,7 @@ class Monitor(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport: it writes
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data

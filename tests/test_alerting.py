@@ -244,7 +244,7 @@ def scripted() -> Iterator[type[_ScriptedAlertmanager]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]  # a class attribute the handler reads
     yield handler
     server.shutdown()
     server.server_close()

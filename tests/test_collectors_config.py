@@ -30,7 +30,7 @@ monitors:
         (),
     ]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.monitors[0].collectors = ()  # type: ignore[misc]
+        config.monitors[0].collectors = ()  # type: ignore[misc]  # the test edits a frozen config on purpose
 
 
 def test_monitor_collectors_errors_have_paths():

@@ -249,7 +249,9 @@ class MonitorPoller:
                         if reason is not None and self._state.up:
                             raise reason
                     await self._connect()
-                state = await self._query(self._client)  # type: ignore[arg-type]
+                client = self._client
+                assert client is not None  # _connect() sets it or raises
+                state = await self._query(client)
             finally:
                 if not persistent:
                     await self._disconnect()

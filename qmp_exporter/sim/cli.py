@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from qmp_exporter.sim.churn import Churn
 from qmp_exporter.sim.dialect import CommandFailed
@@ -46,7 +46,7 @@ class _ControlProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport: it writes
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

@@ -12,7 +12,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from qmp_exporter.sim.dialect import ENCODED_GREETINGS, CommandFailed, error
 from qmp_exporter.sim.vm import WRITE_COMMANDS, SimulatedVM
@@ -84,10 +84,10 @@ class Session(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport: it writes
         script = self.script
         if script is None:
-            self.transport.write(ENCODED_GREETINGS[self.vm.dialect])  # type: ignore[union-attr]
+            self.transport.write(ENCODED_GREETINGS[self.vm.dialect])
             return
         if script.recording is not None:
             script.recording.sessions.append(self)
@@ -266,10 +266,11 @@ class Session(asyncio.Protocol):
         if self.transport is None:
             return
         if failure is None:
+            assert body is not None  # an answer without a failure always has a body
             if command_id is None:
-                line = b'{"return": ' + body + self._end  # type: ignore[operator]
+                line = b'{"return": ' + body + self._end
             else:
-                line = b'{"return": ' + body + b', "id": ' + json.dumps(command_id).encode()  # type: ignore[operator]
+                line = b'{"return": ' + body + b', "id": ' + json.dumps(command_id).encode()
                 line += self._end
         else:
             reply: dict[str, Any] = {} if command_id is None else {"id": command_id}
