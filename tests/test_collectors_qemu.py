@@ -18,6 +18,7 @@ from qmp_exporter.config import MonitorConfig
 from qmp_exporter.polling.collect import choose_collectors, run_collectors
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import connect
+from tests.helpers.exporter import wait_for
 from tests.helpers.images import make_disk_image, pc_vm_args, wait_listening
 from tests.helpers.qemu import QemuVM
 
@@ -172,12 +173,18 @@ def kvm_vm(qemu_binary, tmp_path) -> Iterator[QemuVM]:
 
 
 def test_kvm_statistics(kvm_vm):
-    result = asyncio.run(collect_all(kvm_vm.qmp_address(), ["kvm", "kvm_stats"]))
+    exits_key = ("qemu_kvm_vcpu_stat_total", (("vcpu", "0"), ("stat", "exits")))
+
+    def collected_after_first_exit():
+        # Right after start vCPU 0 may not have run yet: its exit counter is then 0.
+        result = asyncio.run(collect_all(kvm_vm.qmp_address(), ["kvm", "kvm_stats"]))
+        return result if result["samples"].get(exits_key, 0) > 0 else None
+
+    result = wait_for(collected_after_first_exit, timeout=10, what="vCPU 0 counts exits")
     samples = result["samples"]
     assert result["failed"] == []
     assert samples[("qemu_kvm_enabled", ())] == 1
-    exits = samples[("qemu_kvm_vcpu_stat_total", (("vcpu", "0"), ("stat", "exits")))]
-    assert exits > 0
+    exits = samples[exits_key]
     assert ("qemu_kvm_vcpu_stat_seconds_total", (("vcpu", "0"), ("stat", "halt_wait"))) in samples
     assert any(name == "qemu_kvm_vm_stat_total" for name, _ in samples)
     assert any(name == "qemu_kvm_vm_stat" for name, _ in samples)
