@@ -17,12 +17,12 @@ from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
-from qmp_exporter.exposition.textformat import CONTENT_TYPE
 from qmp_exporter.fdlimit import raise_fd_limit
 from qmp_exporter.polling.discovery import Discoverer
 from qmp_exporter.polling.fleet import Fleet
 from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
+from qmp_exporter.textformat import CONTENT_TYPE
 from qmp_exporter.web.auth.watcher import WebConfigWatcher
 from qmp_exporter.web.guard import make_guard, response_headers
 from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE

@@ -24,8 +24,8 @@ from qmp_exporter.collectors.memory import MemoryCollector
 from qmp_exporter.collectors.migration import MigrationCollector
 from qmp_exporter.collectors.spice import SpiceCollector
 from qmp_exporter.collectors.vcpu import VcpuCollector
-from qmp_exporter.exposition.textformat import sample_line
 from qmp_exporter.qmp import CommandError
+from qmp_exporter.textformat import sample_line
 from tests.helpers import qmp_answers as real
 
 

@@ -7,7 +7,7 @@ Every ``import`` counts, at module level or inside a function. The rules:
   ``app`` but the entry points (``__main__``, ``cli``);
 * ``tools`` and ``sim`` load no server code (``app``, ``web``, ``exposition.render``,
   ``polling.fleet``, ``alerting``), not even through another module;
-* ``collectors`` load only ``qmp``, ``exposition.textformat`` and themselves;
+* ``collectors`` load only ``qmp``, ``textformat`` and themselves;
 * no two modules import each other, directly or round a longer cycle.
 
 "Load" follows imports transitively and counts the package ``__init__`` modules an import
@@ -35,7 +35,7 @@ SERVER = (
 COLLECTORS_MAY_LOAD = (
     "qmp_exporter.collectors",
     "qmp_exporter.qmp",
-    "qmp_exporter.exposition.textformat",
+    "qmp_exporter.textformat",
 )
 
 
@@ -201,7 +201,7 @@ def server_imports_of_tools_and_sim(graph: Graph) -> list[str]:
 
 
 def collectors_outside_imports(graph: Graph) -> list[str]:
-    """What ``collectors`` load besides ``qmp``, ``exposition.textformat`` and themselves
+    """What ``collectors`` load besides ``qmp``, ``textformat`` and themselves
     (the packages those sit in run their ``__init__``, which is followed too)."""
     allowed_packages = {p for layer in COLLECTORS_MAY_LOAD for p in parents(layer)}
     return forbidden_loads(
@@ -298,7 +298,7 @@ RULES: dict[str, Callable[[Graph], list[str]]] = {
     "qmp imports only itself": qmp_outside_imports,
     "only the entry points import cli and app": entry_point_imports,
     "tools and sim import no server code": server_imports_of_tools_and_sim,
-    "collectors import only qmp, exposition.textformat and themselves": (
+    "collectors import only qmp, textformat and themselves": (
         collectors_outside_imports
     ),
     "no import cycles": import_cycles,
@@ -402,7 +402,7 @@ def test_allowed_imports_pass() -> None:
         ("qmp_exporter.cli", "qmp_exporter.app", 2),
         ("qmp_exporter.app", "qmp_exporter.polling.fleet", 3),
         ("qmp_exporter.collectors.block", "qmp_exporter.qmp", 4),
-        ("qmp_exporter.collectors.block", "qmp_exporter.exposition.textformat", 5),
+        ("qmp_exporter.collectors.block", "qmp_exporter.textformat", 5),
         ("qmp_exporter.qmp", "qmp_exporter.qmp.client", 6),
         ("qmp_exporter.tools.inventory", "qmp_exporter.config", 7),
     )

@@ -12,8 +12,8 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict
-from qmp_exporter.exposition.textformat import Family, Sample
 from qmp_exporter.qmp import CommandError
+from qmp_exporter.textformat import Family, Sample
 
 #: QEMU's answer to ``query-balloon`` when the VM has no balloon device.
 NO_BALLOON = "DeviceNotActive"

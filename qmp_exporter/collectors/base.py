@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
-from qmp_exporter.exposition.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Sample
 
 #: Runs one read-only QMP command and returns its answer (raises on error or timeout).
 Query = Callable[[str, dict[str, Any] | None], Awaitable[Any]]

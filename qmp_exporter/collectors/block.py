@@ -21,7 +21,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict, as_list
-from qmp_exporter.exposition.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Sample
 
 READ_BYTES = Family("qemu_block_read_bytes_total", "counter", "Bytes read from the device.")
 WRITTEN_BYTES = Family("qemu_block_written_bytes_total", "counter", "Bytes written to the device.")

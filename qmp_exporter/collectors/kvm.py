@@ -12,7 +12,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_bool, as_dict
-from qmp_exporter.exposition.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Sample
 
 KVM_ENABLED = Family("qemu_kvm_enabled", "gauge", "1 if the VM uses KVM acceleration.")
 

@@ -29,7 +29,7 @@ from qmp_exporter.collectors.values import (
     as_number,
     as_str,
 )
-from qmp_exporter.exposition.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Sample
 
 PROVIDER = "kvm"
 TARGETS = ("vm", "vcpu")

@@ -13,7 +13,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict
-from qmp_exporter.exposition.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Sample
 
 BASE_BYTES = Family("qemu_memory_base_bytes", "gauge", "RAM given to the guest at start.")
 PLUGGED_BYTES = Family("qemu_memory_plugged_bytes", "gauge", "RAM hot-plugged into the guest.")

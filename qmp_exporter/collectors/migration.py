@@ -18,7 +18,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict, as_str
-from qmp_exporter.exposition.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Sample
 
 #: A QAPI ``MigrationStatus`` value (none, setup, active, completed, failed, ...).
 _STATUS = re.compile(r"^[a-z][a-z-]{0,31}$")

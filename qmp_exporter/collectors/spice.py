@@ -13,7 +13,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_bool, as_count, as_dict, as_list
-from qmp_exporter.exposition.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Sample
 
 SPICE_ENABLED = Family("qemu_spice_enabled", "gauge", "1 if the VM has a SPICE server.")
 SPICE_CLIENTS = Family("qemu_spice_clients", "gauge", "SPICE clients connected now.")

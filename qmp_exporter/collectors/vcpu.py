@@ -13,7 +13,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.values import as_count, as_dict, as_list
-from qmp_exporter.exposition.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Sample
 
 VCPUS = Family("qemu_vcpus", "gauge", "Number of virtual CPUs.")
 VCPU_INFO = Family(

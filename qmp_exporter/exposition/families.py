@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from qmp_exporter.collectors import COLLECTORS
-from qmp_exporter.exposition.textformat import Family
+from qmp_exporter.textformat import Family
 
 UP = Family("qemu_up", "gauge", "1 when the last poll of the VM's QMP monitor succeeded, else 0.")
 VERSION_INFO = Family("qemu_version_info", "gauge", "QEMU version of the VM (query-version).")

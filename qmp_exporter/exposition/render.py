@@ -30,14 +30,14 @@ from qmp_exporter.exposition.families import (
     header,
 )
 from qmp_exporter.exposition.gzipstream import deflate_piece, gzip_stream
-from qmp_exporter.exposition.textformat import (
+from qmp_exporter.polling.state import RUN_STATES, VMState
+from qmp_exporter.textformat import (
     Family,
     Labels,
     escape_label_value,
     format_labels,
     format_value,
 )
-from qmp_exporter.polling.state import RUN_STATES, VMState
 
 
 def vm_label(name: str) -> str:

@@ -9,7 +9,6 @@ from typing import Any
 
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector
-from qmp_exporter.exposition.textformat import Sample
 from qmp_exporter.polling.answers import MalformedAnswerError, returned
 from qmp_exporter.qmp import (
     CommandError,
@@ -19,6 +18,7 @@ from qmp_exporter.qmp import (
     QMPClient,
     QMPError,
 )
+from qmp_exporter.textformat import Sample
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.exposition.textformat import Sample
+from qmp_exporter.textformat import Sample
 
 #: QAPI RunState values (QEMU 7.2); ``qemu_vm_status`` has a series for each.
 RUN_STATES = (

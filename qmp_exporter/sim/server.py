@@ -161,9 +161,10 @@ class SimulatedMonitorServer:
     def _accepted(self, task: asyncio.Task[Any], protocol: Session, sock: socket.socket) -> None:
         if task.cancelled() or task.exception() is not None:
             sock.close()
-            self._client_gone(protocol)
+            self.client_gone(protocol)
 
-    def _client_gone(self, protocol: Session) -> None:
+    def client_gone(self, protocol: Session) -> None:
+        """Forget a client that left (its session calls this), and take the next one."""
         if protocol not in self._clients:
             return
         self.vm.remove_listener(protocol.send_event)

@@ -140,7 +140,7 @@ class Session(asyncio.Protocol):
             self._raw_partial = b""
         for task in list(self._tasks):
             task.cancel()
-        self.server._client_gone(self)
+        self.server.client_gone(self)
 
     def pause_writing(self) -> None:
         if self._writable is None:

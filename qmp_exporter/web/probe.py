@@ -17,9 +17,9 @@ from fnmatch import fnmatchcase
 from qmp_exporter.config import Config, MonitorConfig
 from qmp_exporter.exposition.families import CONNECTIONS, EVENTS, POLL_ERRORS, assemble
 from qmp_exporter.exposition.render import vm_lines
-from qmp_exporter.exposition.textformat import CONTENT_TYPE
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import AddressError, TCPAddress, UnixAddress, parse_address
+from qmp_exporter.textformat import CONTENT_TYPE
 from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)
