@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.config import Config, ConfigError, MonitorConfig, load_config
@@ -23,12 +24,33 @@ LOG_LEVELS = {
 }
 
 
+class ManpageAction(argparse.Action):
+    """``--manpage`` (hidden): print qmp-exporter(1), written from this parser, and exit.
+    The package build runs it, so the man page and ``--help`` come from one source."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, help=argparse.SUPPRESS)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        from qmp_exporter.manpage import render
+
+        sys.stdout.write(render(parser))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qmp-exporter",
         description="Prometheus exporter for QEMU virtual machines, over QMP.",
     )
     parser.add_argument("--version", action="version", version=f"qmp-exporter {__version__}")
+    parser.add_argument("--manpage", action=ManpageAction)
     parser.add_argument(
         "--config.file", dest="config_file", metavar="PATH", help="YAML configuration file"
     )
@@ -62,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config", help="validate a configuration file and exit (0 valid, 1 not)"
     )
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", help="the YAML configuration file to check")
     check.add_argument(
         "--web.config.file",
         dest="web_config_file",
