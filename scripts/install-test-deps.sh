@@ -1,22 +1,72 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on a fresh Debian machine (run as root):
-# QEMU, Prometheus + promtool, Alertmanager, Chromium, systemd-analyze, and the Python packages.
+# Installs everything the test suite needs, without pip-installing into the system Python
+# (PEP 668): QEMU, Prometheus + promtool, Alertmanager, Chromium, systemd-analyze, and the
+# Python libraries from the distribution (apt-get, as root), then a virtual environment .venv
+# that sees them (--system-site-packages) and holds only the test tools from PyPI.
+# Where python3 is not the distribution's (no apt-get), .venv gets everything from PyPI.
+# scripts/test.sh runs the tests with .venv/bin/python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+fi
+
+# The Python whose libraries the tests use: the distribution's on Debian/Ubuntu (even when a
+# pyenv/conda python3 comes first in PATH), else python3. QMP_EXPORTER_PYTHON overrides it.
+PYTHON=${QMP_EXPORTER_PYTHON:-}
+if [ -z "$PYTHON" ]; then
+    if command -v apt-get >/dev/null && [ -x /usr/bin/python3 ]; then
+        PYTHON=/usr/bin/python3
+    else
+        PYTHON=$(command -v python3)
+    fi
+fi
+
 need_apt=()
-command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
-command -v promtool >/dev/null || need_apt+=(prometheus)
-command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
-    || need_apt+=(prometheus-alertmanager)
-command -v chromium >/dev/null || need_apt+=(chromium)
-command -v tmux >/dev/null || need_apt+=(tmux)
-command -v curl >/dev/null || need_apt+=(curl)
-command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+if command -v apt-get >/dev/null; then
+    command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+    command -v promtool >/dev/null || need_apt+=(prometheus)
+    command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
+        || need_apt+=(prometheus-alertmanager)
+    command -v chromium >/dev/null || need_apt+=(chromium)
+    command -v tmux >/dev/null || need_apt+=(tmux)
+    command -v curl >/dev/null || need_apt+=(curl)
+    command -v man >/dev/null || need_apt+=(man-db)
+    command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+    if [ "$PYTHON" = /usr/bin/python3 ]; then
+        for pkg in python3-venv python3-prometheus-client python3-yaml python3-requests \
+            python3-bcrypt; do
+            dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+                || need_apt+=("$pkg")
+        done
+    fi
+fi
 if ((${#need_apt[@]})); then
     echo "install-test-deps: apt-get install ${need_apt[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+
+# A .venv made from another Python (or an old one) is made again.
+home=$(dirname "$(readlink -f "$PYTHON")")
+if [ ! -x .venv/bin/python ] || ! grep -qx "home = $home" .venv/pyvenv.cfg; then
+    rm -rf .venv
+    "$PYTHON" -m venv --system-site-packages .venv
+fi
+# The package itself (editable, so the tests and the `qmp-exporter` command use this checkout)
+# and its test extra: pip takes the distribution's prometheus_client, PyYAML, requests and
+# bcrypt when they meet the floors in pyproject.toml, and fetches only the rest. With the
+# distribution's Python, every library it ships is pinned to its version: a test tool may not
+# shadow one (types-requests would bring urllib3 2 over Debian 12's 1.26); pip picks tool
+# versions that fit, or fails naming the conflict.
+constraints=()
+if [ "$PYTHON" = /usr/bin/python3 ] && [ -d /usr/lib/python3/dist-packages ]; then
+    .venv/bin/python -m pip list --format=freeze --disable-pip-version-check \
+        --path /usr/lib/python3/dist-packages 2>/dev/null \
+        | grep -E '^[A-Za-z0-9._-]+==' >.venv/distribution-constraints.txt || true
+    constraints=(--constraint .venv/distribution-constraints.txt)
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check "${constraints[@]}" -e ".[test]"
