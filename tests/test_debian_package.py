@@ -187,7 +187,9 @@ def test_the_readme_gives_this_command_first(installed: Installed) -> None:
     readme = (installed.clone / "README.md").read_text()
     commands = re.findall(r"^```(?:sh|bash|console)?\n(.*?)^```", readme, re.M | re.S)
     assert commands, "no code block in the README"
-    assert commands[0].strip().splitlines()[0].strip() == README_COMMAND
+    lines = [line.strip() for line in commands[0].splitlines()]
+    first = next(line for line in lines if line and not line.startswith("#"))
+    assert first == README_COMMAND
 
 
 def test_the_readme_command_built_and_installed_the_package(installed: Installed) -> None:
