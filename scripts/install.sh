@@ -62,7 +62,9 @@ install_deb() {
         exit 1
     }
     echo "install.sh: apt-get install ./$(basename "$work"/qmp-exporter_*_all.deb)"
-    env PATH="$SYSTEM_PATH" apt-get install -y -qq "$work"/qmp-exporter_*_all.deb >/dev/null
+    # Another apt-get (unattended-upgrades, an admin) may hold dpkg's lock for a while.
+    env PATH="$SYSTEM_PATH" apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        "$work"/qmp-exporter_*_all.deb >/dev/null
     if [ -n "${QMP_EXPORTER_KEEP_DEB:-}" ]; then
         mkdir -p "$QMP_EXPORTER_KEEP_DEB"
         cp "$work"/qmp-exporter_*_all.deb "$QMP_EXPORTER_KEEP_DEB/"

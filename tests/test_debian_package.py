@@ -87,7 +87,7 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
 def purge() -> None:
     env = dict(CLEAN_ENV, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(
-        ["apt-get", "purge", "-y", "-qq", PACKAGE],
+        ["apt-get", "-o", "DPkg::Lock::Timeout=120", "purge", "-y", "-qq", PACKAGE],
         capture_output=True,
         env=env,
         check=True,
@@ -311,7 +311,7 @@ def config_for(vm: QemuVM, directory: Path) -> Path:
     directory.chmod(0o755)
     config = directory / "qmp-exporter.yml"
     config.write_text(
-        f"poll_interval: 500ms\ntimeout: 2s\nmonitors:\n  - name: pkg-vm\n"
+        f"poll_interval: 500ms\ntimeout: 400ms\nmonitors:\n  - name: pkg-vm\n"
         f"    address: unix:{vm.qmp_path}\n"
     )
     config.chmod(0o644)
