@@ -222,6 +222,7 @@ def test_systemd_accepts_the_installed_unit(installed: Installed) -> None:
 
 def test_lintian_reports_no_errors(installed: Installed) -> None:
     report = run("lintian", "--no-tag-display-limit", str(installed.deb), check=False)
+    assert report.returncode == 0, report.stdout + report.stderr
     errors = [line for line in report.stdout.splitlines() if line.startswith("E:")]
     assert errors == [], report.stdout
 
