@@ -53,7 +53,7 @@ install_deb() {
     trap 'rm -rf "$work"' EXIT
     # Build in a copy: the checkout stays clean and owned by its user.
     mkdir "$work/src"
-    tar --exclude=./.git --exclude=./.venv --exclude='__pycache__' -cf - . | tar -C "$work/src" -xf -
+    tar --exclude=./.git --exclude=./.venv --exclude=./.venv-pypi --exclude='__pycache__' -cf - . | tar -C "$work/src" -xf -
     echo "install.sh: building the package (dpkg-buildpackage)"
     (cd "$work/src" && env PATH="$SYSTEM_PATH" DEB_BUILD_OPTIONS=nocheck \
         dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1) || {
