@@ -156,10 +156,12 @@ def installed() -> Iterator[Installed]:
         assert len(debs) == 1, f"QMP_EXPORTER_KEEP_DEB kept {debs}"
         yield Installed(clone, debs[0], log_path.read_text())
     finally:
-        stop_group(demo)
-        if package_installed():
-            purge()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            stop_group(demo)
+            if package_installed():
+                purge()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _quietly(predicate: Callable[[], bool]) -> bool:
