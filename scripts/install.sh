@@ -10,6 +10,7 @@
 # through the service when systemd runs (a runtime drop-in, gone at reboot or with
 # `systemctl revert qmp-exporter`), else in the foreground (Ctrl-C stops it).
 # Run as root, or as a user who may sudo (it asks sudo itself): bash scripts/install.sh --demo
+# QMP_EXPORTER_KEEP_DEB=DIR also copies the built .deb into DIR (for lintian; the tests use it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ demo=0
 for arg in "$@"; do
     case "$arg" in
         --demo) demo=1 ;;
-        -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -52,7 +53,7 @@ install_deb() {
     trap 'rm -rf "$work"' EXIT
     # Build in a copy: the checkout stays clean and owned by its user.
     mkdir "$work/src"
-    tar --exclude=./.git --exclude=./.venv --exclude='__pycache__' -cf - . | tar -C "$work/src" -xf -
+    tar --exclude=./.git --exclude=./.venv --exclude=./.venv-pypi --exclude='__pycache__' -cf - . | tar -C "$work/src" -xf -
     echo "install.sh: building the package (dpkg-buildpackage)"
     (cd "$work/src" && env PATH="$SYSTEM_PATH" DEB_BUILD_OPTIONS=nocheck \
         dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1) || {
@@ -61,7 +62,14 @@ install_deb() {
         exit 1
     }
     echo "install.sh: apt-get install ./$(basename "$work"/qmp-exporter_*_all.deb)"
-    env PATH="$SYSTEM_PATH" apt-get install -y -qq "$work"/qmp-exporter_*_all.deb >/dev/null
+    # Another apt-get (unattended-upgrades, an admin) may hold dpkg's lock for a while.
+    env PATH="$SYSTEM_PATH" apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        "$work"/qmp-exporter_*_all.deb >/dev/null
+    if [ -n "${QMP_EXPORTER_KEEP_DEB:-}" ]; then
+        mkdir -p "$QMP_EXPORTER_KEEP_DEB"
+        cp "$work"/qmp-exporter_*_all.deb "$QMP_EXPORTER_KEEP_DEB/"
+        echo "install.sh: kept the package in $QMP_EXPORTER_KEEP_DEB"
+    fi
     rm -rf "$work" # now, not at EXIT: --demo may exec the exporter
     trap - EXIT
     EXPORTER=/usr/bin/qmp-exporter

@@ -1,10 +1,40 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need, then runs them (extra args go to pytest)
-# with .venv's Python (see scripts/install-test-deps.sh).
+# The test command: installs what the tests need, then runs them in two stages.
+#   1. ruff, mypy and the whole suite (extra args go to pytest) with .venv's Python: the
+#      distribution's Python and libraries where there is one (see scripts/install-test-deps.sh).
+#   2. A named subset (LATEST_LIBS below: the unit tests and one real-QEMU end-to-end test) in
+#      .venv-pypi: the same base Python without the distribution's libraries, the newest
+#      prometheus_client, PyYAML, requests and bcrypt from PyPI.
+# It fails when either stage fails; both always run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The subset of stage 2, named once (CONTRIBUTING.md, "Running a part of the tests").
+LATEST_LIBS='(not qemu and not prometheus and not package and not slow) or latest_libs_e2e'
+
 bash scripts/install-test-deps.sh
 export PATH="$PWD/.venv/bin:$PATH"
+base=$(.venv/bin/python -c 'import sys; print(sys._base_executable)')
+
+echo "=== test.sh stage 1: ruff, mypy, the whole suite with $base and its libraries (.venv)"
 .venv/bin/python -m ruff check .
 .venv/bin/python -m mypy
-exec .venv/bin/python -m pytest "$@"
+main=0
+.venv/bin/python -m pytest "$@" || main=$?
+
+echo "=== test.sh stage 2: '$LATEST_LIBS' with $base and the newest libraries from PyPI (.venv-pypi)"
+if [ ! -x .venv-pypi/bin/python ] || ! grep -qx "home = $(dirname "$base")" .venv-pypi/pyvenv.cfg; then
+    rm -rf .venv-pypi
+    "$base" -m venv .venv-pypi
+fi
+.venv-pypi/bin/python -m pip install -q --disable-pip-version-check --upgrade \
+    --upgrade-strategy eager -e ".[test]"
+latest=0
+PATH="$PWD/.venv-pypi/bin:${PATH#"$PWD/.venv/bin:"}" \
+    .venv-pypi/bin/python -m pytest -q -p no:cacheprovider -m "$LATEST_LIBS" || latest=$?
+.venv-pypi/bin/python -m pip list --disable-pip-version-check 2>/dev/null \
+    | grep -iE '^(prometheus.client|pyyaml|requests|bcrypt) ' | tr -s ' ' | paste -sd, \
+    | sed 's/^/=== test.sh stage 2 ran on: /'
+
+if ((main)); then exit "$main"; fi
+exit "$latest"

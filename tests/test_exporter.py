@@ -66,6 +66,7 @@ def status_of(exporter: ExporterProcess, vm: str) -> list[str]:
     ]
 
 
+@pytest.mark.latest_libs_e2e
 def test_three_vms_give_exactly_the_documented_metrics(exporter: ExporterProcess) -> None:
     samples = exporter.samples()
     value = exporter.value
