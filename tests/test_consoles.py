@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from qmp_exporter.config import MonitorConfig
+from qmp_exporter.alerting import build_alert
+from qmp_exporter.config import MonitorConfig, parse_yaml
 from qmp_exporter.polling.consoles import HANDSHAKE_FAILED, VncHandshakes
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import Event
@@ -169,6 +170,36 @@ def test_events_without_a_client_are_ignored(data: Any) -> None:
     handshakes = VncHandshakes()
     assert feed(handshakes, Event("VNC_CONNECTED", data), Event("VNC_DISCONNECTED", data)) == []
     assert handshakes.pending == 0
+
+
+# -- the push ------------------------------------------------------------------------------
+
+
+def test_alerting_events_may_list_the_synthetic_event() -> None:
+    config = parse_yaml(
+        "alerting:\n  alertmanagers: [http://127.0.0.1:9093]\n"
+        "  events: [VNC_HANDSHAKE_FAILED, SPICE_INITIALIZED]\n"
+    )
+    assert config.alerting is not None
+    assert config.alerting.events == (HANDSHAKE_FAILED, "SPICE_INITIALIZED")
+
+
+def test_a_failure_alert_carries_the_client_in_annotations_only() -> None:
+    handshakes = VncHandshakes()
+    (failed,) = feed(
+        handshakes, vnc_event("VNC_CONNECTED", "46580"), vnc_event("VNC_DISCONNECTED", "46580")
+    )
+    alert = build_alert(MonitorConfig("web", "/run/web.qmp"), failed, 1796171436.0, 300.0)
+    assert alert["labels"] == {
+        "alertname": "QemuEventVncHandshakeFailed",
+        "vm": "web",
+        "event": HANDSHAKE_FAILED,
+    }
+    annotations = alert["annotations"]
+    assert annotations["summary"] == "VNC client 127.0.0.1 failed the handshake with VM web"
+    assert "before completing the handshake (disconnected)" in annotations["description"]
+    assert (annotations["client_host"], annotations["client_service"]) == ("127.0.0.1", "46580")
+    assert annotations["server_auth"] == "vnc"
 
 
 # -- the poller ----------------------------------------------------------------------------
