@@ -27,6 +27,7 @@ import prometheus_client
 import requests
 
 from qmp_exporter.config import AlertingConfig, MonitorConfig
+from qmp_exporter.polling.consoles import HANDSHAKE_FAILED
 from qmp_exporter.qmp import Event
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ _SUMMARIES = {
     "VNC_CONNECTED": "VNC client {client_host} connected to VM {vm}",
     "VNC_INITIALIZED": "VNC client {client_host} logged in to VM {vm}",
     "VNC_DISCONNECTED": "VNC client {client_host} disconnected from VM {vm}",
+    HANDSHAKE_FAILED: "VNC client {client_host} failed the handshake with VM {vm}",
+    "SPICE_CONNECTED": "SPICE client {client_host} connected to VM {vm}",
+    "SPICE_INITIALIZED": "SPICE client {client_host} logged in to VM {vm}",
+    "SPICE_DISCONNECTED": "SPICE client {client_host} disconnected from VM {vm}",
     "GUEST_PANICKED": "Guest of VM {vm} panicked",
     "WATCHDOG": "Watchdog of VM {vm} fired ({action})",
     "BLOCK_IO_ERROR": "Disk I/O error on VM {vm} ({device})",
@@ -92,7 +97,12 @@ def build_alert(
     annotations = {
         "summary": template.format_map(fields),
         "description": (
-            f"QEMU sent the {event.name} event for VM {monitor.name}"
+            (
+                f"VNC client left VM {monitor.name} before completing the handshake"
+                f" ({details.get('reason', '?')})"
+                if event.name == HANDSHAKE_FAILED
+                else f"QEMU sent the {event.name} event for VM {monitor.name}"
+            )
             + (f" at {_timestamp(event.timestamp)}" if event.timestamp else "")
             + " (pushed by qmp-exporter)."
         ),

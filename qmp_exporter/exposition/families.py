@@ -22,6 +22,11 @@ VNC_ENABLED = Family("qemu_vnc_enabled", "gauge", "1 when the VM has a VNC serve
 VNC_CLIENTS = Family("qemu_vnc_clients", "gauge", "VNC clients connected now.")
 VNC_INFO = Family("qemu_vnc_info", "gauge", "The VM's VNC server address and authentication.")
 EVENTS = Family("qemu_events_total", "counter", "QMP events received from the VM, by event.")
+VNC_HANDSHAKE_FAILURES = Family(
+    "qemu_vnc_handshake_failures_total",
+    "counter",
+    "VNC clients that disconnected before completing the handshake (no VNC_INITIALIZED).",
+)
 POLL_DURATION = Family(
     "qmp_exporter_poll_duration_seconds", "gauge", "How long the last poll of the VM took."
 )
@@ -54,6 +59,7 @@ CORE_FAMILIES: tuple[Family, ...] = (
     VNC_CLIENTS,
     VNC_INFO,
     EVENTS,
+    VNC_HANDSHAKE_FAILURES,
     POLL_DURATION,
     LAST_SUCCESS,
     POLL_ERRORS,

@@ -25,6 +25,7 @@ from qmp_exporter.exposition.families import (
     VM_INFO,
     VNC_CLIENTS,
     VNC_ENABLED,
+    VNC_HANDSHAKE_FAILURES,
     VNC_INFO,
     exposition_order,
     header,
@@ -95,6 +96,8 @@ def stable_lines(state: VMState, vm: str) -> dict[str, str]:
     counters = state.counters
     for event, count in counters.events:
         add(EVENTS, (("event", event),), count)
+    if counters.vnc_handshake_failures is not None:
+        add(VNC_HANDSHAKE_FAILURES, (), counters.vnc_handshake_failures)
     for reason, count in counters.poll_errors:
         add(POLL_ERRORS, (("reason", reason),), count)
     add(CONNECTIONS, (), counters.connections)

@@ -1,5 +1,6 @@
 """What QMP answers mean: the one place that reads ``query-status``, ``query-vnc``,
-``query-version``, ``query-name`` and ``query-uuid`` for the poller and ``inventory``.
+``query-version``, ``query-name`` and ``query-uuid`` for the poller and ``inventory`` (and
+whether ``query-spice`` says SPICE is on, for the poller).
 
 The parsers are strict: an answer of the wrong shape raises :class:`MalformedAnswerError`.
 The poller lets that fail the poll; ``inventory`` catches it per field and shows ``-``.
@@ -65,6 +66,13 @@ def parse_vnc(answer: Any) -> VncState:
         return str(value)[:MAX_VNC_TEXT_CHARS]
 
     return VncState(True, text("host"), text("service"), text("family"), text("auth"), len(clients))
+
+
+def spice_enabled(answer: Any) -> bool:
+    """``query-spice`` (a value or a :class:`CommandError`) → whether SPICE is on. Lenient,
+    never raising: anything but ``{"enabled": true, ...}`` (a QEMU without SPICE answers
+    ``CommandNotFound``) is off."""
+    return isinstance(answer, dict) and answer.get("enabled") is True
 
 
 def parse_version_answer(answer: Any) -> tuple[str | None, str]:

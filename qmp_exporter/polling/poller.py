@@ -19,9 +19,11 @@ from qmp_exporter.polling.answers import (
     parse_identity,
     parse_status,
     parse_vnc,
+    spice_enabled,
 )
 from qmp_exporter.polling.answers import returned as _answer
 from qmp_exporter.polling.collect import choose_collectors, poll_commands, run_collectors
+from qmp_exporter.polling.consoles import VncHandshakes
 from qmp_exporter.polling.state import Counters, Identity, VMState
 from qmp_exporter.qmp import (
     CommandError,
@@ -55,6 +57,8 @@ PRECREATED_EVENTS = (
     "WATCHDOG",
     "BLOCK_IO_ERROR",
 )
+#: Pre-created at 0 too, on a held connection where ``query-spice`` says SPICE is on.
+SPICE_EVENTS = ("SPICE_CONNECTED", "SPICE_INITIALIZED", "SPICE_DISCONNECTED")
 #: Events after which the VM's state is re-polled at once rather than at the next interval.
 REPOLL_EVENTS = frozenset(
     {
@@ -124,7 +128,9 @@ def _resolve(waiter: asyncio.Future[None] | None) -> None:
 class MonitorPoller:
     """Watches one monitor and publishes its :attr:`state` to ``on_state`` after every poll
     and every event (with ``timing_only`` True when only the poll's time and duration
-    changed); its counters are its own and go out only inside the published state."""
+    changed); its counters are its own and go out only inside the published state.
+    ``on_event`` gets every QMP event, then each synthetic ``VNC_HANDSHAKE_FAILED`` it
+    concluded (see :mod:`qmp_exporter.polling.consoles`)."""
 
     def __init__(
         self,
@@ -139,6 +145,8 @@ class MonitorPoller:
         self._events: dict[str, int] = {}
         self._errors: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
         self._connections = 0
+        self._handshakes = VncHandshakes()
+        self._vnc_failures: int | None = None
         self._counters = self._count()
         self._state = VMState(monitor, counters=self._counters)
         self._on_state = on_state
@@ -274,6 +282,7 @@ class MonitorPoller:
             client.add_close_callback(lambda reason: self._closed_by_peer(client))
         self._connections += 1
         self._identity = None
+        self._handshakes.forget()
         if on_event is not None:  # events are only seen on a held connection
             for name in PRECREATED_EVENTS:
                 self._events.setdefault(name, 0)
@@ -306,6 +315,9 @@ class MonitorPoller:
         samples, results = await run_collectors(
             self._collectors, client, dict(zip(prefetch, answers[2:], strict=True)), vm=self.name
         )
+        if vnc is not None and vnc.enabled and self._vnc_failures is None and self._held:
+            self._vnc_failures = 0
+            self._counters = self._count()
         now = time.time()
         return VMState(
             self.monitor,
@@ -320,11 +332,23 @@ class MonitorPoller:
             last_poll=now,
         )
 
+    @property
+    def _held(self) -> bool:
+        """Whether the connection is held (and its events counted)."""
+        return self.monitor.mode == "persistent"
+
     async def _query_identity(self, client: QMPClient) -> Identity:
-        answers = await client.execute_many(
-            [("query-version", None), ("query-name", None), ("query-uuid", None)]
-        )
-        return parse_identity(*answers)
+        """Version, name and uuid; on a held connection also whether SPICE is on (its
+        events' counters are then pre-created)."""
+        commands = [("query-version", None), ("query-name", None), ("query-uuid", None)]
+        if self._held:
+            commands.append(("query-spice", None))
+        answers = await client.execute_many(commands)
+        if self._held and spice_enabled(answers[3]):
+            for name in SPICE_EVENTS:
+                self._events.setdefault(name, 0)
+            self._counters = self._count()
+        return parse_identity(*answers[:3])
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -334,6 +358,7 @@ class MonitorPoller:
             events=tuple(sorted(self._events.items())),
             poll_errors=tuple(self._errors.items()),
             connections=self._connections,
+            vnc_handshake_failures=self._vnc_failures,
         )
 
     def _publish(self, state: VMState) -> None:
@@ -378,12 +403,16 @@ class MonitorPoller:
         if name not in counts and (len(counts) >= MAX_EVENT_NAMES or not EVENT_NAME.match(name)):
             name = "OTHER"
         counts[name] = counts.get(name, 0) + 1
+        failed = self._handshakes.observe(event)
+        if failed:
+            self._vnc_failures = (self._vnc_failures or 0) + len(failed)
         self._counters = self._count()
         self._publish(dataclasses.replace(self._state, counters=self._counters))
         if self._on_event is not None:
-            try:
-                self._on_event(self.monitor, event)
-            except Exception:
-                log.exception("%s: event handler failed on %s", self.name, event.name)
+            for each in (event, *failed):
+                try:
+                    self._on_event(self.monitor, each)
+                except Exception:
+                    log.exception("%s: event handler failed on %s", self.name, each.name)
         if event.name in REPOLL_EVENTS:
             self._wake_now()

@@ -61,6 +61,9 @@ class Counters:
     poll_errors: tuple[tuple[str, int], ...] = ()
     #: QMP sessions opened.
     connections: int = 0
+    #: VNC clients that left before logging in; ``None`` until a held connection saw VNC
+    #: enabled (then 0 and up).
+    vnc_handshake_failures: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
