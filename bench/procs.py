@@ -243,25 +243,46 @@ class StaticServerProcess(Process):
         )  # fmt: skip
 
 
+#: Names the QEMU version of the tests' matrix to run (``7.2``, ``10.0``: see
+#: tests/helpers/qemu_versions.py); unset, the system's qemu-system-x86_64 runs.
+QEMU_VERSION_ENV = "QMP_EXPORTER_QEMU_VERSION"
+
+
+def qemu_command() -> tuple[list[str], dict[str, str]]:
+    """The first words of the QEMU command line and the environment to start it in."""
+    version = os.environ.get(QEMU_VERSION_ENV)
+    if version:
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))
+        from tests.helpers.qemu_versions import find_build, missing_reason
+
+        build = find_build(version)
+        if build is None:
+            raise RuntimeError(missing_reason(version))
+        return build.command(), build.environ()
+    binary = shutil.which("qemu-system-x86_64")
+    if binary is None:
+        raise RuntimeError(
+            "qemu-system-x86_64 is not installed (scripts/install-test-deps.sh installs it)"
+        )
+    return [binary], dict(os.environ)
+
+
 class RealQemu:
     """One real ``qemu-system-x86_64 -M none`` with a QMP socket and a VNC display."""
 
     def __init__(self, workdir: Path, name: str) -> None:
-        binary = shutil.which("qemu-system-x86_64")
-        if binary is None:
-            raise RuntimeError(
-                "qemu-system-x86_64 is not installed (scripts/install-test-deps.sh installs it)"
-            )
+        command, environ = qemu_command()
         self.name = name
         self.socket_path = workdir / f"{name}.qmp"
         self.display = _free_vnc_display()
         self.vnc_port = 5900 + self.display
         self._log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [binary, "-M", "none", "-accel", "tcg", "-display", "none", "-nodefaults",
+            [*command, "-M", "none", "-accel", "tcg", "-display", "none", "-nodefaults",
              "-name", name, "-qmp", f"unix:{self.socket_path},server=on,wait=off",
              "-vnc", f"127.0.0.1:{self.display}"],
-            stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL, env=environ,
         )  # fmt: skip
 
     @property

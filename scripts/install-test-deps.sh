@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, without pip-installing into the system Python
-# (PEP 668): QEMU, Prometheus + promtool, Alertmanager, Chromium, systemd-analyze, and the
+# (PEP 668): QEMU (the system's 7.2, and 10.0 from bookworm-backports unpacked beside it by
+# scripts/fetch-qemu10.sh: docs/qemu-versions.md), Prometheus + promtool, Alertmanager, Chromium, systemd-analyze, and the
 # Python libraries from the distribution (apt-get, as root), then a virtual environment .venv
 # that sees them (--system-site-packages) and holds only the test tools from PyPI.
 # Where python3 is not the distribution's (no apt-get), .venv gets everything from PyPI.
@@ -48,6 +49,14 @@ if ((${#need_apt[@]})); then
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The second QEMU of the tests' matrix (docs/qemu-versions.md): 10.0 from bookworm-backports,
+# unpacked into $QMP_EXPORTER_QEMU10_ROOT (default /opt/qemu-10); nothing when it is there.
+if command -v apt-get >/dev/null; then
+    "${SUDO[@]}" env ${QMP_EXPORTER_QEMU10_ROOT:+QMP_EXPORTER_QEMU10_ROOT="$QMP_EXPORTER_QEMU10_ROOT"} \
+        ${QMP_EXPORTER_QEMU10_CACHE:+QMP_EXPORTER_QEMU10_CACHE="$QMP_EXPORTER_QEMU10_CACHE"} \
+        sh scripts/fetch-qemu10.sh >/dev/null
 fi
 
 # A .venv made from another Python (or an old one) is made again.

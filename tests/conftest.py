@@ -1,7 +1,12 @@
-"""Shared fixtures: real QEMU VMs.
+"""Shared fixtures: real QEMU VMs, on every QEMU version of the matrix.
 
-* ``qemu_binary``: the path of ``qemu-system-x86_64``. When it is missing the test **fails**
-  with a clear message; set ``QMP_EXPORTER_SKIP_QEMU=1`` to skip such tests instead.
+* ``qemu_binary``: the QEMU build under test (:class:`tests.helpers.qemu_versions.QemuBuild`:
+  binary, environment, first arguments), parametrized over the matrix: the system's QEMU 7.2
+  and QEMU 10.0 from bookworm-backports (``scripts/fetch-qemu10.sh``), test ids ``qemu-7.2``
+  and ``qemu-10.0`` (``pytest -k qemu-7.2`` runs one version: docs/qemu-versions.md). Every
+  test that uses it, directly or through the fixtures below, runs once per version. When a
+  version is missing, its tests **fail** with a clear message (10.0 exactly like 7.2); set
+  ``QMP_EXPORTER_SKIP_QEMU=1`` to skip the tests of a missing version instead.
 * ``qemu_factory``: a callable taking :class:`tests.helpers.qemu.QemuVM` keyword arguments
   (``name``, ``uuid``, ``monitors``, ``paused``, ``vnc``, ``machine``, ``extra_args``) that
   starts a VM and returns it once its sockets are ready; every VM it started is killed when
@@ -19,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.qemu import QemuVM, find_qemu
+from tests.helpers.qemu import QemuVM
+from tests.helpers.qemu_versions import VERSIONS, QemuBuild, find_build, missing_reason
 
 SKIP_QEMU_ENV = "QMP_EXPORTER_SKIP_QEMU"
 
@@ -32,29 +38,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.qemu)
 
 
-@pytest.fixture(scope="session")
-def qemu_binary() -> str:
-    """Path of qemu-system-x86_64; fails (or skips with QMP_EXPORTER_SKIP_QEMU=1) without it."""
-    path = find_qemu()
-    if path is None:
+@pytest.fixture(scope="session", params=VERSIONS, ids=[f"qemu-{v}" for v in VERSIONS])
+def qemu_binary(request: pytest.FixtureRequest) -> QemuBuild:
+    """One QEMU version of the matrix; fails (or skips with QMP_EXPORTER_SKIP_QEMU=1) when
+    that version is missing."""
+    version: str = request.param
+    build = find_build(version)
+    if build is None:
+        reason = missing_reason(version)
         if os.environ.get(SKIP_QEMU_ENV) == "1":
-            pytest.skip(f"qemu-system-x86_64 not installed and {SKIP_QEMU_ENV}=1")
+            pytest.skip(f"{reason}; skipped since {SKIP_QEMU_ENV}=1")
         pytest.fail(
-            "qemu-system-x86_64 is not installed: these tests need a real QEMU. "
-            "Run scripts/install-test-deps.sh (apt-get install qemu-system-x86), "
-            f"or set {SKIP_QEMU_ENV}=1 to skip them.",
+            f"{reason}. These tests need a real QEMU of every version in the matrix "
+            f"{VERSIONS}; set {SKIP_QEMU_ENV}=1 to skip them.",
             pytrace=False,
         )
-    return path
+    return build
 
 
 @pytest.fixture
-def qemu_factory(qemu_binary: str) -> Iterator[Callable[..., QemuVM]]:
+def qemu_factory(qemu_binary: QemuBuild) -> Iterator[Callable[..., QemuVM]]:
     """Start real QEMUs: ``vm = qemu_factory(vnc=True, monitors=2)``; all killed at test end."""
     started: list[QemuVM] = []
 
     def start(**options: Any) -> QemuVM:
-        vm = QemuVM(binary=qemu_binary, **options)
+        vm = QemuVM(build=qemu_binary, **options)
         started.append(vm)
         return vm.start()
 

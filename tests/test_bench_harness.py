@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.helpers.qemu_versions import QemuBuild
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_scale_run", REPO / "bench" / "run.py")
@@ -19,8 +20,7 @@ sys.modules["bench_scale_run"] = bench_run  # dataclasses look their module up
 _spec.loader.exec_module(bench_run)
 
 
-@pytest.mark.qemu
-def test_tiny_run_writes_every_table_row(tmp_path: Path) -> None:
+def test_tiny_run_writes_every_table_row(tmp_path: Path, qemu_binary: QemuBuild) -> None:
     output = tmp_path / "benchmarks.md"
     output.write_text("# Benchmarks\n\n## QMP round trips\n\nkept as it is\n")
     results = tmp_path / "results.json"
@@ -29,6 +29,7 @@ def test_tiny_run_writes_every_table_row(tmp_path: Path) -> None:
          "--window", "2", "--scrapes", "10", "--latency-samples", "2", "--no-plot",
          "--output", str(output), "--json", str(results)],
         cwd=REPO, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "QMP_EXPORTER_QEMU_VERSION": qemu_binary.version},
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     text = output.read_text()

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from qmp_exporter.collectors import COLLECTORS
+from qmp_exporter.collectors.kvm_stats import parse_schemas
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.polling.collect import choose_collectors, run_collectors
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import connect
 from tests.helpers.exporter import wait_for
 from tests.helpers.images import make_disk_image, pc_vm_args, wait_listening
-from tests.helpers.qemu import QemuVM
+from tests.helpers.qemu import QemuVM, qmp_command
 
 KVM_GET_API_VERSION = 0xAE00
 
@@ -71,6 +72,19 @@ def pc_vm(qemu_factory, tmp_path) -> QemuVM:
 def none_vm(qemu_vm) -> QemuVM:
     wait_listening(qemu_vm.qmp_path)
     return qemu_vm
+
+
+def test_stats_schemas_of_other_providers_give_no_kvm_stats(none_vm, qemu_binary):
+    """QEMU 10.0 lists a ``cryptodev`` stats provider even under TCG: kvm_stats ignores it."""
+    schemas = qmp_command(none_vm.qmp_path, "query-stats-schemas")
+    providers = {entry["provider"] for entry in schemas}
+    assert providers == ({"cryptodev"} if qemu_binary.version == "10.0" else set())
+    assert parse_schemas(schemas) == {}
+    result = asyncio.run(collect_all(none_vm.qmp_address(), ["kvm", "kvm_stats"]))
+    assert result["failed"] == []
+    assert not any(name.startswith("qemu_kvm_") and name != "qemu_kvm_enabled"
+                   for name, _ in result["samples"])  # fmt: skip
+    assert result["samples"][("qemu_kvm_enabled", ())] == 0
 
 
 def test_pc_vm_with_disk_and_balloon(pc_vm):
@@ -163,7 +177,7 @@ def kvm_vm(qemu_binary, tmp_path) -> Iterator[QemuVM]:
     if reason is not None:
         pytest.skip(f"KVM statistics not tested: {reason}")
     image, image_format = make_disk_image(tmp_path)
-    vm = KvmVM(binary=qemu_binary, machine="pc", extra_args=pc_vm_args(image, image_format))
+    vm = KvmVM(build=qemu_binary, machine="pc", extra_args=pc_vm_args(image, image_format))
     try:
         vm.start()
         wait_listening(vm.qmp_path)

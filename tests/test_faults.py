@@ -22,7 +22,8 @@ import pytest
 
 from tests.helpers import fault_monitors as faults
 from tests.helpers.exporter import ExporterProcess, parse_samples
-from tests.helpers.qemu import QemuVM, find_qemu
+from tests.helpers.qemu import QemuVM
+from tests.helpers.qemu_versions import QemuBuild
 
 POLL = 0.5
 TIMEOUT = 0.3
@@ -106,14 +107,12 @@ def hold_monitor(path: str, timeout: float = 10.0) -> socket.socket:
 
 
 @pytest.fixture(scope="module")
-def run() -> Iterator[Run]:
-    if find_qemu() is None:
-        pytest.fail("qemu-system-x86_64 is required (scripts/install-test-deps.sh)")
+def run(qemu_binary: QemuBuild) -> Iterator[Run]:
     if shutil.which("setpriv") is None:
         pytest.fail("setpriv (util-linux) is required to test a permission-denied socket")
     sockets = Path(tempfile.mkdtemp(prefix="qmpx-faults-", dir="/tmp"))
-    healthy = QemuVM(name="healthy").start()
-    held = QemuVM(name="held").start()
+    healthy = QemuVM(name="healthy", build=qemu_binary).start()
+    held = QemuVM(name="held", build=qemu_binary).start()
     holder = hold_monitor(held.qmp_path)
     loop = faults.MonitorLoop().__enter__()
     exporter = None

@@ -25,7 +25,7 @@ from qmp_exporter.tools.inventory import (
     gather_inventory,
     run_inventory,
 )
-from tests.helpers.qemu import QemuVM, find_qemu, new_uuid, qmp_command
+from tests.helpers.qemu import QemuVM, new_uuid, qmp_command
 from tests.helpers.scripted_monitor import ScriptedMonitor
 
 pytestmark = pytest.mark.qemu
@@ -35,14 +35,12 @@ KEYS = ["vm", "name", "uuid", "status", "version", "vnc", "error"]
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def fleet(tmp_path_factory, qemu_binary):
     """A running VM (two monitors: the second is the test's own), a prelaunch VM, and a
     socket file nobody listens on; the VMs' sockets all sit in one directory for discovery."""
-    if find_qemu() is None:
-        pytest.fail("qemu-system-x86_64 is not installed: run scripts/install-test-deps.sh")
     directory = tmp_path_factory.mktemp("inv")
-    running = QemuVM(name="vm-alpha", uuid=new_uuid(), monitors=2, vnc=True)
-    paused = QemuVM(name="vm-beta", uuid=new_uuid(), paused=True)
+    running = QemuVM(name="vm-alpha", uuid=new_uuid(), monitors=2, vnc=True, build=qemu_binary)
+    paused = QemuVM(name="vm-beta", uuid=new_uuid(), paused=True, build=qemu_binary)
     running.qmp_paths = [str(directory / "vm-alpha-0.qmp"), str(directory / "vm-alpha-1.qmp")]
     paused.qmp_paths = [str(directory / "vm-beta-0.qmp")]
     dead = directory / "dead.qmp"

@@ -21,6 +21,7 @@ import yaml
 from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.ops_stack import alertmanager, prometheus, require_binary
 from tests.helpers.qemu import QemuVM
+from tests.helpers.qemu_versions import QemuBuild
 from tests.helpers.rfb import rfb_handshake
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.qemu]
@@ -72,15 +73,14 @@ def query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, qemu_binary: QemuBuild) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
     with contextlib.ExitStack() as cleanup:
         am_url = cleanup.enter_context(alertmanager(tmp))
-        require_binary("qemu-system-x86_64")
-        vnc_vm = QemuVM(name="vm-vnc", vnc=True)
+        vnc_vm = QemuVM(name="vm-vnc", vnc=True, build=qemu_binary)
         cleanup.callback(vnc_vm.close)
         vnc_vm.start()
-        other_vm = QemuVM(name="vm-prelaunch", vnc=True, paused=True)
+        other_vm = QemuVM(name="vm-prelaunch", vnc=True, paused=True, build=qemu_binary)
         cleanup.callback(other_vm.close)
         other_vm.start()
         exporter = ExporterProcess(

@@ -113,13 +113,14 @@ def test_argument_names_from_the_schema():
 
 @pytest.mark.qemu
 def test_piped_query_status_is_pretty_printed_without_prompt(vm, tmp_path):
+    # QEMU before 10.0 adds "singlestep": false (docs/qemu-versions.md): the VM's own answer,
+    # from the test's monitor, is what the shell must print.
+    status = qmp_command(vm.qmp_paths[1], "query-status")
+    assert status["status"] == "running"
     result = run_piped(tmp_path, [vm.qmp_address()], "query-status\nquery-name\n")
     assert result.returncode == 0, result.stderr
     expected = (
-        json.dumps({"status": "running", "singlestep": False, "running": True}, indent=2)
-        + "\n"
-        + json.dumps({"name": "vm-shell"}, indent=2)
-        + "\n"
+        json.dumps(status, indent=2) + "\n" + json.dumps({"name": "vm-shell"}, indent=2) + "\n"
     )
     assert result.stdout == expected
     assert result.stderr == ""
@@ -266,13 +267,13 @@ def _quote(text: str) -> str:
 
 
 @pytest.mark.qemu
-def test_tty_tab_completion_confirmation_and_history(vm, tmp_path):
+def test_tty_tab_completion_confirmation_and_history(vm, tmp_path, qemu_binary):
     env = _env(tmp_path)
     env["TERM"] = "xterm"
     tmux = Tmux(tmp_path, [*_shell_argv(), "--allow-write", vm.qmp_address()], env)
     try:
         tmux.wait_for("(QEMU)")  # capture-pane drops trailing spaces
-        assert "Connected to QEMU 7." in tmux.screen()
+        assert f"Connected to QEMU {qemu_binary.version}." in tmux.screen()
         tmux.send("query-statu", "Tab")
         tmux.wait_for("(QEMU) query-status")  # completed from query-commands
         tmux.send("Enter")

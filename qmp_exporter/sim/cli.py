@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -18,8 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from qmp_exporter.sim.churn import Churn
-from qmp_exporter.sim.dialect import CommandFailed
-from qmp_exporter.sim.fleet import SimulatedFleet
+from qmp_exporter.sim.dialect import QEMU_VERSIONS, CommandFailed
+from qmp_exporter.sim.fleet import SimulatedFleet, fleet_vm
 from qmp_exporter.sim.vm import SimulatedVM
 
 
@@ -78,10 +79,17 @@ class _ControlProtocol(asyncio.Protocol):
 
 
 async def serve_fleet(
-    directory: str, count: int, *, churn: float | None, control: str | None, seed: int
+    directory: str,
+    count: int,
+    *,
+    churn: float | None,
+    control: str | None,
+    seed: int,
+    qemu_version: str = "7.2",
 ) -> None:
     """Serve a fleet until SIGINT/SIGTERM; print ``ready COUNT`` once every socket listens."""
-    fleet = SimulatedFleet(directory, count, seed=seed)
+    make_vm = functools.partial(fleet_vm, qemu_version=qemu_version)
+    fleet = SimulatedFleet(directory, count, seed=seed, make_vm=make_vm)
     await fleet.start()
     control_server = None
     if control:
@@ -111,7 +119,7 @@ async def serve_fleet(
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m qmp_exporter.sim",
-        description="Serve simulated QEMU 7.2 QMP monitors, one unix socket per VM.",
+        description="Serve simulated QEMU QMP monitors, one unix socket per VM.",
     )
     parser.add_argument("--count", type=int, required=True, help="number of VMs")
     parser.add_argument("--dir", required=True, help="directory for the sockets (NAME.qmp)")
@@ -121,12 +129,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--control", help="unix socket for line commands (vnc_connect NAME)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--qemu-version", choices=QEMU_VERSIONS, default="7.2",
+        help="answer like this QEMU version (docs/qemu-versions.md; default 7.2)",
+    )  # fmt: skip
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         asyncio.run(
             serve_fleet(args.dir, args.count, churn=args.churn, control=args.control,
-                        seed=args.seed)
+                        seed=args.seed, qemu_version=args.qemu_version)
         )  # fmt: skip
     except OSError as err:
         print(f"simulator: {err}", file=sys.stderr)

@@ -20,8 +20,11 @@ FDS_PER_VM = 2
 FD_RESERVE = 64
 
 
-def fleet_vm(index: int, name: str, rng: random.Random) -> SimulatedVM:
-    """A benchmark-fleet VM: mostly running, some paused, VNC on, a disk, a balloon on half."""
+def fleet_vm(
+    index: int, name: str, rng: random.Random, *, qemu_version: str = "7.2"
+) -> SimulatedVM:
+    """A benchmark-fleet VM: mostly running, some paused, VNC on, a disk, a balloon on half;
+    answering like QEMU ``qemu_version``."""
     roll = rng.random()
     status = "paused" if roll < 0.1 else "prelaunch" if roll < 0.15 else "running"
     return SimulatedVM(
@@ -33,6 +36,7 @@ def fleet_vm(index: int, name: str, rng: random.Random) -> SimulatedVM:
         memory=256 << 20,
         cpus=1 + index % 4,
         block_devices=("disk0",),
+        qemu_version=qemu_version,
     )
 
 

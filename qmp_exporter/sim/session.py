@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
-from qmp_exporter.sim.dialect import ENCODED_GREETINGS, CommandFailed, error
+from qmp_exporter.sim.dialect import CommandFailed, encoded_greeting, error
 from qmp_exporter.sim.vm import WRITE_COMMANDS, SimulatedVM
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class Session(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # a stream transport: it writes
         script = self.script
         if script is None:
-            self.transport.write(ENCODED_GREETINGS[self.vm.dialect])
+            self.transport.write(encoded_greeting(self.vm.dialect, self.vm.qemu_version))
             return
         if script.recording is not None:
             script.recording.sessions.append(self)
@@ -101,10 +101,10 @@ class Session(asyncio.Protocol):
         if isinstance(greeting, bytes):
             self._write(greeting)
         elif greeting is None and script.eol == b"\r\n":
-            self._write(ENCODED_GREETINGS[self.vm.dialect])
+            self._write(encoded_greeting(self.vm.dialect, self.vm.qemu_version))
         else:
             text = json.dumps(greeting) if greeting is not None else (
-                ENCODED_GREETINGS[self.vm.dialect].decode().rstrip()
+                encoded_greeting(self.vm.dialect, self.vm.qemu_version).decode().rstrip()
             )  # fmt: skip
             self._write(text.encode() + script.eol)
 

@@ -17,10 +17,13 @@ from typing import Any
 from qmp_exporter.sim.dialect import (
     NEEDS_RESET,
     RUN_STATES,
+    ZONE_APPEND_STAT_KEYS,
     CommandFailed,
     check_dialect,
+    check_qemu_version,
     dialect_status,
     dialect_version,
+    stats_schemas,
 )
 
 #: Recent commands kept per VM with their arguments (all are counted in ``command_counts``).
@@ -60,6 +63,7 @@ class SimulatedVM:
         "kvm",
         "memory",
         "name",
+        "qemu_version",
         "status",
         "uuid",
         "vnc_clients",
@@ -84,12 +88,15 @@ class SimulatedVM:
         block_devices: Sequence[str] = (),
         dialect: str = "modern",
         commands: Collection[str] | None = None,
+        qemu_version: str = "7.2",
     ) -> None:
         if status not in RUN_STATES:
             raise ValueError(f"{status!r} is not a QEMU RunState")
         self.name = name
         #: The era of QEMU simulated (see :mod:`qmp_exporter.sim.dialect`).
         self.dialect = check_dialect(dialect)
+        #: The modern QEMU whose answers are copied: ``7.2`` or ``10.0`` (see the dialect module).
+        self.qemu_version = check_qemu_version(qemu_version)
         #: The commands this QEMU has (``query-commands``); ``None``: all of QEMU 7.2's
         #: that the simulator knows. A query outside it answers ``CommandNotFound``.
         self.commands: frozenset[str] | None = None if commands is None else frozenset(commands)
@@ -256,7 +263,7 @@ class SimulatedVM:
         return encoded
 
     def _query_status(self, _: dict[str, Any]) -> Any:
-        return dialect_status(self.dialect, self.status)
+        return dialect_status(self.dialect, self.status, self.qemu_version)
 
     def _query_vnc(self, _: dict[str, Any]) -> Any:
         if not self.vnc_enabled:
@@ -297,16 +304,31 @@ class SimulatedVM:
         ]
 
     def _query_blockstats(self, _: dict[str, Any]) -> Any:
+        added = {} if self.qemu_version == "7.2" else dict.fromkeys(ZONE_APPEND_STAT_KEYS, 0)
         return [
             {
                 "device": device,
-                "stats": {**stats, "timed_stats": [], "account_invalid": True,
+                "stats": {**stats, **added, "timed_stats": [], "account_invalid": True,
                           "account_failed": True},
                 "node-name": f"#block{100 + index}",
                 "qdev": f"/machine/peripheral-anon/device[{index}]",
             }
             for index, (device, stats) in enumerate(self.block_devices.items())
         ]  # fmt: skip
+
+    def _query_block(self, _: dict[str, Any]) -> Any:
+        return [
+            {
+                "io-status": "ok",
+                "device": device,
+                "locked": False,
+                "removable": False,
+                "inserted": _inserted(f"#block{100 + index}", self.qemu_version),
+                "qdev": f"/machine/peripheral-anon/device[{index}]/virtio-backend",
+                "type": "unknown",
+            }
+            for index, device in enumerate(self.block_devices)
+        ]
 
     def _query_stats(self, arguments: dict[str, Any]) -> Any:
         target = arguments.get("target")
@@ -353,6 +375,22 @@ class SimulatedVM:
         self._listeners = tuple(item for item in self._listeners if item is not listener)
 
 
+def _inserted(node_name: str, qemu_version: str) -> dict[str, Any]:
+    """``query-block``'s ``inserted`` of a 64 MiB null-co drive (10.0 adds ``active``)."""
+    inserted: dict[str, Any] = {
+        "iops_rd": 0, "detect_zeroes": "off", "image": {
+            "virtual-size": 67108864, "filename": "null-co://", "format": "null-co",
+            "actual-size": 0},
+        "iops_wr": 0, "ro": False, "node-name": node_name, "backing_file_depth": 0,
+        "drv": "null-co", "iops": 0, "bps_wr": 0, "write_threshold": 0, "encrypted": False,
+        "bps": 0, "bps_rd": 0, "cache": {"no-flush": False, "direct": False, "writeback": True},
+        "file": "null-co://",
+    }  # fmt: skip
+    if qemu_version != "7.2":
+        inserted["active"] = True
+    return inserted
+
+
 def _family(host: str) -> str:
     if host.startswith("/"):
         return "unix"
@@ -360,7 +398,7 @@ def _family(host: str) -> str:
 
 
 _QUERIES: dict[str, Callable[[SimulatedVM, dict[str, Any]], Any]] = {
-    "query-version": lambda vm, _: dialect_version(vm.dialect),
+    "query-version": lambda vm, _: dialect_version(vm.dialect, vm.qemu_version),
     "query-status": SimulatedVM._query_status,
     "query-name": SimulatedVM._query_name,
     "query-uuid": lambda vm, _: {"UUID": vm.uuid},
@@ -373,9 +411,13 @@ _QUERIES: dict[str, Callable[[SimulatedVM, dict[str, Any]], Any]] = {
     "query-vnc-servers": SimulatedVM._query_vnc_servers,
     "query-spice": lambda vm, _: {"migrated": False, "enabled": False, "mouse-mode": "client"},
     "query-stats": SimulatedVM._query_stats,
-    "query-stats-schemas": lambda vm, _: [],
+    "query-stats-schemas": lambda vm, arguments: [
+        schema
+        for schema in stats_schemas(vm.qemu_version)
+        if arguments.get("provider") in (None, schema["provider"])
+    ],
     "query-blockstats": SimulatedVM._query_blockstats,
-    "query-block": lambda vm, _: [],
+    "query-block": SimulatedVM._query_block,
     "query-commands": SimulatedVM._query_commands,
 }
 _ARGUMENTS: dict[str, tuple[str, ...]] = {

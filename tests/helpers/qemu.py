@@ -41,6 +41,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.qemu_versions import QemuBuild
+
 QEMU_BINARY = "qemu-system-x86_64"
 
 #: VNC displays are drawn at random from this range (ports 6000..7899): below the
@@ -140,6 +142,8 @@ class QemuVM:
 
     ``paused`` adds ``-S`` (the VM starts in ``prelaunch``); ``vnc`` adds
     ``-vnc 127.0.0.1:N`` on a free display; ``extra_args`` go at the end of the command line.
+    ``build`` (the ``qemu_binary`` fixture: one version of the matrix) gives the binary, its
+    environment and its first arguments; without it, ``binary`` or the system's QEMU runs.
     """
 
     def __init__(
@@ -153,10 +157,14 @@ class QemuVM:
         machine: str = "none",
         extra_args: Sequence[str] = (),
         binary: str | None = None,
+        build: QemuBuild | None = None,
     ) -> None:
         if monitors < 1:
             raise ValueError("a test VM needs at least one QMP monitor")
-        self.binary = binary or find_qemu() or QEMU_BINARY
+        if build is None:
+            build = QemuBuild("system", binary or find_qemu() or QEMU_BINARY)
+        self.build = build
+        self.binary = build.binary
         self.name = name
         self.uuid = uuid
         self.paused = paused
@@ -200,7 +208,8 @@ class QemuVM:
     @property
     def argv(self) -> list[str]:
         """The command line of the current (or next) start."""
-        argv = [self.binary, "-M", self.machine, "-accel", "tcg", "-display", "none"]
+        argv = [self.binary, *self.build.prefix_args, "-M", self.machine]
+        argv += ["-accel", "tcg", "-display", "none"]
         argv += ["-nodefaults", "-no-user-config"]
         if self.name is not None:
             argv += ["-name", self.name]
@@ -287,6 +296,7 @@ class QemuVM:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
+                env=self.build.environ(),
                 start_new_session=True,  # a ^C in the test run does not reach QEMU first
                 # The death signal follows the *thread* that forked: only from the main one.
                 preexec_fn=_die_with_parent if in_main_thread else None,
