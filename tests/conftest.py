@@ -6,7 +6,10 @@
   and ``qemu-10.0`` (``pytest -k qemu-7.2`` runs one version: docs/qemu-versions.md). Every
   test that uses it, directly or through the fixtures below, runs once per version. When a
   version is missing, its tests **fail** with a clear message (10.0 exactly like 7.2); set
-  ``QMP_EXPORTER_SKIP_QEMU=1`` to skip the tests of a missing version instead.
+  ``QMP_EXPORTER_SKIP_QEMU=1`` to skip the tests of a missing version instead. It is
+  module-scoped: pytest then runs a module's tests together, one version after the other; a
+  session-scoped parameter would interleave modules and set their module fixtures up again
+  (the Debian package would be built, installed and purged three times).
 * ``qemu_factory``: a callable taking :class:`tests.helpers.qemu.QemuVM` keyword arguments
   (``name``, ``uuid``, ``monitors``, ``paused``, ``vnc``, ``machine``, ``extra_args``) that
   starts a VM and returns it once its sockets are ready; every VM it started is killed when
@@ -38,7 +41,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.qemu)
 
 
-@pytest.fixture(scope="session", params=VERSIONS, ids=[f"qemu-{v}" for v in VERSIONS])
+@pytest.fixture(scope="module", params=VERSIONS, ids=[f"qemu-{v}" for v in VERSIONS])
 def qemu_binary(request: pytest.FixtureRequest) -> QemuBuild:
     """One QEMU version of the matrix; fails (or skips with QMP_EXPORTER_SKIP_QEMU=1) when
     that version is missing."""
