@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qmp_exporter.config import ConfigError, parse_config, parse_yaml
-from qmp_exporter.config.schema import MAX_DEPTH, MAX_ERRORS, excerpt
+from qmp_exporter.config.schema import MAX_DEPTH, MAX_ERRORS, StrictLoader, excerpt
 from tests.test_config import run_cli
 
 
@@ -67,6 +68,23 @@ def test_nesting_through_a_chain_of_aliases_is_bounded() -> None:
     lines = ["a0: &a0 [1]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, 100)]
     error, _ = refusal("\n".join(lines) + "\n")
     assert "nested deeper" in str(error)
+
+
+@pytest.mark.parametrize("opener", ["[", "{a: "])
+def test_both_loaders_allow_exactly_max_depth(opener: str) -> None:
+    closer = "]" if opener == "[" else "}"
+
+    def nested(levels: int) -> str:
+        return opener * levels + "1" + closer * levels + "\n"
+
+    with pytest.raises(ConfigError, match=r"expected a mapping|unknown key"):  # loaded
+        parse_yaml(nested(MAX_DEPTH))
+    assert "nested deeper" in str(refusal(nested(MAX_DEPTH + 1))[0])
+    # The pure-Python loader (used when PyYAML lacks libyaml) keeps the same bounds.
+    assert yaml.load(nested(MAX_DEPTH), Loader=StrictLoader) is not None
+    for text in (nested(MAX_DEPTH + 1), nested(100_000), alias_bomb()):
+        with pytest.raises(yaml.YAMLError, match=r"nested deeper|alias"):
+            yaml.load(text, Loader=StrictLoader)
 
 
 def test_a_config_as_deep_as_allowed_still_loads() -> None:
