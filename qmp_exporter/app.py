@@ -112,9 +112,12 @@ class Exporter:
         self._reloads = Coalescer(self._reload_once)
         self.discoverer = Discoverer(config)
         # Probe-able: the configured and discovered monitors (not the demo's).
+        # Watched ones are answered from the fleet's latest states.
         self.probes = ProbeEndpoint(
             lambda: self.config,
             lambda: watched_monitors(self.config.monitors, self.discoverer.discovered),
+            states=lambda: self.fleet.states,
+            on_failure=self.self_metrics.probe_failures.count,
         )
         self._discovery_task: asyncio.Task[None] | None = None
         self._own_metrics_task: asyncio.Task[None] | None = None
