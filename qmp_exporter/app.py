@@ -15,7 +15,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.coalesce import Coalescer
-from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
+from qmp_exporter.config import (
+    AlertingConfig,
+    Config,
+    ConfigError,
+    MonitorConfig,
+    load_config_if_changed,
+)
 from qmp_exporter.config.schema import shorten
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
@@ -110,6 +116,7 @@ class Exporter:
         self._reload_lock = asyncio.Lock()
         # Reloads are coalesced: one in flight, one queued (a burst of SIGHUPs is two).
         self._reloads = Coalescer(self._reload_once)
+        self._config_digest: str | None = None  # of the file last loaded by a reload
         self.discoverer = Discoverer(config)
         # Probe-able: the configured and discovered monitors (not the demo's).
         # Watched ones are answered from the fleet's latest states.
@@ -267,11 +274,15 @@ class Exporter:
             log.info("reload: no --config.file; nothing to reload")
             return True
         try:
-            # Read and validate off the loop: a large file takes seconds of CPU.
-            config = await asyncio.to_thread(load_config, path)
+            # Read and validate off the loop (a large file takes seconds of CPU), and only
+            # when the file changed since the last good reload.
+            digest, loaded = await asyncio.to_thread(
+                load_config_if_changed, path, self._config_digest
+            )
         except ConfigError as err:
             self._reload_failed(err.one_line())
             return False
+        config = self.config if loaded is None else loaded
         async with self._reload_lock:
             if config.alerting != self.config.alerting:
                 await self._replace_pusher(config.alerting)
@@ -279,11 +290,17 @@ class Exporter:
             self.discoverer.update_config(config)
             await self.discoverer.rescan()
             await self._apply_monitors(PollSettings.from_config(config))
+            self._config_digest = digest
             self.reload_ok = True
             self.reload_time = time.time()
             self.self_metrics.reload_successful.set(1)
             self.self_metrics.reload_success_time.set(self.reload_time)
-            log.info("reloaded %s: %d monitor(s)", path, len(self.fleet.states))
+            log.info(
+                "reloaded %s%s: %d monitor(s)",
+                path,
+                " (unchanged)" if loaded is None else "",
+                len(self.fleet.states),
+            )
             return True
 
     def _on_event(self, monitor: MonitorConfig, event: Event) -> None:

@@ -75,8 +75,13 @@ def started(exporter: ExporterProcess) -> None:
 
 
 def test_fifty_sighups_are_coalesced_and_scrapes_stay_fast(tmp_path: Path) -> None:
-    with ExporterProcess(big_config(tmp_path)) as exporter:
+    config = big_config(tmp_path)
+    with ExporterProcess(config, log_level="info") as exporter:
         started(exporter)
+        # One more monitor: the first reload parses the file (in a thread); the rest find
+        # it unchanged.
+        config["monitors"].append({"name": "extra", "address": f"unix:{tmp_path}/extra.qmp"})
+        exporter.write_config(config)
         with LatencyWatch(exporter.url) as watch:
             time.sleep(0.3)
             for _ in range(50):
@@ -92,10 +97,13 @@ def test_fifty_sighups_are_coalesced_and_scrapes_stay_fast(tmp_path: Path) -> No
         assert watch.slowest["/-/healthy"] < 1.0, watch.slowest
         assert watch.slowest["/metrics"] < 1.0, watch.slowest
         assert exporter.value("qmp_exporter_config_last_reload_successful") == 1
+        assert exporter.value("qmp_exporter_monitors") == MONITORS + 1
 
 
 def test_ten_concurrent_reload_requests_share_runs(tmp_path: Path) -> None:
-    with ExporterProcess(big_config(tmp_path), ["--web.enable-lifecycle"]) as exporter:
+    with ExporterProcess(
+        big_config(tmp_path), ["--web.enable-lifecycle"], log_level="info"
+    ) as exporter:
         started(exporter)
         with LatencyWatch(exporter.url) as watch, ThreadPoolExecutor(10) as pool:
             answers = list(
@@ -115,7 +123,7 @@ def test_deep_or_bombed_config_on_sighup_sets_the_gauge_to_zero_and_logs_one_lin
 ) -> None:
     config = big_config(tmp_path)
     config["monitors"] = config["monitors"][:3]
-    with ExporterProcess(config) as exporter:
+    with ExporterProcess(config, log_level="info") as exporter:
         wait_for(lambda: exporter.value("qmp_exporter_monitors") == 3)
         assert exporter.value("qmp_exporter_config_last_reload_successful") == 1
         exporter.write_config("monitors: " + "[" * 500 + "]" * 500 + "\n")

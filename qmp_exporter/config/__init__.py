@@ -5,6 +5,7 @@ Every error is collected with its path (``monitors[2].address: ...``) and report
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from qmp_exporter.config.schema import (
     kind,
     list_items,
     mapping,
+    read_text,
     read_yaml,
 )
 from qmp_exporter.qmp import AddressError, parse_address
@@ -404,3 +406,13 @@ def parse_yaml(text: str, source: str = "config") -> Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; :class:`ConfigError` on any problem."""
     return parse_config(read_yaml(path), str(path))
+
+
+def load_config_if_changed(path: str | Path, digest: str | None) -> tuple[str, Config | None]:
+    """The SHA-256 of the file's text and its config, or ``None`` for the config when the
+    text's digest is ``digest`` (a reload of an unchanged file parses nothing)."""
+    text = read_text(path)
+    new_digest = hashlib.sha256(text.encode()).hexdigest()
+    if new_digest == digest:
+        return new_digest, None
+    return new_digest, parse_config(decode_yaml(text, str(path)), str(path))

@@ -249,12 +249,15 @@ def decode_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) 
         raise error([f"nested deeper than {MAX_DEPTH} levels"], source) from None
 
 
+def read_text(path: str | Path, error: type[ConfigError] = ConfigError) -> str:
+    """The UTF-8 text of the file at ``path``; ``error`` (its source the path) otherwise."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise error([f"cannot read: {err}"], str(path)) from err
+
+
 def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
     """The YAML document in the file at ``path``; ``error`` (its source the path) when the
     file cannot be read as UTF-8 or is not YAML."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise error([f"cannot read: {err}"], source) from err
-    return decode_yaml(text, source, error)
+    return decode_yaml(read_text(path, error), str(path), error)
