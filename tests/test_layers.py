@@ -298,7 +298,9 @@ RULES: dict[str, Callable[[Graph], list[str]]] = {
     "qmp imports only itself": qmp_outside_imports,
     "only the entry points import cli and app": entry_point_imports,
     "tools and sim import no server code": server_imports_of_tools_and_sim,
-    "collectors import only qmp, textformat and themselves": (collectors_outside_imports),
+    "collectors import only qmp, textformat and themselves": (
+        collectors_outside_imports
+    ),
     "no import cycles": import_cycles,
 }
 
