@@ -15,7 +15,8 @@ import pytest
 
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings, backoff_delay, error_reason
-from qmp_exporter.qmp import GreetingIncompleteError, GreetingTimeoutError, connect
+from qmp_exporter.qmp import GreetingIncompleteError, GreetingTimeoutError, QMPError, connect
+from qmp_exporter.qmp.transport import READ_BUFFER_BYTES
 from tests.helpers.scripted_monitor import NO_GREETING, ScriptedMonitor, Session, long_line
 
 INTERVAL = 1.0
@@ -171,3 +172,24 @@ def test_a_slow_greeting_is_a_timeout_and_no_greeting_is_busy(
             return raised.value
 
     assert error_reason(asyncio.run(scenario())) == reason
+
+
+def test_garbage_read_just_after_the_greeting_is_protocol_not_connect(tmp_path: Path) -> None:
+    """The flaky ``garbage`` fault: the greeting fills one read exactly, the garbage comes in
+    the next, which the client handles before its connect resumes; the session is then
+    closed, and the reason must still be the garbage (``protocol``), not ``connect``."""
+    head = b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, '
+    tail = b'"capabilities": []}}\r\n'
+    padding = b" " * (READ_BUFFER_BYTES - len(head) - len(tail))
+    raw = head + padding + tail + b"\x00\xff this is not JSON }{\r\n"
+
+    async def scenario() -> list[str]:
+        reasons = []
+        async with ScriptedMonitor(str(tmp_path / "vm.qmp"), greeting=raw) as monitor:
+            for _ in range(20):
+                with pytest.raises(QMPError) as raised:
+                    await connect(monitor.address, timeout=2)
+                reasons.append(error_reason(raised.value))
+        return reasons
+
+    assert asyncio.run(scenario()) == ["protocol"] * 20
