@@ -332,10 +332,10 @@ class MonitorPoller:
         self._prefetch = poll_commands(self._collectors)
 
     def _closed_by_peer(self, client: QMPClient) -> None:
-        """A held connection ended. Between polls that means the VM may be gone: poll at
-        once to say so. During a poll (the client closes itself on a framing error before
-        the poll sees the error) the poll's own failure is what counts, with its backoff."""
-        if client is self._client and self._waiter is not None:
+        """A held connection ended: poll at once to say so. When it ended inside a poll
+        (the client closes itself on a framing error before the poll sees the error), that
+        poll fails and the backoff sleep after it ignores this wake."""
+        if client is self._client:  # not a close of our own
             self._wake_now()
 
     async def _disconnect(self) -> None:
