@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from qmp_exporter.config import MonitorConfig
+from qmp_exporter.config import ConfigError, MonitorConfig, parse_yaml
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings, backoff_delay, error_reason
 from qmp_exporter.qmp import GreetingIncompleteError, GreetingTimeoutError, QMPError, connect
 from qmp_exporter.qmp.transport import READ_BUFFER_BYTES
@@ -193,3 +193,23 @@ def test_garbage_read_just_after_the_greeting_is_protocol_not_connect(tmp_path: 
         return reasons
 
     assert asyncio.run(scenario()) == ["protocol"] * 20
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("65535", "outside 65536..67108864"),
+        ("67108865", "outside"),
+        ("true", "number of bytes"),
+        ("1MiB", "number of bytes"),
+    ],
+)
+def test_qmp_max_line_bytes_is_bounded(value: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_yaml(f"qmp_max_line_bytes: {value}")
+
+
+def test_qmp_max_line_bytes_reaches_the_pollers() -> None:
+    assert PollSettings.from_config(parse_yaml("")).max_line == 1 << 20
+    config = parse_yaml("qmp_max_line_bytes: 4194304")
+    assert PollSettings.from_config(config).max_line == 4 << 20

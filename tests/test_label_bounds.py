@@ -71,8 +71,8 @@ def test_a_900000_character_block_device_id_keeps_metrics_small(tmp_path) -> Non
                 str(tmp_path / "vm.qmp"), handlers={"query-blockstats": huge_blockstats(answer)}
             )
         )
-        config = {"poll_interval": "500ms", "monitors": [{"name": "vm", "address": monitor.address,
-                                                          "collectors": ["block"]}]}  # fmt: skip
+        monitor_config = {"name": "vm", "address": monitor.address, "collectors": ["block"]}
+        config = {"poll_interval": "500ms", "monitors": [monitor_config]}
         with ExporterProcess(config, log_level="info") as exporter:
             wait_for(
                 lambda: any(n == "qemu_block_read_bytes_total" for n, _ in exporter.samples()),
