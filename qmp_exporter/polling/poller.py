@@ -119,7 +119,8 @@ def backoff_delay(failures: int, interval: float) -> float:
     """Seconds to wait before the next try after ``failures`` failed polls in a row:
     :data:`BACKOFF_START` doubling per failure, capped at ``interval``, with ±20% jitter."""
     exponent = min(failures - 1, 64)  # 2**64 half-seconds is past any interval
-    return min(BACKOFF_START * 2**exponent, interval) * random.uniform(0.8, 1.2)
+    nominal: float = min(BACKOFF_START * 2.0**exponent, interval)
+    return nominal * random.uniform(0.8, 1.2)
 
 
 def error_reason(error: BaseException) -> str:
