@@ -21,7 +21,7 @@ from tests.helpers.qemu_versions import QemuBuild
 #: Enough drives for an answer over 1 MiB on every QEMU of the matrix (QEMU takes about
 #: 9 s to open them, so the module starts it once per version).
 DRIVES = 1700
-INTERVAL = 2.0
+INTERVAL = 1.0
 #: The backoff's own attempts (0.5 + 1 s) are over by then; from then on, one per interval.
 SETTLED = 0.5 + 1.0 + INTERVAL
 #: Seconds watched once settled.
@@ -66,7 +66,7 @@ def test_an_answer_over_the_line_limit_is_retried_once_per_interval_with_one_war
         connections = exporter.value("qmp_exporter_connections_total", vm="big")
         assert exporter.value("qemu_up", vm="big") == 0
         warnings = [line for line in exporter.log_lines() if "big: down" in line]
-    # One failed poll per interval (jitter ±20%): 3 in 6 s, not the ~115 of no backoff.
+    # One failed poll per interval (jitter ±20%): 3 in 3 s, not the ~55 of no backoff.
     assert WATCHED / (INTERVAL * 1.2) - 1 <= failed <= WATCHED / (INTERVAL * 0.8) + 1, failed
     assert connections is not None and connections <= settled + failed + 1
     assert len(warnings) == 1, warnings
