@@ -58,7 +58,7 @@ alerting: {alertmanagers: ["ftp://x"], events: [vnc_connected]}
     errors = caught.value.errors
     assert errors == [
         "pol_interval: unknown key (allowed: alerting, discovery, monitors, poll_interval, probe, "
-        "timeout)",
+        "qmp_max_line_bytes, timeout)",
         "poll_interval: expected a duration string like '15s', got 5",
         "monitors[0].labels.vm: label name is reserved (instance, job, name, uuid, vm)",
         "monitors[0].labels.bad-name: not a valid Prometheus label name",

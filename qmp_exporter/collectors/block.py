@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
-from qmp_exporter.collectors.values import as_count, as_dict, as_list
+from qmp_exporter.collectors.values import (
+    MAX_LABEL_CHARS,
+    as_count,
+    as_dict,
+    as_list,
+    bounded,
+)
 from qmp_exporter.textformat import Family, Sample
 
 READ_BYTES = Family("qemu_block_read_bytes_total", "counter", "Bytes read from the device.")
@@ -77,7 +83,7 @@ def device_label(entry: dict[str, Any]) -> str:
     for key in ("device", "qdev", "node-name"):
         value = entry.get(key)
         if isinstance(value, str) and value:
-            return value
+            return bounded(value)
     return ""
 
 
@@ -93,7 +99,8 @@ def parse_blockstats(answer: Any) -> list[Sample]:
         if device in seen:
             # Two entries with one name would print duplicate series; name the node too.
             node = entry.get("node-name")
-            device = f"{device}:{node}" if isinstance(node, str) and node else f"{device}:{index}"
+            suffix = node if isinstance(node, str) and node else str(index)
+            device = bounded(f"{device}:{bounded(suffix)}", 2 * MAX_LABEL_CHARS + 1)
             if device in seen:
                 continue
         seen.add(device)

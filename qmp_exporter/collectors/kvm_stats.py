@@ -28,6 +28,7 @@ from qmp_exporter.collectors.values import (
     as_list,
     as_number,
     as_str,
+    bounded,
 )
 from qmp_exporter.textformat import Family, Sample
 
@@ -141,7 +142,7 @@ def parse_stats(
         base_labels: tuple[tuple[str, str], ...] = ()
         if target == "vcpu":
             path = as_str(result.get("qom-path"), f"{where}.qom-path")
-            base_labels = (("vcpu", (vcpu_index or {}).get(path, path)),)
+            base_labels = (("vcpu", bounded((vcpu_index or {}).get(path, path))),)
         for number, raw in enumerate(as_list(result.get("stats"), f"{where}.stats")):
             stat = as_dict(raw, f"{where}.stats[{number}]")
             name = stat.get("name")

@@ -1,5 +1,6 @@
 """Defensive readers for QMP answers: wrong JSON types or absurd numbers raise
-``TypeError``/``ValueError`` so that only the collector reading them fails."""
+``TypeError``/``ValueError`` so that only the collector reading them fails; text a monitor
+supplies for a label value is cut to a bound by :func:`bounded`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any
 
 #: QEMU's counters are uint64; anything larger is not a real answer.
 MAX_COUNTER = 2**64 - 1
+#: Longest label value taken from a monitor (device ids, node names, qom-paths, VM names).
+MAX_LABEL_CHARS = 128
+#: Ends a label value that was cut to its bound.
+CUT_MARKER = "\u2026"
 
 
 def as_dict(value: Any, what: str) -> dict[str, Any]:
@@ -56,3 +61,12 @@ def as_str(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what}: expected a string, got {type(value).__name__}")
     return value
+
+
+def bounded(value: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """``value`` if it has at most ``limit`` characters, else its first ``limit - 1``
+    characters and :data:`CUT_MARKER`: a monitor cannot grow a label (or the exposition)
+    without bound."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - 1] + CUT_MARKER

@@ -28,6 +28,7 @@ from qmp_exporter.config.schema import (
     read_yaml,
 )
 from qmp_exporter.qmp import AddressError, parse_address
+from qmp_exporter.qmp.framing import DEFAULT_MAX_LINE_BYTES
 
 MODES = ("persistent", "poll")
 #: Events pushed to Alertmanager when ``alerting.events`` is not given.
@@ -45,6 +46,8 @@ PROXMOX_DIRS = ("/var/run/qemu-server", "/run/qemu-server")
 NAME_FIELDS = ("stem", "name")
 PROXMOX_NAME_FIELDS = ("stem", "name", "vmid")
 DEFAULT_RESCAN = 30.0
+#: Bounds of ``qmp_max_line_bytes``: 64 KiB to 64 MiB.
+MAX_LINE_BYTES_RANGE = (64 << 10, 64 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,22 @@ class Config:
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     discovery: tuple[DiscoveryConfig, ...] = ()
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    #: Longest line (one QMP answer or event) taken from a monitor, in bytes.
+    qmp_max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+
+
+def _max_line_bytes(value: Any, errors: Errors) -> int:
+    """``qmp_max_line_bytes``: an integer within :data:`MAX_LINE_BYTES_RANGE`."""
+    if value is None:
+        return DEFAULT_MAX_LINE_BYTES
+    low, high = MAX_LINE_BYTES_RANGE
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add("qmp_max_line_bytes", f"expected a number of bytes, got {kind(value)}")
+    elif not low <= value <= high:
+        errors.add("qmp_max_line_bytes", f"{value} is outside {low}..{high} (64 KiB..64 MiB)")
+    else:
+        return value
+    return DEFAULT_MAX_LINE_BYTES
 
 
 def _duration(value: Any, path: str, errors: Errors, default: float, minimum: float) -> float:
@@ -377,7 +396,10 @@ def parse_config(data: Any, source: str = "config") -> Config:
     errors = Errors()
     if data is None:
         data = {}
-    allowed = {"poll_interval", "timeout", "monitors", "alerting", "discovery", "probe"}
+    allowed = {
+        "poll_interval", "timeout", "qmp_max_line_bytes", "monitors", "alerting", "discovery",
+        "probe",
+    }  # fmt: skip
     raw = mapping(data, "", errors, allowed)
     if not isinstance(data, Mapping):
         raise ConfigError(errors.items, source, errors.more)
@@ -392,6 +414,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
         alerting=_alerting(raw.get("alerting"), errors),
         discovery=_discovery(raw.get("discovery"), errors),
         probe=_probe(raw.get("probe"), errors),
+        qmp_max_line_bytes=_max_line_bytes(raw.get("qmp_max_line_bytes"), errors),
     )
     if errors.items:
         raise ConfigError(errors.items, source, errors.more)

@@ -4,13 +4,15 @@ whether ``query-spice`` says SPICE is on, for the poller).
 
 The parsers are strict: an answer of the wrong shape raises :class:`MalformedAnswerError`.
 The poller lets that fail the poll; ``inventory`` catches it per field and shows ``-``.
-Every string kept is bounded, so a lying monitor cannot grow a label without limit.
+Every string kept is bounded (cut by :func:`~qmp_exporter.collectors.values.bounded`, as
+the collectors' label values are), so a lying monitor cannot grow a label without limit.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from qmp_exporter.collectors.values import MAX_LABEL_CHARS, bounded
 from qmp_exporter.polling.state import Identity, VncState
 from qmp_exporter.qmp import CommandError, ProtocolError, parse_version
 
@@ -19,7 +21,7 @@ MAX_STATUS_CHARS = 64
 #: Longest VNC host, service, family or auth kept.
 MAX_VNC_TEXT_CHARS = 256
 #: Longest VM name or UUID kept.
-MAX_TEXT_CHARS = 1024
+MAX_TEXT_CHARS = MAX_LABEL_CHARS
 #: Longest QEMU version kept, and longest package string.
 MAX_VERSION_CHARS = 64
 MAX_PACKAGE_CHARS = 256
@@ -63,7 +65,7 @@ def parse_vnc(answer: Any) -> VncState:
         value = answer.get(key, "")
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise MalformedAnswerError(f"query-vnc: {key} is {type(value).__name__}")
-        return str(value)[:MAX_VNC_TEXT_CHARS]
+        return bounded(str(value), MAX_VNC_TEXT_CHARS)
 
     return VncState(True, text("host"), text("service"), text("family"), text("auth"), len(clients))
 
@@ -81,8 +83,8 @@ def parse_version_answer(answer: Any) -> tuple[str | None, str]:
         raise MalformedAnswerError("query-version: not an object")
     version, package = parse_version(answer)
     if version is not None:
-        version = version[:MAX_VERSION_CHARS]
-    return version, package[:MAX_PACKAGE_CHARS]
+        version = bounded(version, MAX_VERSION_CHARS)
+    return version, bounded(package, MAX_PACKAGE_CHARS)
 
 
 def parse_name(answer: Any) -> str | None:
@@ -123,4 +125,4 @@ def _text_member(answer: Any, member: str, command: str) -> str | None:
     value = answer[member]
     if not isinstance(value, str):
         raise MalformedAnswerError(f"{command}: expected a string, got {type(value).__name__}")
-    return value[:MAX_TEXT_CHARS]
+    return bounded(value, MAX_TEXT_CHARS)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.collectors.base import Collector
 from qmp_exporter.config import EVENT_NAME, Config, MonitorConfig
 from qmp_exporter.polling.answers import (
@@ -32,6 +33,7 @@ from qmp_exporter.qmp import (
     ConnectionClosedError,
     ConnectTimeoutError,
     Event,
+    LineTooLongError,
     MonitorBusyError,
     QMPClient,
     QMPError,
@@ -100,11 +102,25 @@ class PollSettings:
     timeout: float = _CONFIG_DEFAULTS.timeout
     #: Spread first connects over this many seconds (0: all at once).
     start_spread: float = 1.0
+    #: Longest line (one answer or event) taken from a monitor, in bytes.
+    max_line: int = _CONFIG_DEFAULTS.qmp_max_line_bytes
 
     @classmethod
     def from_config(cls, config: Config) -> PollSettings:
         """The settings ``config`` asks for."""
-        return cls(interval=config.poll_interval, timeout=config.timeout)
+        return cls(
+            interval=config.poll_interval,
+            timeout=config.timeout,
+            max_line=config.qmp_max_line_bytes,
+        )
+
+
+def backoff_delay(failures: int, interval: float) -> float:
+    """Seconds to wait before the next try after ``failures`` failed polls in a row:
+    :data:`BACKOFF_START` doubling per failure, capped at ``interval``, with ±20% jitter."""
+    exponent = min(failures - 1, 64)  # 2**64 half-seconds is past any interval
+    nominal: float = min(BACKOFF_START * 2.0**exponent, interval)
+    return nominal * random.uniform(0.8, 1.2)
 
 
 def error_reason(error: BaseException) -> str:
@@ -118,6 +134,24 @@ def error_reason(error: BaseException) -> str:
     if isinstance(error, CommandError):
         return "command"
     return "protocol"
+
+
+def describe_failure(error: BaseException) -> str:
+    """What went wrong, for the log and the VM's ``error``; for an over-long answer also
+    which collector asked for it and what to do about it."""
+    message = str(error) or type(error).__name__
+    if not isinstance(error, LineTooLongError) or error.command is None:
+        return message
+    askers = [n for n, c in COLLECTORS.items() if error.command in c.required_commands]
+    if askers:
+        who = f"the {' and '.join(askers)} collector{'s' if len(askers) > 1 else ''}"
+        off = f", or turn {who} off in this monitor's `collectors:` list"
+    else:
+        who, off = "the exporter itself", ""
+    return (
+        f"{message}; {error.command} is asked by {who}: raise qmp_max_line_bytes "
+        f"(now {error.limit}){off}"
+    )
 
 
 def _resolve(waiter: asyncio.Future[None] | None) -> None:
@@ -215,17 +249,24 @@ class MonitorPoller:
                 if next_poll <= now:  # fell behind (a slow poll): skip, never burst
                     next_poll += ((now - next_poll) // settings.interval + 1) * settings.interval
             if self._failures:
-                retry = min(BACKOFF_START * 2 ** (self._failures - 1), settings.interval)
-                next_poll = min(next_poll, now + retry * random.uniform(0.8, 1.2))
-            await self._sleep_until(next_poll)
+                # After any failure (a refused connect, a garbled line, a close right after
+                # the greeting...) the next try waits out its backoff, whatever wakes us.
+                next_poll = now + backoff_delay(self._failures, settings.interval)
+                await self._sleep_until(next_poll, wakeable=False)
+            else:
+                await self._sleep_until(next_poll)
 
-    async def _sleep_until(self, deadline: float) -> None:
-        """Sleep until ``deadline``, or until an event asks for a re-poll, or until a held
-        connection drops (whichever is first)."""
+    async def _sleep_until(self, deadline: float, *, wakeable: bool = True) -> None:
+        """Sleep until ``deadline``, or (when ``wakeable``) until an event asks for a
+        re-poll or a held connection drops, whichever is first."""
+        if not wakeable:
+            self._wake_requested = False  # a wake asked for during the failed poll is moot
         delay = deadline - time.monotonic()
         if delay > 0 and not self._wake_requested:
             loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
+            waiter = loop.create_future()
+            if wakeable:
+                self._waiter = waiter
             timer = loop.call_later(delay, _resolve, waiter)
             try:
                 await waiter
@@ -274,6 +315,7 @@ class MonitorPoller:
         client = await connect(
             self.monitor.address,
             timeout=self.settings.timeout,
+            max_line=self.settings.max_line,
             on_event=on_event,
             event_queue_size=1,
         )
@@ -291,6 +333,9 @@ class MonitorPoller:
         self._prefetch = poll_commands(self._collectors)
 
     def _closed_by_peer(self, client: QMPClient) -> None:
+        """A held connection ended: poll at once to say so. When it ended inside a poll
+        (the client closes itself on a framing error before the poll sees the error), that
+        poll fails and the backoff sleep after it ignores this wake."""
         if client is self._client:  # not a close of our own
             self._wake_now()
 
@@ -379,7 +424,7 @@ class MonitorPoller:
         self._counters = self._count()
         self._failures += 1
         previous = self._state
-        message = str(error) or type(error).__name__
+        message = describe_failure(error)
         if previous.up or previous.error_reason != reason or not previous.last_poll:
             log.warning("%s: down (%s): %s", self.name, reason, message)
         log.debug("%s: poll failed", self.name, exc_info=error)

@@ -15,7 +15,9 @@ from qmp_exporter.qmp.errors import (
     CommandRefusedError,
     CommandTimeoutError,
     ConnectionClosedError,
+    GreetingIncompleteError,
     GreetingTimeoutError,
+    LineTooLongError,
     NotQMPError,
     ProtocolError,
     QMPError,
@@ -218,11 +220,20 @@ class QMPClient:
         try:
             await asyncio.wait_for(asyncio.shield(self._greeted), remaining)
         except TimeoutError:
+            if self._decoder.pending:
+                raise GreetingIncompleteError(
+                    f"{self.address}: a QMP greeting began ({self._decoder.pending} bytes) "
+                    f"but did not finish within {self.timeout:g}s: the monitor is slow"
+                ) from None
             raise GreetingTimeoutError(
                 f"{self.address}: connected, but no QMP greeting within {self.timeout:g}s: "
                 "QEMU serves one client per monitor socket, so another client is probably "
                 "holding it (give the exporter a -qmp socket of its own, or use mode: poll)"
             ) from None
+        if self._closed.done():
+            # The greeting and what ended the session (garbage, an over-long line, EOF) came
+            # in one read: that, not the closed session, is the reason, however it was read.
+            raise self._closed.result()
         try:
             await self.execute("qmp_capabilities")
         except CommandError as err:
@@ -244,6 +255,15 @@ class QMPClient:
         except QMPError as err:
             if type(err) is ProtocolError and not self._greeted.done():
                 err = NotQMPError(f"{self.address}: not a QMP greeting: {err}")
+            elif isinstance(err, LineTooLongError) and self._pending:
+                # QMP answers in order: the line is the answer to the oldest command.
+                command = next(iter(self._pending.values()))[0]
+                err = LineTooLongError(
+                    f"{self.address}: the answer to {command} is longer than the "
+                    f"{err.limit}-byte line limit ({err})",
+                    err.limit,
+                    command,
+                )
             self._abort(err)
             return
         for message in messages:

@@ -9,6 +9,7 @@
      │    ├── ConnectRefusedError       nobody listens there (QEMU gone?)
      │    ├── PermissionDeniedError     the socket exists but we may not open it
      │    ├── ConnectTimeoutError       connect() did not complete in time
+     │    │    └── GreetingIncompleteError  a greeting began but did not finish in time
      │    └── MonitorBusyError          another client holds the socket (QEMU serves one)
      │         ├── GreetingTimeoutError     connected, but no greeting came
      │         └── BacklogFullError         the socket's listen backlog is full
@@ -54,6 +55,11 @@ class ConnectTimeoutError(ConnectError):
     """``connect()`` did not complete within the timeout (listen backlog full, or no route)."""
 
 
+class GreetingIncompleteError(ConnectTimeoutError):
+    """Connected and a greeting began, but it did not finish within the timeout: the
+    monitor is there but slow (unlike :class:`GreetingTimeoutError`, where nothing came)."""
+
+
 class MonitorBusyError(ConnectError):
     """QEMU serves one client per monitor socket, and another client (a management tool,
     another exporter, a shell) is holding this one."""
@@ -76,7 +82,16 @@ class NotQMPError(ProtocolError):
 
 
 class LineTooLongError(ProtocolError):
-    """A line from the peer exceeded the configured maximum; the connection was closed."""
+    """A line from the peer exceeded the configured maximum; the connection was closed.
+
+    ``limit`` is that maximum in bytes; ``command`` the command whose answer was awaited
+    first when it happened (the one that answered too much), if any.
+    """
+
+    def __init__(self, message: str, limit: int, command: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.command = command
 
 
 class ConnectionClosedError(QMPError):

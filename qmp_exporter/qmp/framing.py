@@ -40,7 +40,8 @@ class LineDecoder:
                 if len(buffer) > self.max_line:
                     raise LineTooLongError(
                         f"unterminated line of more than {self.max_line} bytes "
-                        f"(limit {self.max_line})"
+                        f"(limit {self.max_line})",
+                        self.max_line,
                     )
                 return []
             buffer += data
@@ -50,13 +51,16 @@ class LineDecoder:
         messages: list[dict[str, Any]] = []
         for line in lines:
             if len(line) > self.max_line:
-                raise LineTooLongError(f"line of {len(line)} bytes exceeds {self.max_line}")
+                raise LineTooLongError(
+                    f"line of {len(line)} bytes exceeds {self.max_line}", self.max_line
+                )
             if line and not line.isspace():
                 messages.append(decode_line(line))
         if tail:
             if len(tail) > self.max_line:
                 raise LineTooLongError(
-                    f"unterminated line of more than {self.max_line} bytes (limit {self.max_line})"
+                    f"unterminated line of more than {self.max_line} bytes (limit {self.max_line})",
+                    self.max_line,
                 )
             buffer += tail
         return messages
