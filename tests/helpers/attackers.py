@@ -25,6 +25,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import resource
 import socket
 import ssl
 import sys
@@ -236,5 +237,8 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--hold", type=float, default=30.0, help="seconds at most")
     args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(hard, args.n + 256):  # one fd per connection
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.n + 256), hard))
     asyncio.run(main(args))
     sys.exit(0)
