@@ -32,6 +32,9 @@ VMS = 300
 POLL_SECONDS = 2.0
 MB = 1024 * 1024
 PASSWORD = "s3cret"
+#: ~25 s of sockets and processes; what it tests is our server, not the library versions of
+#: test.sh's second stage, so it runs in the first stage only.
+pytestmark = pytest.mark.slow
 
 
 @dataclass

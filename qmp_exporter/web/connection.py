@@ -14,7 +14,7 @@ import enum
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from qmp_exporter.web.limits import HTTPLimits, release_freed_memory
 
@@ -34,7 +34,9 @@ class Connection:
 
     __slots__ = ("evicted", "host", "reader", "since", "stage", "started", "task", "transport")
 
-    def __init__(self, task: asyncio.Task[None], transport: asyncio.WriteTransport, host: str):
+    def __init__(
+        self, task: asyncio.Task[None], transport: asyncio.WriteTransport, host: str
+    ) -> None:
         self.task = task
         self.transport = transport
         self.host = host
@@ -169,10 +171,16 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
     :meth:`ConnectionTable.start_tls` runs.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, serve: object, tls: bool, send_buffer: int):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        tls: bool,
+        send_buffer: int,
+    ) -> None:
         self._tls = tls
         self._send_buffer = send_buffer
-        super().__init__(reader, serve)  # type: ignore[arg-type]
+        super().__init__(reader, serve)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Bound the send buffer; pause reading (soon) for TLS."""
