@@ -194,7 +194,7 @@ def exporters(workdir: Path, vms: int) -> Iterator[tuple[ExporterProcess, str | 
             config = {"poll_interval": "5s", "timeout": "2s", "monitors": monitors}
             extra = ["--web.config.file", str(web)] if tls else []
             exporter = ExporterProcess(
-                yaml.safe_dump(config), extra, scheme="https" if tls else "http", log_level="warn"
+                yaml.safe_dump(config), extra, scheme="https" if tls else "http", log_level="info"
             )
             ca = str(pki.ca) if tls else None
             with exporter:
