@@ -34,7 +34,12 @@ from qmp_exporter.textformat import CONTENT_TYPE
 from qmp_exporter.web.auth.watcher import WebConfigWatcher
 from qmp_exporter.web.guard import make_guard, response_headers
 from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
-from qmp_exporter.web.landing import LANDING_HEADERS, ReloadStatus, render_landing_page
+from qmp_exporter.web.landing import (
+    LANDING_HEADERS,
+    LandingCache,
+    ReloadStatus,
+    render_landing_page,
+)
 from qmp_exporter.web.probe import ProbeEndpoint
 from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
 
@@ -98,6 +103,9 @@ class Exporter:
         self.fleet = Fleet(PollSettings.from_config(config), on_event=self._on_event)
         self.renderer = FleetRenderer()
         self.fleet.subscribe(self.renderer)
+        self.landing = LandingCache(self._render_landing)
+        self._landing_status: ReloadStatus | None = None
+        self.fleet.subscribe(self.landing)
         self.server = HTTPServer()
         # WebConfigError (a ConfigError) here when --web.config.file is unusable.
         self.web_config = (
@@ -341,11 +349,21 @@ class Exporter:
         return text_response(500, "reload failed; the running config is kept (see the log)")
 
     async def _landing(self, request: Request) -> Response:
-        reload_status = ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time)
-        page = render_landing_page(
+        status = ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time)
+        if status != self._landing_status:
+            self._landing_status = status
+            self.landing.invalidate()
+        headers = {**LANDING_HEADERS, "Vary": "Accept-Encoding"}
+        gzipped = request.accepts_gzip()
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(200, self.landing.page(gzipped), LANDING_CONTENT_TYPE, headers)
+
+    def _render_landing(self) -> bytes:
+        return render_landing_page(
             self.fleet.states.values(),
-            reload_status,
+            self._landing_status
+            or ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time),
             version=__version__,
             poll_interval=self.config.poll_interval,
         )
-        return Response(200, page, LANDING_CONTENT_TYPE, dict(LANDING_HEADERS))

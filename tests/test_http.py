@@ -109,6 +109,19 @@ def test_head_has_no_body(exporter: ExporterProcess) -> None:
         (b"POST /metrics HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
         (b"POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"411"),
         (b"GET /metrics HTTP/1.1\r\nContent-Length: -5\r\n\r\n", b"400"),
+        # Issue 15 (report H5, H6: D5): no response and a traceback before.
+        (
+            b"GET /metrics?" + b"&".join(b"a%d" % i for i in range(33)) + b" HTTP/1.1\r\n\r\n",
+            b"400",
+        ),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: \xb3\r\n\r\n", b"400"),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: +3\r\n\r\n", b"400"),
+        (b"GET metrics HTTP/1.1\r\n\r\n", b"400"),
+        # H10 (D10): '//host/path' is a path of its own, never '/path' on 'host'.
+        (b"GET //metrics HTTP/1.1\r\nConnection: close\r\n\r\n", b"404"),
+        (b"GET //x/probe?target=unix:/tmp/x.qmp HTTP/1.1\r\nConnection: close\r\n\r\n", b"404"),
+        (b"GET //x/-/healthy HTTP/1.1\r\nConnection: close\r\n\r\n", b"404"),
     ],
 )
 def test_bad_requests_get_4xx(
@@ -117,6 +130,30 @@ def test_bad_requests_get_4xx(
     answer = raw_request(exporter.port, request_bytes)
     assert answer.split(b" ", 2)[1] == status, answer[:200]
     assert exporter.get("/metrics").status_code == 200  # and nothing else is harmed
+    assert "Traceback" not in exporter.log()
+
+
+def test_a_double_slash_never_reaches_the_reload_endpoint() -> None:
+    """Report H10 (D10): ``POST //evil.example/-/reload`` reloaded the config."""
+    with ExporterProcess({"poll_interval": "1s", "monitors": []}, ["--web.enable-lifecycle"]) as e:
+        for target in (b"//evil.example/-/reload", b"//-/reload"):
+            answer = raw_request(
+                e.port,
+                b"POST " + target + b" HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
+        assert "reloaded" not in e.log()
+        assert requests.post(f"{e.url}/-/reload", timeout=5).status_code == 200  # the real one
+
+
+def test_the_landing_page_is_gzipped_when_asked(exporter: ExporterProcess) -> None:
+    raw = requests.get(
+        f"{exporter.url}/", headers={"Accept-Encoding": "gzip"}, stream=True, timeout=5
+    )
+    assert raw.headers["Content-Encoding"] == "gzip"
+    assert b"qmp-exporter" in gzip.decompress(raw.raw.read())
+    plain = exporter.get("/", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers and "<!doctype html>" in plain.text
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(exporter: ExporterProcess) -> None:

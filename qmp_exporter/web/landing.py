@@ -2,14 +2,17 @@
 and inline CSS.
 
 Everything shown is escaped (VM names, errors and addresses may hold ``<``, ``&``, quotes);
-the page loads nothing from anywhere (see :data:`LANDING_HEADERS`).
+the page loads nothing from anywhere (see :data:`LANDING_HEADERS`). :class:`LandingCache`
+keeps the rendered page (and its gzip) until the fleet changes.
 """
 
 from __future__ import annotations
 
+import gzip
 import html
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from qmp_exporter.polling.state import VMState
@@ -225,3 +228,66 @@ def render_landing_page(
         "</body></html>"
     )
     return page.encode("utf-8")
+
+
+class LandingCache:
+    """The rendered landing page (and its gzip), rebuilt only after the fleet changed.
+
+    A fleet listener: any change marks the page stale. A stale page is rebuilt at the
+    next request, but not sooner than :attr:`min_age` seconds after the last build, nor
+    sooner than ten times the last build's duration after it (a 0.3 s render at 10,000 VMs
+    then takes at most a tenth of the loop however often ``/`` is requested).
+    """
+
+    def __init__(
+        self,
+        render: Callable[[], bytes],
+        *,
+        min_age: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._render = render
+        self._clock = clock
+        self.min_age = min_age
+        self._stale = True
+        self._built_at = -math.inf
+        self._build_seconds = 0.0
+        self._plain = b""
+        self._gzipped: bytes | None = None
+        #: Builds so far (each one rendered the page once).
+        self.builds = 0
+
+    def added(self, name: str, state: VMState) -> None:
+        """A VM joined: the page is stale."""
+        self._stale = True
+
+    def removed(self, name: str) -> None:
+        """A VM left: the page is stale."""
+        self._stale = True
+
+    def changed(self, name: str, state: VMState, timing_only: bool) -> None:
+        """A VM was polled or changed: the page is stale."""
+        self._stale = True
+
+    def invalidate(self) -> None:
+        """Something else shown changed (the reload status): rebuild at the next request."""
+        self._stale = True
+        self._built_at = -math.inf
+
+    def page(self, gzipped: bool) -> bytes:
+        """The page, plain or gzipped (the gzip made once per build, when first asked)."""
+        now = self._clock()
+        wait = max(self.min_age, 10 * self._build_seconds)
+        if self._stale and now - self._built_at >= wait:
+            started = time.perf_counter()
+            self._plain = self._render()
+            self._gzipped = None
+            self._build_seconds = time.perf_counter() - started
+            self._built_at = now
+            self._stale = False
+            self.builds += 1
+        if not gzipped:
+            return self._plain
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self._plain, compresslevel=6, mtime=0)
+        return self._gzipped

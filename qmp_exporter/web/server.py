@@ -1,7 +1,8 @@
 """A small HTTP/1.1 server on asyncio: exact routes, keep-alive, bounded requests.
 
-Every request is bounded (header size and time, body size); a bad request gets a 4xx and
-harms no other connection.
+Every request is bounded (head size and time, body size); a bad request gets a 4xx, is not
+logged and harms no other connection; 401/403/429 close the connection. Connection
+deadlines and the cap live in :mod:`qmp_exporter.web.connection`.
 """
 
 from __future__ import annotations
@@ -12,24 +13,24 @@ import inspect
 import logging
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-log = logging.getLogger(__name__)
+from qmp_exporter.web.connection import (
+    Connection,
+    ConnectionTable,
+    Stage,
+    StreamProtocol,
+    wait_for_next_request,
+    write_bounded,
+)
+from qmp_exporter.web.limits import HTTPLimits, bound_tls_buffers
 
-#: Request line plus headers.
-MAX_HEADER_BYTES = 16 * 1024
-#: Request bodies (only small POSTs are expected).
-MAX_BODY_BYTES = 64 * 1024
-#: Time allowed to send the request line and headers.
-HEADER_TIMEOUT = 10.0
-#: Idle keep-alive connections are closed after this long.
-KEEPALIVE_TIMEOUT = 60.0
-#: Connections served at once; further ones wait in the listen backlog.
-MAX_CONNECTIONS = 512
+log = logging.getLogger(__name__)
 
 #: RFC 9110 §12.4.2: ``qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )``.
 _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
@@ -97,7 +98,7 @@ class Response:
     """What a handler returns."""
 
     status: int = 200
-    #: The body, or its chunks in order (joined with the head into one write when sent).
+    #: The body, or its chunks in order (sent in slices, never joined).
     body: bytes | list[bytes] = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
@@ -120,17 +121,30 @@ class _BadRequest(Exception):
         self.status = status
 
 
-class HTTPServer:
-    """Serves registered routes. ``guard`` runs before routing (authentication)."""
+#: Responses after which the connection is closed: a client without valid credentials (or
+#: rate-limited) reconnects, so it cannot hold a keep-alive slot while it guesses.
+_CLOSING_STATUSES = frozenset({401, 403, 429})
+#: Content-Length as sent: ASCII digits only, bounded (no int() of 5,000 digits or '³').
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,9}")
 
-    def __init__(self) -> None:
+
+class HTTPServer:
+    """Serves registered routes. ``guard`` runs before routing (authentication).
+
+    Every connection has deadlines and the number held at once is capped (see
+    :class:`~qmp_exporter.web.limits.HTTPLimits` and :mod:`qmp_exporter.web.connection`).
+    """
+
+    def __init__(self, limits: HTTPLimits | None = None) -> None:
+        self.limits = limits or HTTPLimits()
         self.routes: dict[str, tuple[Handler, tuple[str, ...]]] = {}
         self.guard: Guard | None = None
         #: Headers added to every response (e.g. the web config's http_server_config.headers).
         self.response_headers: Callable[[], Mapping[str, str]] | None = None
+        #: The connections held now, with the counters of evictions, refusals and timeouts.
+        self.connections = ConnectionTable(self.limits)
         self._servers: list[asyncio.Server] = []
-        self._connections: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._tls_ports: dict[int, ssl.SSLContext] = {}
 
     def route(self, path: str, handler: Handler, methods: tuple[str, ...] = ("GET",)) -> None:
         """Serve ``path`` with ``handler`` (HEAD is allowed wherever GET is)."""
@@ -139,16 +153,27 @@ class HTTPServer:
         self.routes[path] = (handler, methods)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        """Listen on ``host:port`` (port 0: any free port; see :attr:`addresses`)."""
-        server = await asyncio.start_server(
-            self._serve_connection,
-            host or None,
-            port,
-            ssl=ssl_context,
-            limit=MAX_HEADER_BYTES,
-            reuse_address=True,
-            backlog=1024,
+        """Listen on ``host:port`` (port 0: any free port; see :attr:`addresses`).
+
+        With ``ssl_context`` the socket is plain and each connection's handshake is started
+        by the server (bounded in time and number), not by asyncio at accept.
+        """
+        loop = asyncio.get_running_loop()
+        tls = ssl_context is not None
+        if tls:
+            bound_tls_buffers()
+        limits = self.limits
+
+        def protocol() -> StreamProtocol:
+            reader = asyncio.StreamReader(limit=limits.max_header_bytes)
+            return StreamProtocol(reader, self._serve_connection, tls, limits.send_buffer)
+
+        server = await loop.create_server(
+            protocol, host or None, port, reuse_address=True, backlog=1024
         )
+        if ssl_context is not None:
+            for sock in server.sockets:
+                self._tls_ports[sock.getsockname()[1]] = ssl_context
         self._servers.append(server)
 
     @property
@@ -157,9 +182,10 @@ class HTTPServer:
         return [s.getsockname()[:2] for srv in self._servers for s in srv.sockets]
 
     async def close(self) -> None:
+        """Stop listening and end every connection."""
         for server in self._servers:
             server.close()
-        for task in list(self._connections):
+        for task in self.connections.tasks():
             task.cancel()
         for server in self._servers:
             with contextlib.suppress(Exception):
@@ -171,45 +197,73 @@ class HTTPServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         peer = writer.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        conn = Connection(task, writer.transport, peer[0] if isinstance(peer, tuple) else "")
+        table, limits = self.connections, self.limits
         try:
-            async with self._slots:
-                first = True
-                while True:
-                    timeout = HEADER_TIMEOUT if first else KEEPALIVE_TIMEOUT
-                    first = False
-                    try:
-                        request = await self._read_request(reader, timeout, peer_text)
-                    except _BadRequest as err:
-                        await self._send(writer, "GET", text_response(err.status, str(err)), False)
+            if not table.admit(conn):
+                conn.evicted = True  # refused: reset, not a graceful close
+                return
+            sockname = writer.get_extra_info("sockname")
+            context = self._tls_ports.get(sockname[1]) if isinstance(sockname, tuple) else None
+            if context is not None:
+                await table.start_tls(writer, context, conn)
+                conn.transport = writer.transport
+            conn.reader = reader
+            writer.transport.set_write_buffer_limits(high=limits.write_high_water)
+            served = 0
+            while True:
+                if served:
+                    conn.enter(Stage.IDLE)
+                    if not await wait_for_next_request(reader, limits.keepalive_timeout):
                         break
-                    if request is None:
-                        break
-                    request.peercert = writer.get_extra_info("peercert")
-                    keep_alive = _wants_keep_alive(request)
-                    response = await self._dispatch(request)
-                    await self._send(writer, request.method, response, keep_alive)
-                    if not keep_alive:
-                        break
-        except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError):
+                conn.enter(Stage.OPENING)
+                try:
+                    request = await self._read_request(reader, peer_text)
+                except _BadRequest as err:
+                    await self._send(
+                        writer, "GET", text_response(err.status, str(err)), False, conn
+                    )
+                    break
+                if request is None:
+                    break
+                served += 1
+                request.peercert = writer.get_extra_info("peercert")
+                conn.enter(Stage.HANDLING)
+                response = await self._dispatch(request)
+                keep_alive = (
+                    _wants_keep_alive(request)
+                    and response.status not in _CLOSING_STATUSES
+                    and served < limits.max_requests_per_connection
+                    and time.monotonic() - conn.started < limits.max_connection_lifetime
+                )
+                await self._send(writer, request.method, response, keep_alive, conn)
+                if not keep_alive:
+                    break
+        except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, OSError):
             pass
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("HTTP connection from %s failed", peer_text)
         finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            table.forget(conn)
+            if conn.evicted:
+                writer.transport.abort()
+            else:
+                writer.close()
+            table.closed()
 
-    async def _read_request(
-        self, reader: asyncio.StreamReader, timeout: float, peer: str
-    ) -> Request | None:
+    async def _read_request(self, reader: asyncio.StreamReader, peer: str) -> Request | None:
+        """The next request, within the head deadline; None at a clean EOF."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+            async with asyncio.timeout(self.limits.header_timeout) as deadline:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request = self._parse_head(head, peer)
+                length = int(request.headers.get("content-length", "0"))
+                if length:
+                    request.body = await reader.readexactly(length)
         except asyncio.IncompleteReadError as err:
             if err.partial.strip():
                 raise _BadRequest(400, "incomplete request") from None
@@ -217,12 +271,15 @@ class HTTPServer:
         except asyncio.LimitOverrunError:
             raise _BadRequest(431, "request header fields too large") from None
         except TimeoutError:
-            return None
-        try:
-            text = head.decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-            raise _BadRequest(400, "bad encoding") from None
-        lines = text.split("\r\n")
+            if deadline.expired():
+                self.connections.timeouts += 1
+                raise _BadRequest(408, "request timeout") from None
+            raise
+        return request
+
+    def _parse_head(self, head: bytes, peer: str) -> Request:
+        """The request a head says, or a :class:`_BadRequest` with its 4xx."""
+        lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _BadRequest(400, "malformed request line")
@@ -237,26 +294,19 @@ class HTTPServer:
             key = name.lower()
             value = value.strip()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        body = b""
         if "transfer-encoding" in headers:
             raise _BadRequest(411, "chunked request bodies are not supported; send Content-Length")
         length_text = headers.get("content-length", "0")
-        if not length_text.isdigit():
+        if not _CONTENT_LENGTH.fullmatch(length_text):
             raise _BadRequest(400, "bad Content-Length")
-        length = int(length_text)
-        if length > MAX_BODY_BYTES:
-            raise _BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
-        if length:
-            try:
-                body = await asyncio.wait_for(reader.readexactly(length), HEADER_TIMEOUT)
-            except TimeoutError:
-                raise _BadRequest(408, "request body timed out") from None
+        if int(length_text) > self.limits.max_body_bytes:
+            raise _BadRequest(413, f"request body over {self.limits.max_body_bytes} bytes")
+        path, query_text = _split_target(target)
         try:
-            split = urlsplit(target)
+            query = parse_qs(query_text, keep_blank_values=True, max_num_fields=32)
         except ValueError:
-            raise _BadRequest(400, "malformed request target") from None
-        query = parse_qs(split.query, keep_blank_values=True, max_num_fields=32)
-        return Request(method, target, split.path or "/", query, headers, body, peer, version)
+            raise _BadRequest(400, "too many query fields") from None
+        return Request(method, target, path, query, headers, b"", peer, version)
 
     async def _dispatch(self, request: Request) -> Response:
         if self.guard is not None:
@@ -280,30 +330,50 @@ class HTTPServer:
             return text_response(500, "internal error; see the exporter's log")
 
     async def _send(
-        self, writer: asyncio.StreamWriter, method: str, response: Response, keep_alive: bool
+        self,
+        writer: asyncio.StreamWriter,
+        method: str,
+        response: Response,
+        keep_alive: bool,
+        conn: Connection,
     ) -> None:
         try:
             reason = HTTPStatus(response.status).phrase
         except ValueError:
             reason = ""
         body = response.body
+        chunks = [body] if isinstance(body, bytes) else body
         head = [
             f"HTTP/1.1 {response.status} {reason}",
             f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(body) if isinstance(body, bytes) else sum(map(len, body))}",
+            f"Content-Length: {sum(map(len, chunks))}",
             f"Connection: {'keep-alive' if keep_alive else 'close'}",
         ]
         head.extend(f"{k}: {v}" for k, v in response.headers.items())
         if self.response_headers is not None:
             head.extend(f"{k}: {v}" for k, v in self.response_headers().items())
         head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        if method == "HEAD":
-            writer.write(head_bytes)
-        elif isinstance(body, bytes):
-            writer.write(head_bytes + body)
-        else:
-            writer.write(b"".join([head_bytes, *body]))
-        await writer.drain()
+        await write_bounded(
+            writer, head_bytes, [] if method == "HEAD" else chunks, conn, self.connections
+        )
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target; origin-form is split at '?' as sent.
+
+    ``//host/path`` is therefore the path ``//host/path`` (no route: 404), never
+    ``/path`` on ``host`` as ``urlsplit`` would read it.
+    """
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+        return path, query
+    if target.startswith(("http://", "https://")):
+        try:
+            split = urlsplit(target)
+        except ValueError:
+            raise _BadRequest(400, "malformed request target") from None
+        return split.path or "/", split.query
+    raise _BadRequest(400, "malformed request target")
 
 
 def _wants_keep_alive(request: Request) -> bool:
