@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from qmp_exporter.web.auth.checker import FAILURE_REASONS, BasicAuthChecker, Outcome
 from qmp_exporter.web.auth.watcher import WebConfigWatcher
@@ -18,6 +18,21 @@ log = logging.getLogger(__name__)
 CLIENT_CERT = "client_cert"
 #: Every reason a request can be refused for (the counter's label values).
 REFUSAL_REASONS = (*FAILURE_REASONS, CLIENT_CERT)
+
+
+def auth_failure_counter(registry: CollectorRegistry) -> Counter:
+    """``qmp_exporter_auth_failures_total{reason}`` in ``registry``, every reason at 0."""
+    counter = Counter(
+        "qmp_exporter_auth_failures",
+        "Requests refused by the web config's guard, by reason: "
+        + ", ".join(REFUSAL_REASONS)
+        + ".",
+        ["reason"],
+        registry=registry,
+    )
+    for reason in REFUSAL_REASONS:
+        counter.labels(reason)
+    return counter
 
 
 def _unauthorized() -> Response:
@@ -35,12 +50,9 @@ def make_guard(
     A credential checked before is answered at once; a new one is checked by bcrypt in one
     worker thread, rate-limited per peer host and globally: over a limit the answer is
     ``429 Too Many Requests`` with ``Retry-After``, at once. Each refusal counts in
-    ``failures`` (a counter labelled ``reason``, every reason of :data:`REFUSAL_REASONS`).
+    ``failures`` (see :func:`auth_failure_counter`).
     """
     checker = checker or BasicAuthChecker()
-    if failures is not None:
-        for reason in REFUSAL_REASONS:
-            failures.labels(reason)
 
     def refused(reason: str) -> None:
         if failures is not None:
