@@ -70,7 +70,9 @@ class BasicAuthChecker:
         global_bucket: TokenBucket | None = None,
         max_pending: int = MAX_PENDING,
     ) -> None:
-        self.peer_buckets = peer_buckets or PeerBuckets(PEER_RATE, PEER_BURST, MAX_PEERS)
+        if peer_buckets is None:
+            peer_buckets = PeerBuckets(PEER_RATE, PEER_BURST, MAX_PEERS)
+        self.peer_buckets = peer_buckets
         self.global_bucket = global_bucket or TokenBucket(GLOBAL_RATE, GLOBAL_BURST)
         self.max_pending = max_pending
         self._worker: ThreadPoolExecutor | None = None
