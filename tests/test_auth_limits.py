@@ -283,3 +283,27 @@ def test_guard_answers_401_429_and_counts_every_refusal(tmp_path: Path) -> None:
     asyncio.run(scenario())
     checker.close()
     assert (count("missing"), count("wrong"), count("rate_limited")) == (1, 1, 1)
+
+
+def test_unknown_and_known_users_take_as_long_through_the_guard(tmp_path: Path) -> None:
+    cost10 = bcrypt.hashpw(PASSWORD, bcrypt.gensalt(10)).decode()
+    config = config_with(tmp_path, prometheus=cost10)
+    checker = unlimited()
+    guard = make_guard(FixedWatcher(config), checker=checker)  # type: ignore[arg-type]
+
+    async def seconds(user: str, attempt: int) -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        denied = await guard(request(basic(user, b"wrong%d" % attempt)))
+        assert denied is not None and denied.status == 401
+        return loop.time() - start
+
+    async def scenario() -> tuple[float, float]:
+        known = min([await seconds("prometheus", i) for i in range(3)])
+        unknown = min([await seconds("nobody", i) for i in range(3)])
+        return known, unknown
+
+    known, unknown = asyncio.run(scenario())
+    checker.close()
+    # Both pay a cost-10 bcrypt check (tens of ms); a skipped check would be ~1000x faster.
+    assert unknown > known / 3 and known > unknown / 3, (known, unknown)
