@@ -41,6 +41,7 @@ class GatedBcrypt:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.calls = 0
+        self.order: list[bytes] = []
         self.running = 0
         self.most_at_once = 0
         self._lock = threading.Lock()
@@ -50,6 +51,7 @@ class GatedBcrypt:
     def checkpw(self, password: bytes, hashed: bytes) -> bool:
         with self._lock:
             self.calls += 1
+            self.order.append(password)
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         try:
@@ -201,6 +203,36 @@ def test_a_full_worker_refuses_at_once_and_duplicates_share_a_check(
     asyncio.run(scenario())
     checker.close()
     assert gated.calls == 2, "the same credential in flight twice costs one check"
+
+
+def test_the_peer_that_tried_least_goes_first_and_may_take_a_waiting_place(
+    tmp_path: Path, gated: GatedBcrypt
+) -> None:
+    config = config_with(tmp_path, prometheus=HASH, grafana=HASH)
+    clock = Clock()
+    checker = BasicAuthChecker(
+        PeerBuckets(1.0, 10.0, clock=clock), TokenBucket(1e9, 1e9, clock), max_pending=3
+    )
+
+    def attempt(user: str, password: bytes, peer: str) -> asyncio.Task[Verdict]:
+        offered = config.basic_auth_attempt(basic(user, password))
+        return asyncio.create_task(checker.check(offered, config.auth_cache, peer))
+
+    async def scenario() -> None:
+        flood = [attempt("prometheus", b"w%d" % i, "10.0.0.66:1") for i in range(3)]
+        await asyncio.sleep(0.05)
+        assert checker.pending == 3  # w0 in the worker, w1 and w2 waiting
+        fresh = attempt("grafana", PASSWORD, "10.0.0.1:1")
+        await asyncio.sleep(0.05)
+        assert checker.pending == 3
+        assert flood[2].done() and flood[2].result() == Verdict(Outcome.BUSY, 1)
+        gated.gate.set()
+        assert (await fresh).granted
+        assert [(await t).outcome for t in flood[:2]] == [Outcome.WRONG] * 2
+
+    asyncio.run(scenario())
+    checker.close()
+    assert gated.order == [b"w0", PASSWORD, b"w1"], "the fresh peer's check ran next"
 
 
 def test_uncached_checks_are_limited_per_peer_and_globally(tmp_path: Path) -> None:

@@ -61,8 +61,25 @@ class Verdict:
         return self.outcome is Outcome.GRANTED
 
 
+@dataclass(slots=True)
+class _Check:
+    """A bcrypt check waiting for the worker or in it."""
+
+    #: Lower goes first: minus the tokens its peer had left, then arrival order.
+    rank: tuple[float, int]
+    attempt: Attempt
+    cache: AuthCache
+    #: bcrypt's answer; None when a better-ranked check took its place.
+    answer: asyncio.Future[bool | None]
+
+
 class BasicAuthChecker:
-    """Checks credentials on the event loop; its state is only touched from the loop."""
+    """Checks credentials on the event loop; its state is only touched from the loop.
+
+    Waiting checks go to the worker best-ranked first: those of the peer with the most tokens
+    left, i.e. the one that has tried least. When the worker is full, a new check takes the
+    place of the worst-ranked waiting one if it ranks better (that one is refused as busy).
+    """
 
     def __init__(
         self,
@@ -76,8 +93,11 @@ class BasicAuthChecker:
         self.global_bucket = global_bucket or TokenBucket(GLOBAL_RATE, GLOBAL_BURST)
         self.max_pending = max_pending
         self._worker: ThreadPoolExecutor | None = None
-        #: Checks in the worker or waiting for it, by credential digest (shared by duplicates).
-        self._pending: dict[bytes, asyncio.Future[bool]] = {}
+        #: Checks waiting for the worker or in it, by credential digest (shared by duplicates).
+        self._pending: dict[bytes, _Check] = {}
+        self._waiting: list[_Check] = []
+        self._running: _Check | None = None
+        self._arrivals = 0
 
     @property
     def pending(self) -> int:
@@ -91,44 +111,71 @@ class BasicAuthChecker:
         cached = cache.get(attempt.digest)
         if cached is not None:
             return Verdict(Outcome.GRANTED if cached and attempt.known else Outcome.WRONG)
-        future = self._pending.get(attempt.digest)
-        if future is None:
-            refused = self._admit(peer)
-            if refused is not None:
-                log.debug("basic auth check from %s refused: %s", peer, refused.outcome.value)
-                return refused
-            future = self._start(attempt, cache)
-        ok = await asyncio.shield(future)
+        queued = self._pending.get(attempt.digest)
+        if queued is None:
+            admitted = self._admit(peer)
+            if isinstance(admitted, Verdict):
+                log.debug("basic auth check from %s refused: %s", peer, admitted.outcome.value)
+                return admitted
+            queued = self._enqueue(admitted, attempt, cache)
+        ok = await asyncio.shield(queued.answer)
+        if ok is None:
+            log.debug("basic auth check from %s refused: %s", peer, Outcome.BUSY.value)
+            return Verdict(Outcome.BUSY, 1)
         return Verdict(Outcome.GRANTED if ok else Outcome.WRONG)
 
-    def _admit(self, peer: str) -> Verdict | None:
-        """None when a new bcrypt check may start (its tokens taken), else the refusal."""
-        if len(self._pending) >= self.max_pending:
-            return Verdict(Outcome.BUSY, 1)
+    def _admit(self, peer: str) -> Verdict | tuple[float, int]:
+        """The rank of a new bcrypt check (its tokens taken, room made), or the refusal."""
         bucket = self.peer_buckets(peer)
         for limit in (bucket, self.global_bucket):
             if not limit.available():
                 return Verdict(Outcome.RATE_LIMITED, limit.retry_after())
+        self._arrivals += 1
+        rank = (-(bucket.tokens - 1), self._arrivals)
+        if len(self._pending) >= self.max_pending:
+            worst = max(self._waiting, key=lambda queued: queued.rank[0], default=None)
+            if worst is None or worst.rank[0] <= rank[0]:
+                return Verdict(Outcome.BUSY, 1)
+            self._waiting.remove(worst)
+            del self._pending[worst.attempt.digest]
+            worst.answer.set_result(None)
         bucket.take()
         self.global_bucket.take()
-        return None
+        return rank
 
-    def _start(self, attempt: Attempt, cache: AuthCache) -> asyncio.Future[bool]:
+    def _enqueue(self, rank: tuple[float, int], attempt: Attempt, cache: AuthCache) -> _Check:
+        queued = _Check(rank, attempt, cache, asyncio.get_running_loop().create_future())
+        self._pending[attempt.digest] = queued
+        self._waiting.append(queued)
+        self._run_next()
+        return queued
+
+    def _run_next(self) -> None:
+        if self._running is not None or not self._waiting:
+            return
+        queued = min(self._waiting, key=lambda waiting: waiting.rank)
+        self._waiting.remove(queued)
+        self._running = queued
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
-        future = asyncio.get_running_loop().run_in_executor(self._worker, attempt.verify)
-        self._pending[attempt.digest] = future
+        running = asyncio.get_running_loop().run_in_executor(self._worker, queued.attempt.verify)
+        running.add_done_callback(self._finished)
 
-        def done(finished: asyncio.Future[bool]) -> None:
-            del self._pending[attempt.digest]
-            if not finished.cancelled() and finished.exception() is None:
-                cache.put(attempt.digest, finished.result())
-
-        future.add_done_callback(done)
-        return future
+    def _finished(self, running: asyncio.Future[bool]) -> None:
+        queued, self._running = self._running, None
+        assert queued is not None
+        del self._pending[queued.attempt.digest]
+        if running.cancelled():
+            queued.answer.cancel()
+        elif (error := running.exception()) is not None:
+            queued.answer.set_exception(error)
+        else:
+            queued.cache.put(queued.attempt.digest, running.result())
+            queued.answer.set_result(running.result())
+        self._run_next()
 
     def close(self) -> None:
-        """Stop the worker once its checks are done (a new one starts on the next check)."""
+        """Stop the worker once its check is done (a new one starts on the next check)."""
         if self._worker is not None:
             self._worker.shutdown(wait=False)
             self._worker = None

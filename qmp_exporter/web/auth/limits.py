@@ -27,6 +27,12 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.rate)
         self._at = now
 
+    @property
+    def tokens(self) -> float:
+        """The tokens there are now (a fraction of one is not enough to take)."""
+        self._refill()
+        return self._tokens
+
     def available(self) -> bool:
         """Whether a token can be taken now."""
         self._refill()
