@@ -34,6 +34,16 @@ FLOOD_INTERVAL = 0.05
 BUDGET = 1.0
 
 
+def bcrypt_seconds() -> float:
+    """What one cost-10 check takes on this machine now (the best of three)."""
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        bcrypt.checkpw(b"wrong", HASH.encode())
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return make_pki(tmp_path_factory.mktemp("pki"))
@@ -75,8 +85,15 @@ def test_right_passwords_are_answered_during_a_wrong_password_flood(
 ) -> None:
     seconds, status = timed_get(exporter, pki, "prometheus")  # cached from now on
     assert status == 200, (seconds, status)
+    # A never-seen password costs its own bcrypt check after at most the one running: within
+    # the budget unless this machine is so loaded that one check takes over a quarter of it.
+    cold_budget = max(BUDGET, 4 * bcrypt_seconds())
+    # At a lower priority: the attacker would be another host, not a rival for our CPU.
     flood = subprocess.Popen(
         [
+            "nice",
+            "-n",
+            "10",
             sys.executable,
             "-m",
             "tests.helpers.auth_flood",
@@ -115,7 +132,7 @@ def test_right_passwords_are_answered_during_a_wrong_password_flood(
     refused = counts.get("401", 0) + counts.get("429", 0)
     assert refused >= CLIENTS, f"the flood hardly ran: {counts}"
     assert counts.get("429", 0) > 0, f"wrong tries over the limit must get 429: {counts}"
-    for kind, results in (("cached", cached), ("never-seen", cold)):
+    for kind, results, budget in (("cached", cached, BUDGET), ("never-seen", cold, cold_budget)):
         for seconds, status in results:
-            assert status == 200 and seconds < BUDGET, (kind, cached, cold, counts)
+            assert status == 200 and seconds < budget, (kind, budget, cached, cold, counts)
     assert flood_lasted, "the flood must last the whole measurement"
