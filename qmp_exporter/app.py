@@ -14,7 +14,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.alerting import AlertPusher
-from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConfig, load_config
+from qmp_exporter.coalesce import Coalescer
+from qmp_exporter.config import (
+    AlertingConfig,
+    Config,
+    ConfigError,
+    MonitorConfig,
+    load_config_if_changed,
+)
+from qmp_exporter.config.schema import shorten
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
 from qmp_exporter.fdlimit import raise_fd_limit
@@ -107,11 +115,17 @@ class Exporter:
         self.reload_time = time.time()
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        # Reloads are coalesced: one in flight, one queued (a burst of SIGHUPs is two).
+        self._reloads = Coalescer(self._reload_once)
+        self._config_digest: str | None = None  # of the file last loaded by a reload
         self.discoverer = Discoverer(config)
         # Probe-able: the configured and discovered monitors (not the demo's).
+        # Watched ones are answered from the fleet's latest states.
         self.probes = ProbeEndpoint(
             lambda: self.config,
             lambda: watched_monitors(self.config.monitors, self.discoverer.discovered),
+            states=lambda: self.fleet.states,
+            on_failure=self.self_metrics.probe_failures.count,
         )
         self._discovery_task: asyncio.Task[None] | None = None
         self._own_metrics_task: asyncio.Task[None] | None = None
@@ -179,6 +193,7 @@ class Exporter:
 
     async def stop(self) -> None:
         await self.server.close()
+        await self._reloads.wait()  # a reload in flight must not start pollers after close
         for task in (self._discovery_task, self._own_metrics_task):
             if task is not None:
                 task.cancel()
@@ -219,7 +234,7 @@ class Exporter:
         await self.start()
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reloads.request)
         try:
             await self._stopping.wait()
             log.info("shutting down")
@@ -232,36 +247,61 @@ class Exporter:
         self._stopping.set()
 
     async def reload(self) -> bool:
-        """Re-read the config file; keep the running config when the new one is invalid."""
+        """Re-read the config file; keep the running config when the new one is invalid.
+        Coalesced with other reloads asked for meanwhile (see :class:`Coalescer`); True
+        when the reload that covers this request succeeded."""
+        return await asyncio.shield(self._reloads.request())
+
+    async def _reload_once(self) -> bool:
+        """One reload; any failure sets the reload gauge to 0 and logs one line."""
         try:
             return await self._reload()
+        except Exception as err:  # whatever went wrong, the running config is kept
+            self._reload_failed(f"{type(err).__name__}: {shorten(str(err))}")
+            log.debug("reload failed", exc_info=True)
+            return False
         finally:
-            await self._sample_own_metrics()  # the reload gauges show at once
+            with contextlib.suppress(Exception):
+                await self._sample_own_metrics()  # the reload gauges show at once
+
+    def _reload_failed(self, why: str) -> None:
+        self.reload_ok = False
+        self.self_metrics.reload_successful.set(0)
+        log.error("reload failed, keeping the running config: %s", why)
 
     async def _reload(self) -> bool:
+        path = self.options.config_path
+        if path is None:
+            log.info("reload: no --config.file; nothing to reload")
+            return True
+        try:
+            # Read and validate off the loop (a large file takes seconds of CPU), and only
+            # when the file changed since the last good reload.
+            digest, loaded = await asyncio.to_thread(
+                load_config_if_changed, path, self._config_digest
+            )
+        except ConfigError as err:
+            self._reload_failed(err.one_line())
+            return False
+        config = self.config if loaded is None else loaded
         async with self._reload_lock:
-            path = self.options.config_path
-            if path is None:
-                log.info("reload: no --config.file; nothing to reload")
-                return True
-            try:
-                config = load_config(path)
-            except ConfigError as err:
-                self.reload_ok = False
-                self.self_metrics.reload_successful.set(0)
-                log.error("reload failed, keeping the running config: %s", err)
-                return False
             if config.alerting != self.config.alerting:
                 await self._replace_pusher(config.alerting)
             self.config = config
             self.discoverer.update_config(config)
             await self.discoverer.rescan()
             await self._apply_monitors(PollSettings.from_config(config))
+            self._config_digest = digest
             self.reload_ok = True
             self.reload_time = time.time()
             self.self_metrics.reload_successful.set(1)
             self.self_metrics.reload_success_time.set(self.reload_time)
-            log.info("reloaded %s: %d monitor(s)", path, len(self.fleet.states))
+            log.info(
+                "reloaded %s%s: %d monitor(s)",
+                path,
+                " (unchanged)" if loaded is None else "",
+                len(self.fleet.states),
+            )
             return True
 
     def _on_event(self, monitor: MonitorConfig, event: Event) -> None:

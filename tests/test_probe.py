@@ -91,12 +91,23 @@ def test_without_allow_only_poll_mode_monitors_may_be_probed():
 
 
 @pytest.mark.parametrize(
-    "header, expected",
-    [(None, 5.0), ("10", 9.5), ("0.6", 0.3), ("junk", 5.0), ("-1", 5.0), ("1e9", 60.0)],
+    "header, default, expected",
+    [
+        (None, 5.0, 5.0),
+        ("10", 5.0, 5.0),
+        ("10", 30.0, 9.5),
+        ("0.6", 5.0, 0.3),
+        ("junk", 5.0, 5.0),
+        ("-1", 5.0, 5.0),
+        ("1e9", 5.0, 5.0),
+        ("100", 60.0, 10.0),
+        (None, 60.0, 10.0),
+    ],
 )
-def test_timeout_from_prometheus_header(header, expected):
+def test_timeout_from_prometheus_header(header, default, expected):
+    """The header only shortens a probe: never past the config's timeout, nor 10 s."""
     headers = {} if header is None else {"x-prometheus-scrape-timeout-seconds": header}
-    assert timeout_from(headers, 5.0) == pytest.approx(expected)
+    assert timeout_from(headers, default) == pytest.approx(expected)
 
 
 # -- the real exporter probing real QEMU ---------------------------------------------------

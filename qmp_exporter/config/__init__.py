@@ -5,6 +5,7 @@ Every error is collected with its path (``monitors[2].address: ...``) and report
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from collections.abc import Mapping
@@ -18,10 +19,12 @@ from qmp_exporter.config.schema import ConfigError as ConfigError  # re-exported
 from qmp_exporter.config.schema import (
     Errors,
     decode_yaml,
+    excerpt,
     join,
     kind,
     list_items,
     mapping,
+    read_text,
     read_yaml,
 )
 from qmp_exporter.qmp import AddressError, parse_address
@@ -113,7 +116,7 @@ def _duration(value: Any, path: str, errors: Errors, default: float, minimum: fl
     if value is None:
         return default
     if not isinstance(value, str):
-        errors.add(path, f"expected a duration string like '15s', got {value!r}")
+        errors.add(path, f"expected a duration string like '15s', got {excerpt(value)}")
         return default
     try:
         seconds = parse_duration(value)
@@ -175,7 +178,7 @@ def _monitor(value: Any, path: str, errors: Errors) -> MonitorConfig | None:
     address = check_address(raw.get("address"), join(path, "address"), errors) if ok else None
     mode = raw.get("mode", "persistent")
     if mode not in MODES:
-        errors.add(join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
+        errors.add(join(path, "mode"), f"{excerpt(mode)} is not one of {', '.join(MODES)}")
         ok = False
     labels = _labels(raw.get("labels"), join(path, "labels"), errors)
     collectors = _collectors(raw.get("collectors"), join(path, "collectors"), errors)
@@ -199,7 +202,7 @@ def _monitors(value: Any, errors: Errors) -> tuple[MonitorConfig, ...]:
         if monitor.name in seen_names:
             errors.add(
                 join(path, "name"),
-                f"duplicate name {monitor.name!r} (also {seen_names[monitor.name]})",
+                f"duplicate name {excerpt(monitor.name)} (also {seen_names[monitor.name]})",
             )
             continue
         if monitor.address in seen_addresses:
@@ -221,14 +224,14 @@ def _alerting(value: Any, errors: Errors) -> AlertingConfig:
     managers = raw.get("alertmanagers", [])
     for path, url in list_items(managers, "alerting.alertmanagers", errors, "a list of URLs"):
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
-            errors.add(path, f"expected an http:// or https:// base URL, got {url!r}")
+            errors.add(path, f"expected an http:// or https:// base URL, got {excerpt(url)}")
         else:
             urls.append(url.rstrip("/"))
     events = raw.get("events", list(DEFAULT_ALERT_EVENTS))
     names: list[str] = []
     for path, name in list_items(events, "alerting.events", errors, "a list of QMP event names"):
         if not isinstance(name, str) or not EVENT_NAME.match(name):
-            errors.add(path, f"not a QMP event name: {name!r}")
+            errors.add(path, f"not a QMP event name: {excerpt(name)}")
         else:
             names.append(name)
     return AlertingConfig(tuple(urls), tuple(names))
@@ -241,9 +244,11 @@ def _collectors(value: Any, path: str, errors: Errors) -> tuple[str, ...] | None
     names: list[str] = []
     for item_path, name in list_items(value, path, errors, "a list of collector names"):
         if not isinstance(name, str) or name not in COLLECTORS:
-            errors.add(item_path, f"unknown collector {name!r} (known: {', '.join(COLLECTORS)})")
+            errors.add(
+                item_path, f"unknown collector {excerpt(name)} (known: {', '.join(COLLECTORS)})"
+            )
         elif name in names:
-            errors.add(item_path, f"collector {name!r} listed twice")
+            errors.add(item_path, f"collector {excerpt(name)} listed twice")
         else:
             names.append(name)
     return tuple(names)
@@ -290,12 +295,12 @@ def _discovery_entry(value: Any, path: str, errors: Errors) -> DiscoveryConfig |
     raw = mapping(value, path, errors, allowed)
     pattern = raw.get("glob")
     if not isinstance(pattern, str) or not pattern.startswith("/") or "\0" in pattern:
-        errors.add(join(path, "glob"), f"required: an absolute path glob, got {pattern!r}")
+        errors.add(join(path, "glob"), f"required: an absolute path glob, got {excerpt(pattern)}")
         return None
     proxmox = is_proxmox_glob(pattern)
     mode = raw.get("mode", "poll" if proxmox else "persistent")
     if mode not in MODES:
-        errors.add(join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
+        errors.add(join(path, "mode"), f"{excerpt(mode)} is not one of {', '.join(MODES)}")
         mode = "poll"
     elif proxmox and mode != "poll":
         errors.add(
@@ -333,19 +338,19 @@ def probe_pattern(value: Any) -> str:
     """Normalise a ``probe.allow`` glob to ``unix:/PATH-GLOB`` or ``tcp:HOST-GLOB:PORT-GLOB``;
     ``ValueError`` saying the expected forms otherwise."""
     if not isinstance(value, str) or not value or "\0" in value:
-        raise ValueError(f"expected a socket path glob or HOST:PORT glob, got {value!r}")
+        raise ValueError(f"expected a socket path glob or HOST:PORT glob, got {excerpt(value)}")
     if value.startswith("unix:"):
         value = value[len("unix:") :]
     if value.startswith("/"):
         if any(part == ".." for part in value.split("/")):
-            raise ValueError(f"{value!r}: '..' is not allowed in a path glob")
+            raise ValueError(f"{excerpt(value)}: '..' is not allowed in a path glob")
         return f"unix:{value}"
     if value.startswith("tcp:"):
         value = value[len("tcp:") :]
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port:
         raise ValueError(
-            f"{value!r}: expected an absolute socket path glob (/var/run/qemu-server/*.qmp) "
+            f"{excerpt(value)}: expected an absolute socket path glob (/var/run/qemu-server/*.qmp) "
             "or HOST:PORT (10.0.0.*:4444)"
         )
     return f"tcp:{host.lower()}:{port}"
@@ -362,7 +367,7 @@ def _probe(value: Any, errors: Errors) -> ProbeConfig:
             errors.add(path, str(err))
     http_sd = raw.get("http_sd", False)
     if not isinstance(http_sd, bool):
-        errors.add("probe.http_sd", f"expected true or false, got {http_sd!r}")
+        errors.add("probe.http_sd", f"expected true or false, got {excerpt(http_sd)}")
         http_sd = False
     return ProbeConfig(tuple(patterns), http_sd)
 
@@ -375,7 +380,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
     allowed = {"poll_interval", "timeout", "monitors", "alerting", "discovery", "probe"}
     raw = mapping(data, "", errors, allowed)
     if not isinstance(data, Mapping):
-        raise ConfigError(errors.items, source)
+        raise ConfigError(errors.items, source, errors.more)
     poll_interval = _duration(raw.get("poll_interval"), "poll_interval", errors, 15.0, 0.1)
     timeout = _duration(raw.get("timeout"), "timeout", errors, 5.0, 0.01)
     if timeout > poll_interval and "timeout" in raw:
@@ -389,7 +394,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
         probe=_probe(raw.get("probe"), errors),
     )
     if errors.items:
-        raise ConfigError(errors.items, source)
+        raise ConfigError(errors.items, source, errors.more)
     return config
 
 
@@ -401,3 +406,13 @@ def parse_yaml(text: str, source: str = "config") -> Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; :class:`ConfigError` on any problem."""
     return parse_config(read_yaml(path), str(path))
+
+
+def load_config_if_changed(path: str | Path, digest: str | None) -> tuple[str, Config | None]:
+    """The SHA-256 of the file's text and its config, or ``None`` for the config when the
+    text's digest is ``digest`` (a reload of an unchanged file parses nothing)."""
+    text = read_text(path)
+    new_digest = hashlib.sha256(text.encode()).hexdigest()
+    if new_digest == digest:
+        return new_digest, None
+    return new_digest, parse_config(decode_yaml(text, str(path)), str(path))

@@ -3,13 +3,52 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from qmp_exporter import __version__
+
+#: The ``reason`` label of ``qmp_exporter_probe_failures_total`` (all exist at 0): the poll
+#: error reasons of a probe that reached no VM, then the refusals.
+PROBE_FAILURE_REASONS = (
+    "connect",
+    "busy",
+    "timeout",
+    "protocol",
+    "command",
+    "rate_limited",
+    "concurrency_limit",
+    "overloaded",
+)
+
+
+class ProbeFailures(Collector):
+    """``qmp_exporter_probe_failures_total{reason}``: every reason at 0 from the start, and
+    no ``_created`` series (its value would change from run to run)."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(PROBE_FAILURE_REASONS, 0)
+
+    def count(self, reason: str) -> None:
+        """One more probe failed or was refused for ``reason``."""
+        if reason in self.counts:
+            self.counts[reason] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "qmp_exporter_probe_failures",
+            "Probes (/probe) that reached no VM or were refused, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in self.counts.items():
+            family.add_metric([reason], count)
+        yield family
 
 
 class SelfMetrics:
@@ -47,6 +86,9 @@ class SelfMetrics:
             "When the configuration was last loaded successfully, in seconds since the epoch.",
             registry=self.registry,
         )
+
+        self.probe_failures = ProbeFailures()
+        self.registry.register(self.probe_failures)
 
     def render(self) -> bytes:
         """The exposition of this registry."""

@@ -1,41 +1,72 @@
 """Multi-target probing, as the blackbox and SNMP exporters do it: ``/probe?target=ADDRESS``
-connects to that one monitor now (poll mode), runs the collectors and answers with its
-metrics. Only allowed addresses may be probed, so the endpoint cannot reach arbitrary
-sockets. Also the Prometheus HTTP service discovery document of the probe-able monitors.
+answers with that one monitor's metrics. A monitor the exporter already watches is answered
+from its poller's latest published state (a probe never races the poller for QEMU's one
+client slot); any other allowed monitor is connected to now (poll mode). Only allowed
+addresses may be probed, checked on the path with symlinks resolved, and each target is
+rate- and concurrency-limited. Also the Prometheus HTTP service discovery document of the
+probe-able monitors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import math
+import os.path
 import posixpath
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 
 from qmp_exporter.config import Config, MonitorConfig
 from qmp_exporter.exposition.families import CONNECTIONS, EVENTS, POLL_ERRORS, assemble
 from qmp_exporter.exposition.render import vm_lines
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
+from qmp_exporter.polling.state import VMState
 from qmp_exporter.qmp import AddressError, TCPAddress, UnixAddress, parse_address
 from qmp_exporter.textformat import CONTENT_TYPE
+from qmp_exporter.web.probe_limits import ProbeLimiter
 from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)
+#: Set while a probe polls: the poller's records are then demoted to debug (a failed probe
+#: is not the configured VM going down).
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("probing", default=False)
+#: How often a probe looks for the first state of a watched VM that has not polled yet.
+FIRST_POLL_CHECK = 0.05
 
 #: Prometheus sends the scrape timeout in this header.
 TIMEOUT_HEADER = "x-prometheus-scrape-timeout-seconds"
 #: Kept back from Prometheus's timeout so the answer arrives in time (as blackbox does).
 TIMEOUT_MARGIN = 0.5
-#: Upper bound on one probe, whatever the header says.
-MAX_PROBE_TIMEOUT = 60.0
+#: Upper bound on one probe, whatever the header says (and never past the config's timeout).
+MAX_PROBE_TIMEOUT = 10.0
 #: Probes running at once; more wait (within their timeout) for a slot.
 MAX_CONCURRENT_PROBES = 64
 #: Longest target accepted (a unix socket path is at most 107 bytes; hosts are short).
 MAX_TARGET_LENGTH = 512
 #: Counters of a long-lived poller that mean nothing for a one-shot probe.
 _ONE_SHOT_COUNTERS = frozenset({CONNECTIONS.name, EVENTS.name, POLL_ERRORS.name})
+
+
+class _DemoteProbeRecords(logging.Filter):
+    """On the poller's logger: records made during a probe go out at debug, or not at all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _PROBING.get() or record.levelno <= logging.DEBUG:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg = f"probe: {record.msg}"
+        return True
+
+
+_POLLER_LOG = logging.getLogger(MonitorPoller.__module__)
+if not any(isinstance(f, _DemoteProbeRecords) for f in _POLLER_LOG.filters):
+    _POLLER_LOG.addFilter(_DemoteProbeRecords())
 
 
 class TargetError(ValueError):
@@ -83,25 +114,83 @@ def matches(pattern: str, address: str) -> bool:
     return False
 
 
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def resolve(address: str) -> str:
+    """A normalised address with a unix path's symlinks resolved (what connect reaches)."""
+    parsed = parse_address(address)
+    if isinstance(parsed, UnixAddress):
+        return f"unix:{os.path.realpath(parsed.path)}"
+    return address
+
+
+def resolve_pattern(pattern: str) -> str:
+    """A normalised ``probe.allow`` glob with the symlinks of its literal leading
+    directories resolved (``/var/run/...`` → ``/run/...``), to match resolved paths."""
+    kind, _, glob = pattern.partition(":")
+    if kind != "unix":
+        return pattern
+    parts = glob.split("/")
+    literal = next((i for i, part in enumerate(parts) if _GLOB_CHARS.search(part)), len(parts))
+    if literal <= 1:
+        return pattern
+    head = os.path.realpath("/".join(parts[:literal]))
+    return "unix:" + "/".join([head.rstrip("/"), *parts[literal:]])
+
+
 def is_allowed(address: str, allow: Sequence[str], monitors: Iterable[MonitorConfig]) -> bool:
-    """With ``allow`` globs: whether one matches. Without: whether ``address`` is that of a
-    configured or discovered ``poll``-mode monitor."""
+    """With ``allow`` globs: whether one matches the address with symlinks resolved (a
+    link in an allowed directory to a socket elsewhere is refused). Without: whether
+    ``address`` is that of a configured or discovered ``poll``-mode monitor."""
     if allow:
-        return any(matches(pattern, address) for pattern in allow)
+        resolved = resolve(address)
+        return any(matches(resolve_pattern(pattern), resolved) for pattern in allow)
     return any(m.address == address and m.mode == "poll" for m in monitors)
 
 
-def timeout_from(headers: dict[str, str], default: float) -> float:
-    """Seconds a probe may take: Prometheus's scrape timeout less a margin, else ``default``."""
+def watched_monitor(address: str, monitors: Iterable[MonitorConfig]) -> MonitorConfig | None:
+    """The watched monitor at ``address``: the same address, or the same socket once
+    symlinks are resolved."""
+    monitors = tuple(monitors)
+    exact = next((m for m in monitors if m.address == address), None)
+    if exact is not None or not address.startswith("unix:"):
+        return exact
+    resolved = resolve(address)
+    name = posixpath.basename(resolved)
+    for monitor in monitors:  # only the likely ones are resolved (a syscall per part)
+        if monitor.address.startswith("unix:") and (
+            monitor.address == resolved
+            or (
+                posixpath.basename(monitor.address) == name and resolve(monitor.address) == resolved
+            )
+        ):
+            return monitor
+    return None
+
+
+def timeout_from(headers: Mapping[str, str], default: float) -> float:
+    """Seconds a probe may take: Prometheus's scrape timeout less a margin, but never more
+    than ``default`` (the config's timeout) nor :data:`MAX_PROBE_TIMEOUT`."""
+    cap = min(default, MAX_PROBE_TIMEOUT)
     raw = headers.get(TIMEOUT_HEADER)
     try:
         offered = float(raw) if raw is not None else math.nan
     except ValueError:
         offered = math.nan
     if not math.isfinite(offered) or offered <= 0:
-        return min(default, MAX_PROBE_TIMEOUT)
+        return cap
     budget = offered - TIMEOUT_MARGIN if offered > 2 * TIMEOUT_MARGIN else offered / 2
-    return min(budget, MAX_PROBE_TIMEOUT)
+    return min(budget, cap)
+
+
+def exposition_of(state: VMState) -> bytes:
+    """One VM's exposition as ``/probe`` answers it (a poller's counters left out: they mean
+    nothing to a one-shot probe), in the one family order."""
+    lines = vm_lines(state)
+    return assemble(
+        {name: text for name, text in lines.items() if name not in _ONE_SHOT_COUNTERS}
+    ).encode()
 
 
 async def probe(
@@ -118,7 +207,14 @@ async def probe(
     monitor = MonitorConfig(
         name=name or address, address=address, mode="poll", labels=labels, collectors=collectors
     )
+    return exposition_of(await probe_state(monitor, timeout))
+
+
+async def probe_state(monitor: MonitorConfig, timeout: float) -> VMState:
+    """Poll ``monitor`` once now within ``timeout`` seconds; the state it ends in. What the
+    poller logs meanwhile goes out at debug."""
     poller = MonitorPoller(monitor, PollSettings(interval=timeout, timeout=timeout, start_spread=0))
+    token = _PROBING.set(True)
     # One poll through the same code the fleet runs; in poll mode it closes its connection.
     started = asyncio.get_running_loop().time()
     try:
@@ -127,28 +223,44 @@ async def probe(
         await poller.stop()
         elapsed = asyncio.get_running_loop().time() - started
         poller.record_failure(
-            TimeoutError(f"{address}: probe timed out after {timeout:g}s"), elapsed
+            TimeoutError(f"{monitor.address}: probe timed out after {timeout:g}s"), elapsed
         )
-    lines = vm_lines(poller.state)
-    return assemble(
-        {name: text for name, text in lines.items() if name not in _ONE_SHOT_COUNTERS}
-    ).encode()
+    finally:
+        _PROBING.reset(token)
+    return poller.state
 
 
 class ProbeEndpoint:
     """The ``/probe`` and ``/discovery`` handlers; ``monitors`` gives the configured and
-    discovered monitors as they are now, ``config`` the running configuration."""
+    discovered monitors as they are now, ``config`` the running configuration, ``states``
+    the fleet's latest published states by VM name, and ``on_failure`` hears the reason of
+    every probe that failed or was refused (``qmp_exporter_probe_failures_total``)."""
 
     def __init__(
-        self, config: Callable[[], Config], monitors: Callable[[], Iterable[MonitorConfig]]
+        self,
+        config: Callable[[], Config],
+        monitors: Callable[[], Iterable[MonitorConfig]],
+        states: Callable[[], Mapping[str, VMState]] = dict,
+        on_failure: Callable[[str], None] = lambda reason: None,
+        limiter: ProbeLimiter | None = None,
     ) -> None:
         self._config = config
         self._monitors = monitors
+        self._states = states
+        self._on_failure = on_failure
+        self._limiter = limiter or ProbeLimiter()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
+
+    def _refuse(self, status: int, reason: str, retry_after: int, text: str) -> Response:
+        self._on_failure(reason)
+        log.debug("probe refused (%s): %s", reason, text)
+        return text_response(status, text, {"Retry-After": str(retry_after)})
 
     async def handle_probe(self, request: Request) -> Response:
         """``GET /probe?target=ADDRESS``: 200 with the VM's metrics (``qemu_up 0`` when it
-        cannot be reached), 400 with the reason for a bad or disallowed target."""
+        cannot be reached), 400 with the reason for a bad or disallowed target, 429 (with
+        ``Retry-After``) past the target's rate or concurrency limit, 503 when too many
+        probes run at once."""
         targets = request.query.get("target", [])
         if len(targets) > 1:
             return text_response(400, "give one target parameter")
@@ -160,31 +272,68 @@ class ProbeEndpoint:
         monitors = tuple(self._monitors())
         if not is_allowed(address, config.probe.allow, monitors):
             why = (
-                "it matches no probe.allow glob"
+                "it matches no probe.allow glob (symlinks resolved)"
                 if config.probe.allow
                 else "without probe.allow only poll-mode monitors of the config or of "
                 "discovery may be probed"
             )
             return text_response(400, f"target {address} is not allowed: {why}")
-        known = next((m for m in monitors if m.address == address), None)
+        known = watched_monitor(address, monitors)
+        state = self._states().get(known.name) if known is not None else None
+        if state is not None and known is not None and state.monitor.address != known.address:
+            state = None  # the fleet has not caught up with a changed address yet
+        live = state is None
+        key = resolve(address)
+        refused = self._limiter.admit(key, live=live)
+        if refused is not None:
+            reason, retry_after = refused
+            return self._refuse(
+                429, reason, retry_after, f"too many probes of {address}; retry later"
+            )
         timeout = timeout_from(request.headers, config.timeout)
+        if state is not None and known is not None:
+            state = await self._first_poll(known.name, state, timeout)
+            return Response(200, exposition_of(state), CONTENT_TYPE)
+        try:
+            return await self._live(address, key, known, timeout)
+        finally:
+            self._limiter.done(key)
+
+    async def _first_poll(self, name: str, state: VMState, timeout: float) -> VMState:
+        """``state``, or, when that VM has not been polled yet, its first polled state
+        within ``timeout`` (the probe queues behind its poller)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not state.last_poll and loop.time() < deadline:
+            await asyncio.sleep(FIRST_POLL_CHECK)
+            state = self._states().get(name, state)
+        return state
+
+    async def _live(
+        self, address: str, resolved: str, known: MonitorConfig | None, timeout: float
+    ) -> Response:
+        """Connect to the monitor now (at the resolved path, as checked)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout)
         except TimeoutError:
-            return text_response(503, "too many probes at once; try again")
+            return self._refuse(503, "overloaded", 1, "too many probes at once; try again")
         try:
-            body = await probe(
-                address,
-                known.collectors if known else None,
-                max(deadline - loop.time(), 0.01),
-                name=known.name if known else None,
+            monitor = MonitorConfig(
+                name=known.name if known else address,
+                address=resolved,
+                mode="poll",
                 labels=known.labels if known else (),
+                collectors=known.collectors if known else None,
             )
+            state = await probe_state(monitor, max(deadline - loop.time(), 0.01))
         finally:
             self._slots.release()
-        return Response(200, body, CONTENT_TYPE)
+        if not state.up:
+            self._on_failure(state.error_reason or "protocol")
+            log.debug("probe of %s failed (%s): %s", address, state.error_reason, state.error)
+        return Response(200, exposition_of(state), CONTENT_TYPE)
 
     async def handle_discovery(self, request: Request) -> Response:
         """``GET /discovery``: Prometheus HTTP SD JSON listing every known monitor that
