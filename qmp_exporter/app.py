@@ -32,7 +32,7 @@ from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
 from qmp_exporter.textformat import CONTENT_TYPE
 from qmp_exporter.web.auth.watcher import WebConfigWatcher
-from qmp_exporter.web.guard import make_guard, response_headers
+from qmp_exporter.web.guard import auth_failure_counter, make_guard, response_headers
 from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
 from qmp_exporter.web.landing import (
     LANDING_HEADERS,
@@ -112,7 +112,8 @@ class Exporter:
             WebConfigWatcher(options.web_config_path) if options.web_config_path else None
         )
         if self.web_config is not None:
-            self.server.guard = make_guard(self.web_config)
+            failures = auth_failure_counter(self.self_metrics.registry)
+            self.server.guard = make_guard(self.web_config, failures)
             self.server.response_headers = response_headers(self.web_config)
         self.event_listeners: list[Callable[[MonitorConfig, Event], None]] = []
         self.pusher: tuple[AlertPusher, CollectorRegistry] | None = self._make_pusher(

@@ -12,6 +12,7 @@ from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.config import AlertingConfig, parse_yaml
 from qmp_exporter.exposition.families import all_families
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
+from qmp_exporter.web.guard import auth_failure_counter
 from tests.helpers.exporter import REPO
 
 README = (REPO / "README.md").read_text()
@@ -26,6 +27,7 @@ def served_names() -> set[str]:
     registry = SelfMetrics().registry
     pusher_registry = prometheus_client.CollectorRegistry()
     AlertPusher(AlertingConfig(("http://127.0.0.1:9",)), pusher_registry)
+    auth_failure_counter(pusher_registry)  # served with --web.config.file
     for reg in (registry, pusher_registry):
         for family in reg.collect():
             if family.name.startswith(("process_", "python_")):

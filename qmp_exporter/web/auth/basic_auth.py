@@ -10,12 +10,15 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import ModuleType
 
 #: What a bcrypt hash (``htpasswd -nBC 10``) looks like.
 BCRYPT_HASH = re.compile(r"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
-#: How many successful or failed credential checks are remembered (the toolkit keeps 100).
+#: How many failed credential checks are remembered (the toolkit keeps 100 of either kind).
 AUTH_CACHE_SIZE = 100
+#: How many successful checks are remembered, apart from the failures.
+SUCCESS_CACHE_SIZE = 64
 _INSTALL_HINT = "bcrypt is not installed: pip install qmp-exporter[tls]"
 
 
@@ -34,29 +37,38 @@ def bcrypt_cost(hashed: str) -> int:
 
 
 class AuthCache:
-    """A bounded, thread-safe map of credential digests to the result of their bcrypt check."""
+    """Bounded, thread-safe maps of credential digests to the result of their bcrypt check.
 
-    def __init__(self, size: int = AUTH_CACHE_SIZE) -> None:
-        self._size = size
-        self._items: OrderedDict[bytes, bool] = OrderedDict()
+    Successes and failures are kept apart, each with its own bound, so that a flood of wrong
+    passwords can never push a right one out.
+    """
+
+    def __init__(self, size: int = AUTH_CACHE_SIZE, successes: int = SUCCESS_CACHE_SIZE) -> None:
+        self._bounds = {True: successes, False: size}
+        self._items: dict[bool, OrderedDict[bytes, None]] = {
+            True: OrderedDict(),
+            False: OrderedDict(),
+        }
         self._lock = threading.Lock()
 
     def get(self, digest: bytes) -> bool | None:
         with self._lock:
-            result = self._items.get(digest)
-            if result is not None:
-                self._items.move_to_end(digest)
-            return result
+            for result, items in self._items.items():
+                if digest in items:
+                    items.move_to_end(digest)
+                    return result
+            return None
 
     def put(self, digest: bytes, result: bool) -> None:
         with self._lock:
-            self._items[digest] = result
-            self._items.move_to_end(digest)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+            items = self._items[result]
+            items[digest] = None
+            items.move_to_end(digest)
+            while len(items) > self._bounds[result]:
+                items.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return sum(map(len, self._items.values()))
 
 
 #: One bcrypt computation at a time, as in the toolkit: a flood of wrong passwords costs one core.
@@ -77,6 +89,45 @@ def decoy_hash(cost: int) -> bytes:
     return _DECOYS[cost]
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One offered credential, resolved against the users: what bcrypt must check."""
+
+    user: str
+    password: bytes = field(repr=False)
+    #: The user's hash, or the decoy for an unknown user.
+    hashed: bytes = field(repr=False)
+    known: bool
+    #: SHA-256 of user, hash and password: the cache key.
+    digest: bytes = field(repr=False)
+
+    def verify(self) -> bool:
+        """Run bcrypt (one computation at a time in the process); never True for unknown users."""
+        bcrypt = import_bcrypt()
+        with _BCRYPT_LOCK:
+            try:
+                ok = bool(bcrypt.checkpw(self.password, self.hashed))
+            except ValueError:
+                ok = False
+        return ok and self.known
+
+
+def make_attempt(
+    users: Mapping[str, str], decoy: bytes, authorization_header: str | None
+) -> Attempt | None:
+    """The credential an ``Authorization`` header offers; None when it offers none."""
+    credentials = parse_basic(authorization_header)
+    if credentials is None:
+        return None
+    user, password = credentials
+    stored = users.get(user)
+    hashed = stored.encode() if stored is not None else decoy
+    digest = hashlib.sha256(
+        b"\0".join((user.encode("utf-8", "surrogateescape"), hashed, password))
+    ).digest()
+    return Attempt(user, password, hashed, stored is not None, digest)
+
+
 def check_basic_auth(
     users: Mapping[str, str], decoy: bytes, cache: AuthCache, authorization_header: str | None
 ) -> bool:
@@ -85,26 +136,14 @@ def check_basic_auth(
     Costs one bcrypt check per new credential (cached after that); an unknown user costs
     the same check against ``decoy``, so timing does not reveal which users exist.
     """
-    credentials = parse_basic(authorization_header)
-    if credentials is None:
+    attempt = make_attempt(users, decoy, authorization_header)
+    if attempt is None:
         return False
-    user, password = credentials
-    stored = users.get(user)
-    hashed = stored.encode() if stored is not None else decoy
-    digest = hashlib.sha256(
-        b"\0".join((user.encode("utf-8", "surrogateescape"), hashed, password))
-    ).digest()
-    cached = cache.get(digest)
+    cached = cache.get(attempt.digest)
     if cached is not None:
-        return cached and stored is not None
-    bcrypt = import_bcrypt()
-    with _BCRYPT_LOCK:
-        try:
-            ok = bool(bcrypt.checkpw(password, hashed))
-        except ValueError:
-            ok = False
-    ok = ok and stored is not None
-    cache.put(digest, ok)
+        return cached and attempt.known
+    ok = attempt.verify()
+    cache.put(attempt.digest, ok)
     return ok
 
 

@@ -13,10 +13,12 @@ from qmp_exporter.config import ConfigError
 from qmp_exporter.config.schema import Errors, kind, mapping, read_yaml
 from qmp_exporter.web.auth.basic_auth import (
     BCRYPT_HASH,
+    Attempt,
     AuthCache,
     bcrypt_cost,
     check_basic_auth,
     decoy_hash,
+    make_attempt,
 )
 from qmp_exporter.web.auth.tls import build_context
 from qmp_exporter.web.auth.tls_settings import TLSSettings, parse_tls_settings
@@ -77,6 +79,16 @@ class WebConfig:
             return True
         users = dict(self.basic_auth_users)
         return check_basic_auth(users, self._decoy_hash, self._cache, authorization_header)
+
+    def basic_auth_attempt(self, authorization_header: str | None) -> Attempt | None:
+        """The credential the ``Authorization`` header offers, resolved against this config's
+        users (an unknown user against the decoy hash); None when it offers none."""
+        return make_attempt(dict(self.basic_auth_users), self._decoy_hash, authorization_header)
+
+    @property
+    def auth_cache(self) -> AuthCache:
+        """This config's cache of bcrypt answers (a new config starts with an empty one)."""
+        return self._cache
 
     def client_cert_allowed(self, peercert: Mapping[str, Any] | None) -> bool:
         """Whether a verified client certificate (``getpeercert()``) has an allowed SAN."""
