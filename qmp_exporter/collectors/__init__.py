@@ -11,6 +11,7 @@ from __future__ import annotations
 from qmp_exporter.collectors.balloon import BalloonCollector
 from qmp_exporter.collectors.base import Collector
 from qmp_exporter.collectors.block import BlockCollector
+from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.collectors.kvm import KvmCollector
 from qmp_exporter.collectors.kvm_stats import KvmStatsCollector
 from qmp_exporter.collectors.memory import MemoryCollector
@@ -28,12 +29,14 @@ COLLECTORS: dict[str, type[Collector]] = {
     MigrationCollector.name: MigrationCollector,
     SpiceCollector.name: SpiceCollector,
     KvmStatsCollector.name: KvmStatsCollector,
+    HostCollector.name: HostCollector,
 }
 
 #: Collectors a monitor runs when its config has no ``collectors:`` list: the figures the
 #: libvirt exporters give (disk I/O, vCPUs, memory, balloon) plus ``kvm``, which asks once
-#: per connection. Each of the first four costs one small query per poll (about 4 x 1,000
-#: queries per interval for 1,000 VMs). ``migration`` and ``spice`` are off because most
-#: fleets never use them; ``kvm_stats`` because its answers are large (about 45 stats per
-#: vCPU every poll).
-DEFAULT_COLLECTORS: tuple[str, ...] = ("block", "vcpu", "memory", "balloon", "kvm")
+#: per connection, and ``host`` (the QEMU process read from ``/proc`` where the monitor's
+#: peer is a trusted QEMU; see docs/benchmarks.md for its cost). Each of the first four
+#: costs one small query per poll (about 4 x 1,000 queries per interval for 1,000 VMs).
+#: ``migration`` and ``spice`` are off because most fleets never use them; ``kvm_stats``
+#: because its answers are large (about 45 stats per vCPU every poll).
+DEFAULT_COLLECTORS: tuple[str, ...] = ("block", "vcpu", "memory", "balloon", "kvm", "host")

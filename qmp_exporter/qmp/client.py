@@ -23,6 +23,7 @@ from qmp_exporter.qmp.errors import (
 from qmp_exporter.qmp.events import DEFAULT_EVENT_QUEUE_SIZE, Event, EventQueue
 from qmp_exporter.qmp.framing import DEFAULT_MAX_LINE_BYTES, LineDecoder, encode_command
 from qmp_exporter.qmp.greeting import Greeting
+from qmp_exporter.qmp.peer import peer_pid
 from qmp_exporter.qmp.transport import open_transport
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class QMPClient:
         self._on_event = on_event
         self._decoder = LineDecoder(max_line)
         self._transport: asyncio.Transport | None = None
+        #: The PID of the process serving this connection (QEMU, for a monitor it listens
+        #: on), read once at connect; ``None`` where it cannot be known (see ``qmp.peer``).
+        self.peer_pid: int | None = None
         #: id -> (command, future, deadline on the loop's clock, timeout)
         self._pending: dict[int, tuple[str, asyncio.Future[Any], float, float]] = {}
         # Ids of commands given up (timeout, cancellation) whose answer has not come yet:
@@ -234,6 +238,8 @@ class QMPClient:
         self._transport = await open_transport(
             self.address, self.timeout, self._receive, self._lost
         )
+        sock = self._transport.get_extra_info("socket")
+        self.peer_pid = None if sock is None else peer_pid(sock)
 
     # -- receiving ------------------------------------------------------------------------
 
