@@ -30,9 +30,9 @@ from qmp_exporter.collectors.hostproc import (
     check_qemu,
     find_taps,
     parse_io,
-    parse_memory,
     parse_schedstat,
     parse_stat,
+    parse_swap,
     read_bytes,
     read_counter,
 )
@@ -78,7 +78,8 @@ NETWORK = (
     (Family("qemu_network_transmit_packets_total", "counter", "Packets the guest sent."),
      "rx_packets"),
 )  # fmt: skip
-#: Read every ``SLOW_EVERY`` polls only (they rarely move): half the sysfs reads per tap.
+#: Read every ``SLOW_EVERY`` polls only (they rarely move): half the sysfs reads per tap
+#: (swap, from ``status``, likewise).
 NETWORK_SLOW = (
     (Family("qemu_network_receive_errors_total", "counter", "Receive errors of the guest's tap."),
      "tx_errors"),
@@ -134,7 +135,8 @@ class HostCollector(Collector):
         self._base = f"{proc_root}/{pid}"
         self._taps: list[str] | None = None
         self._polls = 0
-        self._slow: list[Sample] = []
+        self._slow: list[Sample] = []  # tap errors and drops, read every SLOW_EVERY polls
+        self._slow_process: list[Sample] = []  # swap, likewise
         self._skip: set[str] = set()  # figures that failed for good on this connection
 
     @classmethod
@@ -183,7 +185,10 @@ class HostCollector(Collector):
             samples.append(START_TIME.sample((), start))
         except ReadError as err:
             note_missing(self.pid, "start time", err.reason)
-        self._memory(samples)
+        samples.append(RESIDENT_BYTES.sample((), stat.resident_bytes))
+        if self._polls % SLOW_EVERY == 0:
+            self._slow_process = self._swap()
+        samples.extend(self._slow_process)
         if "io" not in self._skip:
             self._io(samples)
         for index, tid in threads:
@@ -199,16 +204,13 @@ class HostCollector(Collector):
         self._polls += 1
         return samples
 
-    def _memory(self, samples: list[Sample]) -> None:
+    def _swap(self) -> list[Sample]:
         try:
-            rss, swap = parse_memory(read_bytes(f"{self._base}/status"))
+            swap = parse_swap(read_bytes(f"{self._base}/status"))
         except ReadError as err:
-            note_missing(self.pid, "memory", err.reason)
-            return
-        if rss is not None:
-            samples.append(RESIDENT_BYTES.sample((), rss))
-        if swap is not None:
-            samples.append(SWAP_BYTES.sample((), swap))
+            note_missing(self.pid, "swap", err.reason)
+            return []
+        return [] if swap is None else [SWAP_BYTES.sample((), swap)]
 
     def _io(self, samples: list[Sample]) -> None:
         try:
@@ -235,14 +237,14 @@ class HostCollector(Collector):
         if slow:
             self._slow = []
         for tap in self._taps:
-            directory = f"{self.sys_root}/class/net/{tap}/statistics"
+            directory = f"{self.sys_root}/class/net/{tap}/statistics/"
             labels = (("interface", tap),)
             try:
                 for family, stat in NETWORK:
-                    samples.append(family.sample(labels, read_counter(f"{directory}/{stat}")))
+                    samples.append(family.sample(labels, read_counter(directory + stat)))
                 if slow:
                     for family, stat in NETWORK_SLOW:
-                        value = read_counter(f"{directory}/{stat}")
+                        value = read_counter(directory + stat)
                         self._slow.append(family.sample(labels, value))
             except ReadError as err:
                 note_missing(self.pid, f"network {tap}", err.reason)

@@ -28,6 +28,7 @@ _DELETED = " (deleted)"  # the link of a binary replaced since (a package upgrad
 TUN_DEVICE = "/dev/net/tun"
 
 CLOCK_TICKS: int = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class ReadError(ValueError):
@@ -94,6 +95,8 @@ class ProcessStat:
     system_seconds: float
     #: Seconds after boot the process started (add :func:`boot_time` for epoch seconds).
     start_after_boot: float
+    #: Resident memory (the same count as ``VmRSS`` of ``status``).
+    resident_bytes: int
 
 
 def parse_stat(data: bytes) -> ProcessStat:
@@ -103,24 +106,27 @@ def parse_stat(data: bytes) -> ProcessStat:
         rest = data[data.rindex(b")") + 2 :].split()  # rest[N - 3] is field N
         return ProcessStat(
             comm, int(rest[11]) / CLOCK_TICKS, int(rest[12]) / CLOCK_TICKS,
-            int(rest[19]) / CLOCK_TICKS,
+            int(rest[19]) / CLOCK_TICKS, int(rest[21]) * PAGE_SIZE,
         )  # fmt: skip
     except (ValueError, IndexError) as err:
         raise ReadError(MALFORMED, f"stat: {err}") from None
 
 
-def parse_memory(data: bytes) -> tuple[int | None, int | None]:
-    """``VmRSS`` and ``VmSwap`` of ``/proc/PID/status`` in bytes (``None``: not reported)."""
-    rss = swap = None
+def parse_swap(data: bytes) -> int | None:
+    """``VmSwap`` of ``/proc/PID/status`` in bytes (``None``: not reported)."""
+    return _status_kb(data, b"\nVmSwap:")
+
+
+def _status_kb(data: bytes, key: bytes) -> int | None:
+    start = data.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = data.find(b"\n", start)
     try:
-        for line in data.splitlines():
-            if line.startswith(b"VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-            elif line.startswith(b"VmSwap:"):
-                swap = int(line.split()[1]) * 1024
+        return int(data[start : end if end >= 0 else None].split()[0]) * 1024
     except (ValueError, IndexError) as err:
         raise ReadError(MALFORMED, f"status: {err}") from None
-    return rss, swap
 
 
 def parse_io(data: bytes) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 QEMU_BINARY = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 BOOT_TIME = 1_700_000_000
 TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -52,7 +53,7 @@ def write_process(proc: Path, sys: Path, p: FakeProcess) -> None:
     os.symlink(p.exe, base / "exe")
     fields = ["S", "1", str(p.pid), "0", "0", "-1", "4194560", "0", "0", "0", "0"]
     fields += [str(p.utime), str(p.stime), "0", "0", "20", "0", "3", "0", str(p.starttime)]
-    fields += ["1000000", "100", "0"]
+    fields += ["1000000", str(p.rss_kb * 1024 // PAGE), "0"]
     (base / "stat").write_text(f"{p.pid} (qemu-system-x86) {' '.join(fields)}\n")
     swap = "" if p.swap_kb is None else f"VmSwap:\t{p.swap_kb:8d} kB\n"
     (base / "status").write_text(f"Name:\tqemu-system-x86\nVmRSS:\t{p.rss_kb:8d} kB\n{swap}")
