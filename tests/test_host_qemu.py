@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.collectors.hostproc import UNTRUSTED, check_qemu
 from qmp_exporter.config import MonitorConfig
@@ -96,7 +97,8 @@ def send_frames(tap: str, count: int) -> None:
 
 
 def new_poller(vm: QemuVM) -> MonitorPoller:
-    monitor = MonitorConfig(name="host-test", address=vm.qmp_address(), mode="poll")
+    collectors = (*DEFAULT_COLLECTORS, "host")
+    monitor = MonitorConfig("host-test", vm.qmp_address(), "poll", collectors=collectors)
     return MonitorPoller(monitor, PollSettings(interval=60, timeout=10, start_spread=0))
 
 

@@ -34,9 +34,8 @@ COLLECTORS: dict[str, type[Collector]] = {
 
 #: Collectors a monitor runs when its config has no ``collectors:`` list: the figures the
 #: libvirt exporters give (disk I/O, vCPUs, memory, balloon) plus ``kvm``, which asks once
-#: per connection, and ``host`` (the QEMU process read from ``/proc`` where the monitor's
-#: peer is a trusted QEMU; see docs/benchmarks.md for its cost). Each of the first four
-#: costs one small query per poll (about 4 x 1,000 queries per interval for 1,000 VMs).
-#: ``migration`` and ``spice`` are off because most fleets never use them; ``kvm_stats``
-#: because its answers are large (about 45 stats per vCPU every poll).
-DEFAULT_COLLECTORS: tuple[str, ...] = ("block", "vcpu", "memory", "balloon", "kvm", "host")
+#: per connection. Each of the first four costs one small query per poll (about 4 x 1,000
+#: queries per interval for 1,000 VMs). ``migration`` and ``spice`` are off because most
+#: fleets never use them; ``kvm_stats`` because its answers are large (about 45 stats per
+#: vCPU every poll); ``host`` because it adds about 40% to a poll's CPU (docs/benchmarks.md).
+DEFAULT_COLLECTORS: tuple[str, ...] = ("block", "vcpu", "memory", "balloon", "kvm")
