@@ -18,7 +18,7 @@ from qmp_exporter.config import AlertingConfig, Config, ConfigError, MonitorConf
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
 from qmp_exporter.fdlimit import raise_fd_limit
-from qmp_exporter.polling.discovery import Discoverer
+from qmp_exporter.polling.discovery import Discoverer, ProcessRow
 from qmp_exporter.polling.fleet import Fleet
 from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
@@ -107,6 +107,7 @@ class Exporter:
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.discoverer = Discoverer(config)
+        self.self_metrics.processes.rows = self._process_rows
         # Probe-able: the configured and discovered monitors (not the demo's).
         self.probes = ProbeEndpoint(
             lambda: self.config,
@@ -204,6 +205,12 @@ class Exporter:
                 await self._sample_own_metrics()
             except Exception:  # never let a sampling failure stop the loop
                 log.exception("sampling the exporter's own metrics failed")
+
+    def _process_rows(self) -> tuple[ProcessRow, ...] | None:
+        """The QEMU processes of the last scan, or ``None`` without ``- processes: true``."""
+        if not any(entry.processes for entry in self.config.discovery):
+            return None
+        return self.discoverer.processes
 
     async def _follow_discovery(self) -> None:
         """Apply the monitors whenever a rescan changed what discovery finds."""
