@@ -314,5 +314,6 @@ class Exporter:
             reload_status,
             version=__version__,
             poll_interval=self.config.poll_interval,
+            processes=self._process_rows() or (),
         )
         return Response(200, page, LANDING_CONTENT_TYPE, dict(LANDING_HEADERS))

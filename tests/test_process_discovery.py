@@ -18,6 +18,7 @@ import pytest
 from qmp_exporter.config import DiscoveryConfig, MonitorConfig, parse_yaml
 from qmp_exporter.polling import cmdline
 from qmp_exporter.polling.discovery import ProcessRow, scan_all
+from qmp_exporter.web.landing import ReloadStatus, render_landing_page
 from tests.helpers.images import wait_listening
 from tests.helpers.qemu_versions import QemuBuild
 
@@ -177,3 +178,20 @@ def test_the_processes_entry_in_config():
         parse_yaml("discovery:\n  - processes: yes please\n", "test")
     with pytest.raises(Exception, match="name"):
         parse_yaml("discovery:\n  - processes: true\n    name: x\n", "test")
+
+
+def test_the_landing_page_says_what_to_add_to_an_unwatched_qemu():
+    rows = [
+        ProcessRow(4242, "web-01", "web-01", "", "unix:/run/qemu/web-01.qmp", ""),
+        ProcessRow(5150, "qemu-5150", "", "", "", "no_monitor"),
+        ProcessRow(6000, "lv<1>", "lv<1>", "", "", "owned_by_libvirt"),
+    ]
+    page = render_landing_page([], ReloadStatus(None, ok=True, loaded_at=0.0), processes=rows)
+    text = page.decode()
+    assert "QEMU processes not watched (2)" in text
+    assert "-qmp unix:/run/qemu/qemu-5150.qmp,server=on,wait=off" in text
+    assert "&lt;qemu:commandline&gt;" in text and "lv&lt;1&gt;" in text  # escaped
+    assert ">4242<" not in text, "a watched process has no row"
+    assert "Every QEMU on the host" in text
+    plain = render_landing_page([], ReloadStatus(None, ok=True, loaded_at=0.0)).decode()
+    assert "not watched" not in plain
