@@ -5,12 +5,10 @@ the exporter's own poller; the figures are checked against ``/proc`` and ``/sys`
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import secrets
 import shutil
 import socket
-import struct
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,9 +22,8 @@ from qmp_exporter.config import MonitorConfig
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from tests.helpers.exporter import wait_for
 from tests.helpers.qemu import QemuVM, qmp_command
+from tests.helpers.taps import open_tap, persistent_tap
 
-TUNSETIFF = 0x400454CA
-IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
 TICKS = os.sysconf("SC_CLK_TCK")
 #: A boot sector that loops forever (``jmp $``): a guest that keeps one vCPU busy.
 BUSY_BOOT_SECTOR = b"\xeb\xfe" + bytes(508) + b"\x55\xaa"
@@ -34,30 +31,11 @@ BUSY_BOOT_SECTOR = b"\xeb\xfe" + bytes(508) + b"\x55\xaa"
 FRAME = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"x" * 100
 
 
-def new_tap_name() -> str:
-    return f"qh{secrets.token_hex(4)}"  # unique for tests running at once; <= 15 bytes
-
-
-def set_up(name: str) -> None:
-    """No IPv6 chatter from the host into the tap; link up."""
-    Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1\n")
-    subprocess.run(["ip", "link", "set", name, "up"], check=True)
-
-
 @pytest.fixture
 def taps() -> Iterator[tuple[str, str, int]]:
     """A persistent tap for ``ifname=`` and a tap opened here to pass as an fd."""
-    named, passed = new_tap_name(), new_tap_name()
-    subprocess.run(["ip", "tuntap", "add", "dev", named, "mode", "tap"], check=True)
-    fd = os.open("/dev/net/tun", os.O_RDWR)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", passed.encode(), IFF_TAP | IFF_NO_PI))
-        set_up(named)
-        set_up(passed)
+    with persistent_tap() as named, open_tap() as (passed, fd):
         yield named, passed, fd
-    finally:
-        os.close(fd)
-        subprocess.run(["ip", "link", "delete", named], check=False)
 
 
 def busy_vm(qemu_factory: Callable[..., QemuVM], tmp_path: Path, netdev: str, **options) -> QemuVM:

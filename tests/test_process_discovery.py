@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from qmp_exporter.config import DiscoveryConfig, MonitorConfig, parse_yaml
+from qmp_exporter.exposition.selfmetrics import SelfMetrics
 from qmp_exporter.polling import cmdline
 from qmp_exporter.polling.discovery import ProcessRow, scan_all
 from qmp_exporter.web.landing import ReloadStatus, render_landing_page
@@ -195,3 +196,19 @@ def test_the_landing_page_says_what_to_add_to_an_unwatched_qemu():
     assert "Every QEMU on the host" in text
     plain = render_landing_page([], ReloadStatus(None, ok=True, loaded_at=0.0)).decode()
     assert "not watched" not in plain
+
+
+def test_the_process_rows_are_served_with_the_exporters_own_metrics():
+    metrics = SelfMetrics()
+    assert b"qemu_process" not in metrics.render(), "nothing without a process scan"
+    metrics.processes.rows = lambda: [
+        ProcessRow(4242, "web-01", "web-01", "", "unix:/run/qemu/web-01.qmp", ""),
+        ProcessRow(5150, "qemu-5150", "", "", "", "no_monitor"),
+    ]
+    text = metrics.render().decode()
+    assert 'qemu_processes{watched="true"} 1.0' in text
+    assert 'qemu_processes{watched="false"} 1.0' in text
+    assert (
+        'qemu_process_info{monitor="",name="",pid="5150",problem="no_monitor",uuid="",'
+        'vm="qemu-5150"} 1.0'
+    ) in text
