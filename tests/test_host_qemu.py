@@ -20,8 +20,10 @@ from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.collectors.hostproc import UNTRUSTED, check_qemu
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
-from tests.helpers.exporter import wait_for
-from tests.helpers.qemu import QemuVM, qmp_command
+from qmp_exporter.qmp import connect
+from qmp_exporter.qmp.address import parse_address
+from tests.helpers.exporter import free_port, wait_for
+from tests.helpers.qemu import QemuVM, qmp_command, tcp_port_listening
 from tests.helpers.taps import open_tap, persistent_tap
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -168,3 +170,15 @@ def test_a_process_merely_named_qemu_is_not_trusted(tmp_path):
         for process in (named, copied):
             process.kill()
             process.wait()
+
+
+def test_the_peer_of_a_loopback_tcp_monitor_is_found(qemu_factory):
+    port = free_port()
+    vm = qemu_factory(extra_args=["-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off"])
+    wait_for(lambda: tcp_port_listening(port), 10, "the TCP monitor listens")
+
+    async def peer() -> int | None:
+        async with await connect(parse_address(f"tcp:127.0.0.1:{port}")) as client:
+            return client.peer_pid
+
+    assert asyncio.run(peer()) == vm.pid
