@@ -216,6 +216,10 @@ class QMPClient:
                 self._transport.abort()
             self._finish(ConnectionClosedError("closed by the client while connecting"))
             raise
+        # After the greeting: by then the server has accepted the connection, so a TCP
+        # connection's server side belongs to its process (before, it sits in the backlog).
+        sock = None if self._transport is None else self._transport.get_extra_info("socket")
+        self.peer_pid = None if sock is None else peer_pid(sock)
 
     async def _greet_and_negotiate(self, deadline: float) -> None:
         remaining = max(deadline - time.monotonic(), 0.001)
@@ -238,8 +242,6 @@ class QMPClient:
         self._transport = await open_transport(
             self.address, self.timeout, self._receive, self._lost
         )
-        sock = self._transport.get_extra_info("socket")
-        self.peer_pid = None if sock is None else peer_pid(sock)
 
     # -- receiving ------------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ def _tcp_inode(local: tuple[str, int], remote: tuple[str, int], proc_root: str) 
     for line in lines:
         fields = line.split()
         if len(fields) > 9 and (fields[1], fields[2]) == want:
-            return int(fields[9])
+            return int(fields[9]) or None  # 0: not accepted yet (no process holds it)
     return None
 
 
