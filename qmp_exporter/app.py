@@ -26,7 +26,7 @@ from qmp_exporter.config.schema import shorten
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
 from qmp_exporter.fdlimit import raise_fd_limit
-from qmp_exporter.polling.discovery import Discoverer
+from qmp_exporter.polling.discovery import Discoverer, ProcessRow
 from qmp_exporter.polling.fleet import Fleet
 from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
@@ -127,6 +127,7 @@ class Exporter:
         self._reloads = Coalescer(self._reload_once)
         self._config_digest: str | None = None  # of the file last loaded by a reload
         self.discoverer = Discoverer(config)
+        self.self_metrics.processes.rows = self._process_rows
         # Probe-able: the configured and discovered monitors (not the demo's).
         # Watched ones are answered from the fleet's latest states.
         self.probes = ProbeEndpoint(
@@ -229,11 +230,19 @@ class Exporter:
             except Exception:  # never let a sampling failure stop the loop
                 log.exception("sampling the exporter's own metrics failed")
 
+    def _process_rows(self) -> tuple[ProcessRow, ...] | None:
+        """The QEMU processes of the last scan, or ``None`` without ``- processes: true``."""
+        if not any(entry.processes for entry in self.config.discovery):
+            return None
+        return self.discoverer.processes
+
     async def _follow_discovery(self) -> None:
-        """Apply the monitors whenever a rescan changed what discovery finds."""
+        """Apply the monitors whenever a rescan changed what discovery finds (the landing
+        page lists unwatched QEMU processes too, so it is rebuilt)."""
         async for _ in self.discoverer.changes():
             async with self._reload_lock:
                 await self._apply_monitors()
+            self.landing.invalidate()
             await self._sample_own_metrics()
 
     async def run(self) -> None:
@@ -367,4 +376,5 @@ class Exporter:
             or ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time),
             version=__version__,
             poll_interval=self.config.poll_interval,
+            processes=self._process_rows() or (),
         )

@@ -13,9 +13,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.ops_stack import promql_metric_names
 from tests.helpers.qemu import QemuVM
+from tests.helpers.taps import persistent_tap, tap_args
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "grafana" / "qmp-exporter.json"
@@ -66,7 +68,7 @@ def test_datasource_and_vm_variables() -> None:
 
 def test_sections() -> None:
     rows = [panel["title"] for panel in _dashboard()["panels"] if panel["type"] == "row"]
-    assert rows == ["Fleet overview", "VNC", "Events", "Exporter health"]
+    assert rows == ["Fleet overview", "VNC", "Events", "Exporter health", "Resources"]
     titles = {panel["title"] for panel in _panels()}
     for wanted in ("VMs up", "VMs by run state", "VMs by QEMU version", "VNC connections"):
         assert wanted in titles
@@ -120,18 +122,25 @@ def test_recording_rules_used_by_the_dashboard_exist() -> None:
 def test_queries_name_only_metrics_a_real_exporter_serves(
     qemu_factory: Callable[..., QemuVM],
 ) -> None:
-    vm = qemu_factory(name="vm-scrape", vnc=True)
-    exporter = ExporterProcess(
-        {
-            "poll_interval": "500ms",
-            "monitors": [{"name": vm.name, "address": vm.qmp_address()}],
-            "alerting": {"alertmanagers": ["http://127.0.0.1:9"]},
-        }
-    )
-    with exporter:
-        ready = f'qemu_vnc_enabled{{vm="{vm.name}"}} 1'
-        wait_for(lambda: ready in exporter.text(), 15)
-        text = exporter.text()
+    with persistent_tap() as tap:  # the host view's network figures need a tap
+        vm = qemu_factory(name="vm-scrape", vnc=True, machine="pc", extra_args=tap_args(tap))
+        exporter = ExporterProcess(
+            {
+                "poll_interval": "500ms",
+                "monitors": [
+                    {
+                        "name": vm.name,
+                        "address": vm.qmp_address(),
+                        "collectors": [*DEFAULT_COLLECTORS, "host"],
+                    }
+                ],
+                "alerting": {"alertmanagers": ["http://127.0.0.1:9"]},
+            }
+        )
+        with exporter:
+            ready = f'qemu_network_receive_bytes_total{{vm="{vm.name}",interface="{tap}"}}'
+            wait_for(lambda: ready in exporter.text(), 15)
+            text = exporter.text()
     served = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     records = _recording_rules()
     used = {name for expr in _exprs() for name in promql_metric_names(expr)}
@@ -142,7 +151,9 @@ def test_queries_name_only_metrics_a_real_exporter_serves(
         assert promql_metric_names(expr) - served == set(), record
     groups = yaml.safe_load(RULES.read_text())["groups"]
     for rule in (r for g in groups for r in g["rules"] if "alert" in r):
-        # `up` is Prometheus's own per-target series (QemuExporterDown).
-        missing = promql_metric_names(rule["expr"]) - served - {"up"}
+        # `up` is Prometheus's own per-target series (QemuExporterDown); qemu_process_info
+        # needs a process scan, which would connect to every QEMU on the host, other tests'
+        # too (tests/test_process_discovery.py checks it is served).
+        missing = promql_metric_names(rule["expr"]) - served - {"up", "qemu_process_info"}
         assert missing == set(), f"{rule['alert']} uses {missing}"
     assert re.search(r"^qmp_exporter_alerts_sent_total\{", text, re.M), "AlertPusher not wired"

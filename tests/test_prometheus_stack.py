@@ -18,11 +18,13 @@ import pytest
 import requests
 import yaml
 
+from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.ops_stack import alertmanager, prometheus, require_binary
 from tests.helpers.qemu import QemuVM
 from tests.helpers.qemu_versions import QemuBuild
 from tests.helpers.rfb import rfb_handshake
+from tests.helpers.taps import persistent_tap, tap_args
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.qemu]
 
@@ -77,7 +79,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, qemu_binary: QemuBuild) -> I
     tmp = tmp_path_factory.mktemp("stack")
     with contextlib.ExitStack() as cleanup:
         am_url = cleanup.enter_context(alertmanager(tmp))
-        vnc_vm = QemuVM(name="vm-vnc", vnc=True, build=qemu_binary)
+        tap = cleanup.enter_context(persistent_tap())  # for the Resources row's network
+        vnc_vm = QemuVM(
+            name="vm-vnc", vnc=True, build=qemu_binary, machine="pc", extra_args=tap_args(tap)
+        )
         cleanup.callback(vnc_vm.close)
         vnc_vm.start()
         other_vm = QemuVM(name="vm-prelaunch", vnc=True, paused=True, build=qemu_binary)
@@ -91,6 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, qemu_binary: QemuBuild) -> I
                         "name": vnc_vm.name,
                         "address": vnc_vm.qmp_address(),
                         "labels": {"team": "web"},
+                        "collectors": [*DEFAULT_COLLECTORS, "host"],
                     },
                     {"name": other_vm.name, "address": other_vm.qmp_address()},
                 ],

@@ -11,6 +11,7 @@ from __future__ import annotations
 from qmp_exporter.collectors.balloon import BalloonCollector
 from qmp_exporter.collectors.base import Collector
 from qmp_exporter.collectors.block import BlockCollector
+from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.collectors.kvm import KvmCollector
 from qmp_exporter.collectors.kvm_stats import KvmStatsCollector
 from qmp_exporter.collectors.memory import MemoryCollector
@@ -28,6 +29,7 @@ COLLECTORS: dict[str, type[Collector]] = {
     MigrationCollector.name: MigrationCollector,
     SpiceCollector.name: SpiceCollector,
     KvmStatsCollector.name: KvmStatsCollector,
+    HostCollector.name: HostCollector,
 }
 
 #: Collectors a monitor runs when its config has no ``collectors:`` list: the figures the
@@ -35,5 +37,5 @@ COLLECTORS: dict[str, type[Collector]] = {
 #: per connection. Each of the first four costs one small query per poll (about 4 x 1,000
 #: queries per interval for 1,000 VMs). ``migration`` and ``spice`` are off because most
 #: fleets never use them; ``kvm_stats`` because its answers are large (about 45 stats per
-#: vCPU every poll).
+#: vCPU every poll); ``host`` because it adds about 40% to a poll's CPU (docs/benchmarks.md).
 DEFAULT_COLLECTORS: tuple[str, ...] = ("block", "vcpu", "memory", "balloon", "kvm")

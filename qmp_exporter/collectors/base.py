@@ -37,6 +37,15 @@ class Collector(ABC):
         self.available_commands = available_commands
 
     @classmethod
+    def for_connection(
+        cls, available_commands: frozenset[str] | None, peer_pid: int | None
+    ) -> Collector | None:
+        """The collector for one connection, or ``None`` to run none. ``peer_pid`` is the
+        process behind the monitor (``QMPClient.peer_pid``): QMP collectors ignore it; the
+        host collector reads that process."""
+        return cls(available_commands)
+
+    @classmethod
     def supported(cls, available_commands: frozenset[str] | None) -> bool:
         """Whether this VM offers what the collector needs."""
         return available_commands is None or all(

@@ -76,7 +76,8 @@ class AlertingConfig:
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
-    """Monitors found by globbing for sockets; see :mod:`qmp_exporter.polling.discovery`."""
+    """Monitors found by globbing for sockets, or (``processes``) in the command lines of
+    the host's QEMU processes; see :mod:`qmp_exporter.polling.discovery`."""
 
     glob: str
     #: A ``str.format`` template over ``{stem}``, ``{name}`` (and ``{vmid}`` for Proxmox).
@@ -88,6 +89,8 @@ class DiscoveryConfig:
     collectors: tuple[str, ...] | None = None
     #: The glob is in the Proxmox layout (``/var/run/qemu-server/<vmid>.qmp``).
     proxmox: bool = False
+    #: ``- processes: true``: scan the host's QEMU processes (``glob`` is then empty).
+    processes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +313,8 @@ def _discovery_entry(value: Any, path: str, errors: Errors) -> DiscoveryConfig |
     if not isinstance(value, Mapping):
         errors.add(path, f"expected a mapping with a glob, got {kind(value)}")
         return None
+    if "processes" in value:
+        return _process_entry(value, path, errors)
     allowed = {"glob", "name", "mode", "labels", "rescan", "collectors"}
     raw = mapping(value, path, errors, allowed)
     pattern = raw.get("glob")
@@ -336,6 +341,23 @@ def _discovery_entry(value: Any, path: str, errors: Errors) -> DiscoveryConfig |
     return DiscoveryConfig(pattern, name, mode, labels, rescan, collectors, proxmox)
 
 
+def _process_entry(value: Mapping[str, Any], path: str, errors: Errors) -> DiscoveryConfig | None:
+    """``- processes: true`` with optional ``mode``, ``labels``, ``collectors``, ``rescan``
+    (the ``vm`` label comes from each command line, so no ``name``)."""
+    raw = mapping(value, path, errors, {"processes", "mode", "labels", "rescan", "collectors"})
+    if raw.get("processes") is not True:
+        errors.add(join(path, "processes"), f"expected true, got {raw.get('processes')!r}")
+        return None
+    mode = raw.get("mode", "persistent")
+    if mode not in MODES:
+        errors.add(join(path, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
+        mode = "persistent"
+    labels = _labels(raw.get("labels"), join(path, "labels"), errors)
+    rescan = _duration(raw.get("rescan"), join(path, "rescan"), errors, DEFAULT_RESCAN, 1.0)
+    collectors = _collectors(raw.get("collectors"), join(path, "collectors"), errors)
+    return DiscoveryConfig("", "", mode, labels, rescan, collectors, processes=True)
+
+
 def _discovery(value: Any, errors: Errors) -> tuple[DiscoveryConfig, ...]:
     if value is None:
         return ()
@@ -345,10 +367,12 @@ def _discovery(value: Any, errors: Errors) -> tuple[DiscoveryConfig, ...]:
         entry = _discovery_entry(item, path, errors)
         if entry is None:
             continue
-        if entry.glob in seen:
-            errors.add(join(path, "glob"), f"duplicate glob (also {seen[entry.glob]})")
+        key = "processes" if entry.processes else entry.glob
+        if key in seen:
+            what = "processes" if entry.processes else "glob"
+            errors.add(join(path, what), f"duplicate {what} (also {seen[key]})")
             continue
-        seen[entry.glob] = path
+        seen[key] = path
         entries.append(entry)
     return tuple(entries)
 

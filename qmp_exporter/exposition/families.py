@@ -48,6 +48,16 @@ COLLECTOR_SUCCESS = Family(
     "gauge",
     "1 when the collector succeeded in the last poll of the VM, else 0.",
 )
+#: Host-wide families of the process scan (``- processes: true``), rendered with the
+#: exporter's own metrics (:mod:`qmp_exporter.exposition.selfmetrics`), not per VM state.
+PROCESSES = Family(
+    "qemu_processes", "gauge", "QEMU processes on the host, by whether a monitor is watched."
+)
+PROCESS_INFO = Family(
+    "qemu_process_info",
+    "gauge",
+    "One series per QEMU process found on the host; problem is empty when it is watched.",
+)
 
 CORE_FAMILIES: tuple[Family, ...] = (
     UP,
@@ -65,6 +75,8 @@ CORE_FAMILIES: tuple[Family, ...] = (
     POLL_ERRORS,
     CONNECTIONS,
     COLLECTOR_SUCCESS,
+    PROCESSES,
+    PROCESS_INFO,
 )
 
 #: Families whose values change on every poll: last in every exposition, so the rest of a

@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from qmp_exporter import __version__
+from qmp_exporter.exposition.families import PROCESS_INFO, PROCESSES
+from qmp_exporter.polling.discovery import ProcessRow
+
+
+class QemuProcesses(Collector):
+    """``qemu_processes`` and ``qemu_process_info`` from the last process scan (``rows``:
+    set by the app to the discoverer's rows; ``None``: no process scan configured)."""
+
+    def __init__(self) -> None:
+        self.rows: Callable[[], Sequence[ProcessRow] | None] = lambda: None
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self.rows()
+        if rows is None:
+            return
+        counts = GaugeMetricFamily(PROCESSES.name, PROCESSES.help, labels=["watched"])
+        watched = sum(1 for row in rows if row.watched)
+        counts.add_metric(["true"], watched)
+        counts.add_metric(["false"], len(rows) - watched)
+        yield counts
+        labels = ["vm", "pid", "name", "uuid", "monitor", "problem"]
+        info = GaugeMetricFamily(PROCESS_INFO.name, PROCESS_INFO.help, labels=labels)
+        for r in rows:
+            info.add_metric([r.vm, str(r.pid), r.name, r.uuid, r.monitor, r.problem], 1)
+        yield info
 
 #: The ``reason`` label of ``qmp_exporter_probe_failures_total`` (all exist at 0): the poll
 #: error reasons of a probe that reached no VM, then the refusals.
@@ -64,6 +89,8 @@ class SelfMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+        self.processes = QemuProcesses()
+        self.registry.register(self.processes)
         build = Gauge(
             "qmp_exporter_build_info",
             "The exporter's version and the Python that runs it; value 1.",

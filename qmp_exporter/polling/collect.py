@@ -50,7 +50,9 @@ async def choose_collectors(
     for name in names:
         cls = COLLECTORS.get(name)
         if cls is not None and cls.supported(available):
-            chosen.append(cls(available))
+            collector = cls.for_connection(available, client.peer_pid)
+            if collector is not None:
+                chosen.append(collector)
     return tuple(chosen)
 
 

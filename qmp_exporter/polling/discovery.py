@@ -1,4 +1,5 @@
-"""Finding monitors by globbing for QMP sockets.
+"""Finding monitors by globbing for QMP sockets, and in the command lines of the host's QEMU
+processes (``- processes: true``, :mod:`qmp_exporter.polling.processes`).
 
 :func:`scan` is a pure function of the configuration and the filesystem; a
 :class:`Discoverer` runs it every ``rescan`` and yields the discovered monitors whenever
@@ -16,9 +17,12 @@ import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from qmp_exporter.config import DEFAULT_RESCAN, Config, DiscoveryConfig, MonitorConfig
+from qmp_exporter.polling.cmdline import normalize_path
+from qmp_exporter.polling.processes import find_qemu_processes, process_monitors
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +57,57 @@ def monitor_for(entry: DiscoveryConfig, path: str) -> MonitorConfig:
     )
 
 
+@dataclass(frozen=True)
+class ProcessRow:
+    """A QEMU process found by the process scan: ``vm`` is the VM it is watched as (or would
+    be), ``problem`` empty when it is watched, else why not."""
+
+    pid: int
+    vm: str
+    name: str
+    uuid: str
+    monitor: str
+    problem: str
+
+    @property
+    def watched(self) -> bool:
+        return not self.problem
+
+
+def address_key(address: str) -> str:
+    """One monitor however it is spelt: a unix socket by its resolved path (``/var/run`` is
+    ``/run``)."""
+    if address.startswith("unix:"):
+        return "unix:" + normalize_path(os.path.realpath(address[len("unix:") :]))
+    return address
+
+
 def scan(
     discovery: Iterable[DiscoveryConfig], configured: Sequence[MonitorConfig]
 ) -> tuple[list[MonitorConfig], list[str]]:
-    """Monitors for the sockets the globs match now, and the problems met (a name or
-    address clash, a socket that cannot be named). Configured monitors win every clash;
-    among discovered ones the first entry and path (sorted) win."""
+    """Monitors for the sockets the globs (and the process scan) find now, and the problems
+    met (a name or address clash, a socket that cannot be named)."""
+    found, problems, _ = scan_all(discovery, configured)
+    return found, problems
+
+
+def scan_all(
+    discovery: Iterable[DiscoveryConfig], configured: Sequence[MonitorConfig]
+) -> tuple[list[MonitorConfig], list[str], list[ProcessRow]]:
+    """As :func:`scan`, with a row per QEMU process of a ``processes`` entry. Configured
+    monitors win every clash; among discovered ones the first entry and path (sorted) win.
+    One VM is one VM however found: keyed by the resolved socket path (and a process by its
+    PID)."""
     names = {monitor.name: "a configured monitor" for monitor in configured}
-    addresses = {monitor.address: "a configured monitor" for monitor in configured}
+    addresses = {address_key(m.address): (m.name, "a configured monitor") for m in configured}
     found: list[MonitorConfig] = []
     problems: list[str] = []
+    rows: list[ProcessRow] = []
     for index, entry in enumerate(discovery):
         where = f"discovery[{index}]"
+        if entry.processes:
+            rows += _scan_processes(entry, where, names, addresses, found, problems)
+            continue
         for path in sorted(glob.glob(entry.glob)):
             if not is_socket(path):
                 continue
@@ -73,11 +116,10 @@ def scan(
             except (ValueError, KeyError) as err:
                 problems.append(f"{where}: {path}: {err}")
                 continue
-            if monitor.address in addresses:
-                if addresses[monitor.address] != "a configured monitor":
-                    problems.append(
-                        f"{where}: {path}: already found by {addresses[monitor.address]}"
-                    )
+            key = address_key(monitor.address)
+            if key in addresses:
+                if addresses[key][1] != "a configured monitor":
+                    problems.append(f"{where}: {path}: already found by {addresses[key][1]}")
                 continue
             if monitor.name in names:
                 problems.append(
@@ -86,9 +128,41 @@ def scan(
                 )
                 continue
             names[monitor.name] = f"{where} ({path})"
-            addresses[monitor.address] = where
+            addresses[key] = (monitor.name, where)
             found.append(monitor)
-    return found, problems
+    return found, problems, rows
+
+
+def _scan_processes(
+    entry: DiscoveryConfig,
+    where: str,
+    names: dict[str, str],
+    addresses: dict[str, tuple[str, str]],
+    found: list[MonitorConfig],
+    problems: list[str],
+) -> list[ProcessRow]:
+    rows = []
+    for process, monitor in process_monitors(entry, find_qemu_processes()):
+        line = process.command_line
+        uuid = line.uuid or line.smbios_uuid or ""
+        address = "" if monitor is None else monitor.address
+        vm, problem = process.vm, process.problem
+        if monitor is not None:
+            key = address_key(monitor.address)
+            if key in addresses:
+                vm = addresses[key][0]  # watched already, as configured or found by a glob
+            elif monitor.name in names:
+                problem = "name_clash"
+                problems.append(
+                    f"{where}: QEMU process {process.pid}: name {monitor.name!r} is already "
+                    f"used by {names[monitor.name]}; not monitored"
+                )
+            else:
+                names[monitor.name] = f"{where} (process {process.pid})"
+                addresses[key] = (monitor.name, f"{where} (process {process.pid})")
+                found.append(monitor)
+        rows.append(ProcessRow(process.pid, vm, line.name or "", uuid, address, problem))
+    return rows
 
 
 class Discoverer:
@@ -99,12 +173,18 @@ class Discoverer:
         self._config = config
         self._discovered: tuple[MonitorConfig, ...] = ()
         self._problems: frozenset[str] = frozenset()
+        self._processes: tuple[ProcessRow, ...] = ()
         self._wake = asyncio.Event()
 
     @property
     def discovered(self) -> tuple[MonitorConfig, ...]:
         """The monitors the last scan found (none of them clashes with a configured one)."""
         return self._discovered
+
+    @property
+    def processes(self) -> tuple[ProcessRow, ...]:
+        """The QEMU processes the last scan found (``- processes: true`` entries only)."""
+        return self._processes
 
     @property
     def problems(self) -> frozenset[str]:
@@ -128,7 +208,9 @@ class Discoverer:
         config = self._config
         before = self._discovered
         try:
-            found, problems = await asyncio.to_thread(scan, config.discovery, config.monitors)
+            found, problems, rows = await asyncio.to_thread(
+                scan_all, config.discovery, config.monitors
+            )
         except Exception as err:
             log.warning("discovery: rescan failed: %s", err)
             log.debug("discovery: rescan failed", exc_info=True)
@@ -136,6 +218,7 @@ class Discoverer:
         for problem in sorted(set(problems) - self._problems):
             log.warning("discovery: %s", problem)
         self._problems = frozenset(problems)
+        self._processes = tuple(rows)
         self._discovered = tuple(found)
         if self._discovered != before and config.discovery:
             added = len(set(self._discovered) - set(before))
@@ -145,12 +228,13 @@ class Discoverer:
 
     async def changes(self) -> AsyncIterator[tuple[MonitorConfig, ...]]:
         """Rescan every :attr:`interval` (or at once after :meth:`update_config`) until
-        cancelled, yielding the discovered monitors whenever a rescan changed them."""
+        cancelled, yielding the discovered monitors whenever a rescan changed them or the
+        QEMU processes it found."""
         while True:
             self._wake.clear()
-            before = self._discovered
+            before, processes_before = self._discovered, self._processes
             found = await self.rescan()
-            if found != before:
+            if found != before or self._processes != processes_before:
                 yield found
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)

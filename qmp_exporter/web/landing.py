@@ -15,7 +15,19 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from qmp_exporter.polling.discovery import ProcessRow
 from qmp_exporter.polling.state import VMState
+
+#: What to add to a QEMU the process scan found but cannot watch, by problem.
+RECIPES = {
+    "no_monitor": "start it with -qmp unix:/run/qemu/{vm}.qmp,server=on,wait=off",
+    "owned_by_libvirt": (
+        "libvirt holds its monitor: add a second -qmp unix:/run/qemu/{vm}.qmp,server=on,"
+        "wait=off through &lt;qemu:commandline&gt; in the domain XML"
+    ),
+    "name_clash": "its name is taken by another monitor: give one of them another name",
+}
+RECIPE_DOC = "docs/configuration.md, “Every QEMU on the host”"
 
 CONTENT_TYPE = "text/html; charset=utf-8"
 #: The page needs nothing but its own inline style: forbid everything else.
@@ -190,8 +202,11 @@ def render_landing_page(
     version: str = "",
     poll_interval: float | None = None,
     now: float | None = None,
+    processes: Iterable[ProcessRow] = (),
 ) -> bytes:
-    """The whole page as UTF-8 bytes, from each VM's published state; rows sorted by VM name."""
+    """The whole page as UTF-8 bytes, from each VM's published state; rows sorted by VM name.
+    ``processes``: the QEMU processes of the last process scan; the unwatched get a row
+    saying what to add."""
     now = time.time() if now is None else now
     rows = sorted(vms, key=lambda vm: vm.name)
     up = sum(1 for vm in rows if vm.up)
@@ -223,6 +238,7 @@ def render_landing_page(
         '<table id="vms"><thead><tr><th>VM</th><th>State</th><th>QEMU</th><th>VNC</th>'
         "<th>Last poll</th><th>Error</th></tr></thead>"
         f"<tbody>{body_rows}</tbody></table>"
+        f"{_unwatched(processes)}"
         f"<footer>Rendered {_e(_timestamp(now))}. Data comes from the latest background poll of "
         "each VM; a page view sends nothing to any VM.</footer>"
         "</body></html>"
@@ -291,3 +307,20 @@ class LandingCache:
         if self._gzipped is None:
             self._gzipped = gzip.compress(self._plain, compresslevel=6, mtime=0)
         return self._gzipped
+
+
+def _unwatched(processes: Iterable[ProcessRow]) -> str:
+    """A table of the QEMU processes found but not watched, with what to add (or nothing)."""
+    rows = sorted((p for p in processes if not p.watched), key=lambda p: (p.vm, p.pid))
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{_e(p.vm)}</td><td>{p.pid}</td><td>{_e(p.problem)}</td>"
+        f"<td>{RECIPES.get(p.problem, '').format(vm=_e(p.vm))}</td></tr>"
+        for p in rows
+    )
+    return (
+        f'<h2>QEMU processes not watched ({len(rows)})</h2><table id="unwatched"><thead><tr>'
+        "<th>VM</th><th>PID</th><th>Problem</th><th>What to add</th></tr></thead>"
+        f'<tbody>{body}</tbody></table><p class="muted">Recipe: {_e(RECIPE_DOC)}.</p>'
+    )

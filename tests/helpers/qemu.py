@@ -144,6 +144,7 @@ class QemuVM:
     ``-vnc 127.0.0.1:N`` on a free display; ``extra_args`` go at the end of the command line.
     ``build`` (the ``qemu_binary`` fixture: one version of the matrix) gives the binary, its
     environment and its first arguments; without it, ``binary`` or the system's QEMU runs.
+    ``pass_fds`` stay open in QEMU under their numbers (a tap given as ``fd=N``).
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class QemuVM:
         extra_args: Sequence[str] = (),
         binary: str | None = None,
         build: QemuBuild | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         if monitors < 1:
             raise ValueError("a test VM needs at least one QMP monitor")
@@ -170,6 +172,7 @@ class QemuVM:
         self.paused = paused
         self.machine = machine
         self.extra_args = tuple(extra_args)
+        self.pass_fds = tuple(pass_fds)
         # Short path under /tmp: unix socket paths are limited to 107 bytes.
         self.workdir = Path(tempfile.mkdtemp(prefix="qmpx-", dir="/tmp"))
         self.qmp_paths = [str(self.workdir / f"qmp{i}.sock") for i in range(monitors)]
@@ -297,6 +300,7 @@ class QemuVM:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 env=self.build.environ(),
+                pass_fds=self.pass_fds,
                 start_new_session=True,  # a ^C in the test run does not reach QEMU first
                 # The death signal follows the *thread* that forked: only from the main one.
                 preexec_fn=_die_with_parent if in_main_thread else None,

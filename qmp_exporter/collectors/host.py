@@ -1,0 +1,262 @@
+"""The host's view of a VM: what its QEMU process costs the hypervisor, read from ``/proc``
+and ``/sys`` on each poll (never on a scrape).
+
+Sample output::
+
+    qemu_process_cpu_seconds_total{vm="web1",mode="user"} 812.4
+    qemu_vcpu_delay_seconds_total{vm="web1",vcpu="0"} 3.2519
+    qemu_network_receive_bytes_total{vm="web1",interface="vnet3"} 1.2e+09
+
+A sibling kind of collector: QMP answers alone cannot give these figures, so it is built
+per connection with the PID of the monitor's peer (``QMPClient.peer_pid``, through
+:meth:`Collector.for_connection`) and is chosen only when that process is a trusted QEMU
+binary. Its ``collect`` takes the vCPU thread ids from the poll's ``query-cpus-fast`` answer
+(the batch the ``vcpu`` collector shares). Whatever cannot be read is left out, with one log
+line per process, figure and cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from qmp_exporter.collectors.base import Collector, Query
+from qmp_exporter.collectors.hostproc import (
+    GONE,
+    UNSUPPORTED,
+    ReadError,
+    boot_time,
+    check_qemu,
+    find_taps,
+    parse_io,
+    parse_schedstat,
+    parse_stat,
+    parse_swap,
+    read_bytes,
+    read_counter,
+)
+from qmp_exporter.collectors.values import as_dict, as_list
+from qmp_exporter.qmp import CommandError
+from qmp_exporter.textformat import Family, Sample
+
+log = logging.getLogger(__name__)
+
+CPU_SECONDS = Family(
+    "qemu_process_cpu_seconds_total", "counter", "Host CPU time used by the QEMU process, by mode."
+)
+RESIDENT_BYTES = Family(
+    "qemu_process_resident_memory_bytes", "gauge", "Host memory resident for the QEMU process."
+)
+SWAP_BYTES = Family("qemu_process_swap_bytes", "gauge", "QEMU process memory swapped out.")
+START_TIME = Family(
+    "qemu_process_start_time_seconds", "gauge", "Start of the QEMU process, seconds since epoch."
+)
+IO_READ = Family(
+    "qemu_process_io_read_bytes_total", "counter", "Bytes the QEMU process read from storage."
+)
+IO_WRITE = Family(
+    "qemu_process_io_write_bytes_total", "counter", "Bytes the QEMU process wrote to storage."
+)
+VCPU_SECONDS = Family(
+    "qemu_vcpu_cpu_seconds_total", "counter", "Host CPU time used by the vCPU's thread."
+)
+VCPU_DELAY = Family(
+    "qemu_vcpu_delay_seconds_total",
+    "counter",
+    "Time the vCPU's thread was runnable but waited for a host CPU (the guest's steal time).",
+)
+#: (family, host-side statistic file): the guest's direction, as libvirt gives it; what the
+#: guest received is what the host side of its tap transmitted.
+NETWORK = (
+    (Family("qemu_network_receive_bytes_total", "counter", "Bytes the guest received."),
+     "tx_bytes"),
+    (Family("qemu_network_receive_packets_total", "counter", "Packets the guest received."),
+     "tx_packets"),
+    (Family("qemu_network_transmit_bytes_total", "counter", "Bytes the guest sent."),
+     "rx_bytes"),
+    (Family("qemu_network_transmit_packets_total", "counter", "Packets the guest sent."),
+     "rx_packets"),
+)  # fmt: skip
+#: Read every ``SLOW_EVERY`` polls only (they rarely move): half the sysfs reads per tap
+#: (swap, from ``status``, likewise).
+NETWORK_SLOW = (
+    (Family("qemu_network_receive_errors_total", "counter", "Receive errors of the guest's tap."),
+     "tx_errors"),
+    (Family("qemu_network_receive_drops_total", "counter", "Frames for the guest dropped."),
+     "tx_dropped"),
+    (Family("qemu_network_transmit_errors_total", "counter", "Send errors of the guest's tap."),
+     "rx_errors"),
+    (Family("qemu_network_transmit_drops_total", "counter", "Frames from the guest dropped."),
+     "rx_dropped"),
+)  # fmt: skip
+SLOW_EVERY = 10
+#: Taps are looked for again every so many polls (a NIC hot-plugged).
+TAP_SCAN_EVERY = 60
+
+_logged: set[tuple[int, str, str]] = set()
+
+
+def note_missing(pid: int, figure: str, reason: str) -> None:
+    """Log once per process, figure and cause why a figure is left out."""
+    key = (pid, figure, reason)
+    if key in _logged:
+        return
+    if len(_logged) > 10_000:
+        _logged.clear()
+    _logged.add(key)
+    log.info("QEMU process %d: no %s figures (%s)", pid, figure, reason)
+
+
+class HostCollector(Collector):
+    """CPU, memory, I/O, per-vCPU time and run-queue delay, and tap traffic of the QEMU
+    process behind the monitor."""
+
+    name = "host"
+    required_commands = ()
+    poll_commands = ("query-cpus-fast",)
+    families = (
+        CPU_SECONDS, RESIDENT_BYTES, SWAP_BYTES, START_TIME, IO_READ, IO_WRITE,
+        VCPU_SECONDS, VCPU_DELAY, *(f for f, _ in NETWORK), *(f for f, _ in NETWORK_SLOW),
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        available_commands: frozenset[str] | None,
+        pid: int = 0,
+        *,
+        proc_root: str = "/proc",
+        sys_root: str = "/sys",
+    ) -> None:
+        super().__init__(available_commands)
+        self.pid = pid
+        self.proc_root = proc_root
+        self.sys_root = sys_root
+        self._base = f"{proc_root}/{pid}"
+        self._taps: list[str] | None = None
+        self._polls = 0
+        self._slow: list[Sample] = []  # tap errors and drops, read every SLOW_EVERY polls
+        self._slow_process: list[Sample] = []  # swap, likewise
+        self._skip: set[str] = set()  # figures that failed for good on this connection
+
+    @classmethod
+    def for_connection(
+        cls, available_commands: frozenset[str] | None, peer_pid: int | None
+    ) -> HostCollector | None:
+        """The collector for the process behind the monitor, or ``None`` (logged) when no
+        trusted QEMU process is known."""
+        if peer_pid is None:
+            note_missing(0, "host", "monitor peer unknown")
+            return None
+        return cls.trusted(available_commands, peer_pid)
+
+    @classmethod
+    def trusted(
+        cls,
+        available_commands: frozenset[str] | None,
+        pid: int,
+        proc_root: str = "/proc",
+        sys_root: str = "/sys",
+    ) -> HostCollector | None:
+        """The collector for ``pid`` if it runs a QEMU binary installed by root."""
+        problem = check_qemu(pid, proc_root)
+        if problem is not None:
+            note_missing(pid, "host", f"exe {problem}")
+            return None
+        return cls(available_commands, pid, proc_root=proc_root, sys_root=sys_root)
+
+    async def collect(self, query: Query) -> Sequence[Sample]:
+        try:
+            threads = vcpu_threads(await query("query-cpus-fast", None))
+        except CommandError:  # QEMU before 2.12: the process without its vCPUs
+            threads = []
+        return self.read(threads)
+
+    def read(self, threads: Sequence[tuple[int, int]]) -> list[Sample]:
+        """Samples for the process and its vCPU ``threads`` ((index, thread id) pairs)."""
+        base = self._base
+        stat = parse_stat(read_bytes(f"{base}/stat"))  # ReadError: the whole read failed
+        samples = [
+            CPU_SECONDS.sample((("mode", "user"),), stat.user_seconds),
+            CPU_SECONDS.sample((("mode", "system"),), stat.system_seconds),
+        ]
+        try:
+            start = boot_time(self.proc_root) + stat.start_after_boot
+            samples.append(START_TIME.sample((), start))
+        except ReadError as err:
+            note_missing(self.pid, "start time", err.reason)
+        samples.append(RESIDENT_BYTES.sample((), stat.resident_bytes))
+        if self._polls % SLOW_EVERY == 0:
+            self._slow_process = self._swap()
+        samples.extend(self._slow_process)
+        if "io" not in self._skip:
+            self._io(samples)
+        for index, tid in threads:
+            try:
+                run, delay = parse_schedstat(read_bytes(f"{base}/task/{tid}/schedstat"))
+            except ReadError as err:
+                note_missing(self.pid, "vcpu", err.reason)
+                continue
+            labels = (("vcpu", str(index)),)
+            samples.append(VCPU_SECONDS.sample(labels, run))
+            samples.append(VCPU_DELAY.sample(labels, delay))
+        self._network(samples)
+        self._polls += 1
+        return samples
+
+    def _swap(self) -> list[Sample]:
+        try:
+            swap = parse_swap(read_bytes(f"{self._base}/status"))
+        except ReadError as err:
+            note_missing(self.pid, "swap", err.reason)
+            return []
+        return [] if swap is None else [SWAP_BYTES.sample((), swap)]
+
+    def _io(self, samples: list[Sample]) -> None:
+        try:
+            read, written = parse_io(read_bytes(f"{self._base}/io"))
+        except ReadError as err:
+            reason = UNSUPPORTED if err.reason == GONE else err.reason
+            note_missing(self.pid, "io", reason)
+            self._skip.add("io")
+            return
+        samples.append(IO_READ.sample((), read))
+        samples.append(IO_WRITE.sample((), written))
+
+    def _network(self, samples: list[Sample]) -> None:
+        if "network" in self._skip:
+            return
+        if self._taps is None or self._polls % TAP_SCAN_EVERY == 0:
+            try:
+                self._taps = find_taps(self.pid, self.proc_root)
+            except ReadError as err:
+                note_missing(self.pid, "network", err.reason)
+                self._skip.add("network")
+                return
+        slow = self._polls % SLOW_EVERY == 0
+        if slow:
+            self._slow = []
+        for tap in self._taps:
+            directory = f"{self.sys_root}/class/net/{tap}/statistics/"
+            labels = (("interface", tap),)
+            try:
+                for family, stat in NETWORK:
+                    samples.append(family.sample(labels, read_counter(directory + stat)))
+                if slow:
+                    for family, stat in NETWORK_SLOW:
+                        value = read_counter(directory + stat)
+                        self._slow.append(family.sample(labels, value))
+            except ReadError as err:
+                note_missing(self.pid, f"network {tap}", err.reason)
+        samples.extend(self._slow)
+
+
+def vcpu_threads(answer: Any) -> list[tuple[int, int]]:
+    """(cpu index, host thread id) of each vCPU in a ``query-cpus-fast`` answer."""
+    threads = []
+    for position, item in enumerate(as_list(answer, "query-cpus-fast")):
+        cpu = as_dict(item, f"query-cpus-fast[{position}]")
+        index, tid = cpu.get("cpu-index"), cpu.get("thread-id")
+        if isinstance(index, int) and isinstance(tid, int) and tid > 0:
+            threads.append((index, tid))
+    return threads

@@ -1,0 +1,198 @@
+"""Reading one QEMU process from ``/proc`` and ``/sys`` (Linux): the host's view of a VM.
+
+Every read raises :class:`ReadError` with one of ``REASONS`` when it cannot be done, so a
+figure that cannot be read is left out, never guessed. ``proc_root`` and ``sys_root`` are
+injectable (tests, the 1,000-VM benchmark's generated fixture). Reads go through
+``os.open``/``os.read``: about half the cost of ``open().read()`` for these tiny files.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+
+#: Why a figure is missing.
+GONE = "gone"  # the process, thread or interface no longer exists
+PERMISSION = "permission"  # another user's process, without CAP_SYS_PTRACE
+NOT_LINUX = "not_linux"  # no procfs here
+MALFORMED = "malformed"  # the kernel said something this reader does not understand
+UNSUPPORTED = "unsupported"  # the kernel lacks the file (CONFIG_TASK_IO_ACCOUNTING, ...)
+UNTRUSTED = "untrusted"  # the process is not a QEMU binary installed by root
+REASONS = (GONE, PERMISSION, NOT_LINUX, MALFORMED, UNSUPPORTED, UNTRUSTED)
+
+#: Basenames of a QEMU executable.
+QEMU_EXE = re.compile(r"qemu-system-[A-Za-z0-9_.+-]+|qemu-kvm|kvm")
+_DELETED = " (deleted)"  # the link of a binary replaced since (a package upgrade)
+TUN_DEVICE = "/dev/net/tun"
+
+CLOCK_TICKS: int = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class ReadError(ValueError):
+    """A read that failed; ``reason`` is one of ``REASONS``. A ``ValueError``, as an
+    answer a collector cannot read is: the poll records the collector's failure."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _reason(err: OSError) -> str:
+    if err.errno in (errno.ENOENT, errno.ESRCH):
+        return GONE
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return PERMISSION
+    return MALFORMED
+
+
+def read_bytes(path: str) -> bytes:
+    """A small procfs or sysfs file whole."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise ReadError(_reason(err), path) from None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 8192):
+            chunks.append(chunk)
+            if len(chunk) < 8192:
+                break
+        return b"".join(chunks)
+    except OSError as err:  # ESRCH: the process exited between open and read
+        raise ReadError(_reason(err), path) from None
+    finally:
+        os.close(fd)
+
+
+_boot_times: dict[str, float] = {}
+
+
+def boot_time(proc_root: str = "/proc") -> float:
+    """The host's boot time (``btime`` of ``/proc/stat``, epoch seconds), read once."""
+    cached = _boot_times.get(proc_root)
+    if cached is not None:
+        return cached
+    try:
+        data = read_bytes(f"{proc_root}/stat")
+    except ReadError as err:
+        raise ReadError(NOT_LINUX if err.reason == GONE else err.reason, "/proc/stat") from None
+    for line in data.splitlines():
+        if line.startswith(b"btime "):
+            _boot_times[proc_root] = value = float(line.split()[1])
+            return value
+    raise ReadError(MALFORMED, "no btime in /proc/stat")
+
+
+@dataclass(frozen=True)
+class ProcessStat:
+    """What ``/proc/PID/stat`` says of a process."""
+
+    comm: str
+    user_seconds: float
+    system_seconds: float
+    #: Seconds after boot the process started (add :func:`boot_time` for epoch seconds).
+    start_after_boot: float
+    #: Resident memory (the same count as ``VmRSS`` of ``status``).
+    resident_bytes: int
+
+
+def parse_stat(data: bytes) -> ProcessStat:
+    """``/proc/PID/stat``; ``comm`` (in parentheses) may hold spaces and ``)``."""
+    try:
+        comm = data[data.index(b"(") + 1 : data.rindex(b")")].decode("utf-8", "replace")
+        rest = data[data.rindex(b")") + 2 :].split()  # rest[N - 3] is field N
+        return ProcessStat(
+            comm, int(rest[11]) / CLOCK_TICKS, int(rest[12]) / CLOCK_TICKS,
+            int(rest[19]) / CLOCK_TICKS, int(rest[21]) * PAGE_SIZE,
+        )  # fmt: skip
+    except (ValueError, IndexError) as err:
+        raise ReadError(MALFORMED, f"stat: {err}") from None
+
+
+def parse_swap(data: bytes) -> int | None:
+    """``VmSwap`` of ``/proc/PID/status`` in bytes (``None``: not reported)."""
+    return _status_kb(data, b"\nVmSwap:")
+
+
+def _status_kb(data: bytes, key: bytes) -> int | None:
+    start = data.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = data.find(b"\n", start)
+    try:
+        return int(data[start : end if end >= 0 else None].split()[0]) * 1024
+    except (ValueError, IndexError) as err:
+        raise ReadError(MALFORMED, f"status: {err}") from None
+
+
+def parse_io(data: bytes) -> tuple[int, int]:
+    """``read_bytes`` and ``write_bytes`` of ``/proc/PID/io`` (what reached storage)."""
+    values = dict(line.partition(b":")[::2] for line in data.splitlines())
+    try:
+        return int(values[b"read_bytes"]), int(values[b"write_bytes"])
+    except (KeyError, ValueError) as err:
+        raise ReadError(MALFORMED, f"io: {err}") from None
+
+
+def parse_schedstat(data: bytes) -> tuple[float, float]:
+    """``/proc/PID/task/TID/schedstat``: (seconds on a CPU, seconds runnable but waiting on
+    a run queue). The wait is libvirt's ``vcpu.N.delay``, the guest's steal time."""
+    parts = data.split()
+    try:
+        return int(parts[0]) / 1e9, int(parts[1]) / 1e9
+    except (ValueError, IndexError) as err:
+        raise ReadError(MALFORMED, f"schedstat: {err}") from None
+
+
+def check_qemu(pid: int, proc_root: str = "/proc") -> str | None:
+    """``None`` when process ``pid`` runs a QEMU binary: its ``exe`` (not its name, which
+    any user sets) is called ``qemu-system-*``, ``qemu-kvm`` or ``kvm``, and that file is
+    root's and not writable by group or others. Else the reason it is not trusted."""
+    link = f"{proc_root}/{pid}/exe"
+    try:
+        target = os.readlink(link)
+        st = os.stat(link)  # the binary itself, even when deleted since
+    except OSError as err:
+        return _reason(err)
+    target = target.removesuffix(_DELETED)
+    if QEMU_EXE.fullmatch(os.path.basename(target)) is None:
+        return UNTRUSTED
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        return UNTRUSTED
+    return None
+
+
+def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
+    """The tap interfaces process ``pid`` holds: its ``/dev/net/tun`` fds, named by the
+    ``iff:`` line of their fdinfo (one name once, however many queues)."""
+    fd_dir = f"{proc_root}/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError as err:
+        raise ReadError(_reason(err), fd_dir) from None
+    names: list[str] = []
+    for fd in fds:
+        try:
+            if os.readlink(f"{fd_dir}/{fd}") != TUN_DEVICE:
+                continue
+            info = read_bytes(f"{proc_root}/{pid}/fdinfo/{fd}")
+        except (OSError, ReadError):
+            continue  # closed meanwhile
+        for line in info.splitlines():
+            if line.startswith(b"iff:"):
+                name = line[4:].strip().decode("utf-8", "replace")
+                if name and name not in names:
+                    names.append(name)
+    return names
+
+
+def read_counter(path: str) -> int:
+    """One integer file (a sysfs statistic)."""
+    try:
+        return int(read_bytes(path))
+    except ValueError as err:
+        raise ReadError(MALFORMED, f"{path}: {err}") from None

@@ -1,0 +1,104 @@
+"""Which process is behind a connected monitor socket (Linux; ``None`` elsewhere).
+
+A unix socket's peer is the process that listened when we connected (``SO_PEERCRED``): for a
+monitor QEMU serves itself, QEMU. A TCP connection to a loopback address is looked up where
+the kernel tells it: our connection's server side in ``/proc/net/tcp{,6}`` gives its inode,
+and the process holding ``socket:[inode]`` is found in ``/proc/*/fd`` (milliseconds; other
+users' fd lists need ``CAP_SYS_PTRACE``). Read once per connection: a restarted QEMU is a new
+connection and so a new PID.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+from typing import Any, Protocol
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class PeerSocket(Protocol):
+    """What is used of a socket (``socket.socket`` and asyncio's ``TransportSocket``)."""
+
+    @property
+    def family(self) -> int: ...
+
+    def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
+
+    def getsockname(self) -> Any: ...
+
+    def getpeername(self) -> Any: ...
+
+
+def peer_pid(sock: PeerSocket, proc_root: str = "/proc") -> int | None:
+    """The PID of the process at the other end of ``sock``, or ``None`` where it cannot be
+    known (not Linux, another host, another PID namespace, unreadable ``/proc``)."""
+    try:
+        if sock.family == socket.AF_UNIX:
+            return unix_peer_pid(sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            return tcp_peer_pid(sock.getsockname(), sock.getpeername(), proc_root)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def unix_peer_pid(sock: PeerSocket) -> int | None:
+    """``SO_PEERCRED``'s PID (0, a peer in a PID namespace not mapped into ours: ``None``)."""
+    so_peercred = getattr(socket, "SO_PEERCRED", None)
+    if so_peercred is None:
+        return None
+    pid = int(_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, so_peercred, _UCRED.size))[0])
+    return pid if pid > 0 else None
+
+
+def tcp_peer_pid(ours: Any, theirs: Any, proc_root: str = "/proc") -> int | None:
+    """The process holding the server side of the TCP connection ``ours`` -> ``theirs``,
+    when ``theirs`` is a loopback address."""
+    if not ipaddress.ip_address(theirs[0]).is_loopback:
+        return None
+    inode = _tcp_inode((theirs[0], theirs[1]), (ours[0], ours[1]), proc_root)
+    return None if inode is None else _pid_of_socket(inode, proc_root)
+
+
+def _hex_address(host: str, port: int) -> str:
+    """``/proc/net/tcp{,6}``'s spelling: 32-bit words in host (little-endian) order."""
+    raw = ipaddress.ip_address(host).packed
+    words = (raw[i : i + 4] for i in range(0, len(raw), 4))
+    return "".join(w[::-1].hex().upper() for w in words) + f":{port:04X}"
+
+
+def _tcp_inode(local: tuple[str, int], remote: tuple[str, int], proc_root: str) -> int | None:
+    want = (_hex_address(*local).encode(), _hex_address(*remote).encode())
+    table = "tcp6" if ":" in local[0] else "tcp"
+    try:
+        with open(f"{proc_root}/net/{table}", "rb") as file:
+            lines = file.read().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and (fields[1], fields[2]) == want:
+            return int(fields[9]) or None  # 0: not accepted yet (no process holds it)
+    return None
+
+
+def _pid_of_socket(inode: int, proc_root: str) -> int | None:
+    target = f"socket:[{inode}]"
+    for entry in os.scandir(proc_root):
+        if not entry.name.isdigit():
+            continue
+        fd_dir = f"{proc_root}/{entry.name}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") == target:
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None

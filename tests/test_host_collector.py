@@ -1,0 +1,153 @@
+"""The host collector against a generated /proc and /sys: figures, the guest's direction
+of tap counters, the trust check, and figures left out (never wrong) when unreadable."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qmp_exporter.collectors.host import SLOW_EVERY, HostCollector, vcpu_threads
+from qmp_exporter.collectors.hostproc import UNTRUSTED, check_qemu
+from qmp_exporter.qmp.peer import peer_pid
+from tests.helpers.procfs import BOOT_TIME, TICKS, FakeProcess, make_host
+
+CPUS = [
+    {"cpu-index": 0, "thread-id": 101, "qom-path": "/machine/unattached/device[0]"},
+    {"cpu-index": 1, "thread-id": 102, "qom-path": "/machine/unattached/device[1]"},
+]
+
+
+def collect(collector: HostCollector, cpus: Any = CPUS) -> dict[tuple[str, tuple], float]:
+    async def query(command: str, arguments: dict[str, Any] | None) -> Any:
+        assert command == "query-cpus-fast" and arguments is None
+        return cpus
+
+    samples = asyncio.run(collector.collect(query))
+    got = {(name, labels): value for name, labels, value in samples}
+    assert len(got) == len(samples), "a series twice"
+    names = {family.name for family in HostCollector.families}
+    assert {name for name, _ in got} <= names
+    return got
+
+
+def host(tmp_path: Path, **figures: Any) -> tuple[HostCollector, FakeProcess]:
+    process = FakeProcess(
+        pid=4321,
+        threads={101: (2_500_000_000, 125_000_000), 102: (1_000_000_000, 0)},
+        taps={"vnet7": {"tx_bytes": 1500, "tx_packets": 3, "rx_bytes": 700, "rx_packets": 2,
+                        "tx_dropped": 5, "rx_errors": 1}},
+        **figures,
+    )  # fmt: skip
+    proc, sys = make_host(tmp_path, [process])
+    collector = HostCollector.trusted(None, process.pid, proc, sys)
+    assert collector is not None
+    return collector, process
+
+
+def test_figures_and_the_guests_direction(tmp_path):
+    collector, p = host(tmp_path)
+    got = collect(collector)
+    assert got[("qemu_process_cpu_seconds_total", (("mode", "user"),))] == p.utime / TICKS
+    assert got[("qemu_process_cpu_seconds_total", (("mode", "system"),))] == p.stime / TICKS
+    assert got[("qemu_process_start_time_seconds", ())] == BOOT_TIME + p.starttime / TICKS
+    assert got[("qemu_process_resident_memory_bytes", ())] == 65536 * 1024
+    assert got[("qemu_process_swap_bytes", ())] == 128 * 1024
+    assert got[("qemu_process_io_read_bytes_total", ())] == 4096
+    assert got[("qemu_process_io_write_bytes_total", ())] == 8192
+    assert got[("qemu_vcpu_cpu_seconds_total", (("vcpu", "0"),))] == 2.5
+    assert got[("qemu_vcpu_delay_seconds_total", (("vcpu", "0"),))] == 0.125
+    assert got[("qemu_vcpu_cpu_seconds_total", (("vcpu", "1"),))] == 1.0
+    tap = (("interface", "vnet7"),)
+    # the guest received what the host side of its tap sent, and the other way round
+    assert got[("qemu_network_receive_bytes_total", tap)] == 1500
+    assert got[("qemu_network_receive_packets_total", tap)] == 3
+    assert got[("qemu_network_transmit_bytes_total", tap)] == 700
+    assert got[("qemu_network_transmit_packets_total", tap)] == 2
+    assert got[("qemu_network_receive_drops_total", tap)] == 5
+    assert got[("qemu_network_transmit_errors_total", tap)] == 1
+    assert got[("qemu_network_receive_errors_total", tap)] == 0
+
+
+def test_slow_counters_are_kept_between_their_reads(tmp_path):
+    collector, _ = host(tmp_path)
+    first = collect(collector)
+    stats = tmp_path / "sys/class/net/vnet7/statistics"
+    (stats / "tx_dropped").write_text("9\n")
+    (stats / "tx_bytes").write_text("3000\n")
+    drops = ("qemu_network_receive_drops_total", (("interface", "vnet7"),))
+    second = collect(collector)
+    assert second[("qemu_network_receive_bytes_total", (("interface", "vnet7"),))] == 3000
+    assert second[drops] == first[drops] == 5
+    for _ in range(SLOW_EVERY - 2):
+        collect(collector)
+    assert collect(collector)[drops] == 9
+
+
+def test_unreadable_figures_are_absent_not_zero(tmp_path, caplog):
+    collector, _ = host(tmp_path, io=None, swap_kb=None)
+    shutil.rmtree(tmp_path / "sys/class/net/vnet7")
+    with caplog.at_level("INFO"):
+        got = collect(collector)
+        collect(collector)
+    names = {name for name, _ in got}
+    assert "qemu_process_io_read_bytes_total" not in names
+    assert "qemu_process_swap_bytes" not in names
+    assert not any(name.startswith("qemu_network_") for name in names)
+    assert "qemu_process_cpu_seconds_total" in names
+    io_lines = [r for r in caplog.records if "no io figures" in r.getMessage()]
+    assert len(io_lines) == 1, "one log line per process and cause"
+
+
+def test_a_gone_process_fails_the_collector(tmp_path):
+    collector, p = host(tmp_path)
+    shutil.rmtree(tmp_path / "proc" / str(p.pid))
+    with pytest.raises(ValueError):
+        collect(collector)
+
+
+def test_vcpu_threads_of_an_answer():
+    assert vcpu_threads(CPUS) == [(0, 101), (1, 102)]
+    assert vcpu_threads([{"cpu-index": 0}]) == []  # no thread id: no per-vCPU figures
+    with pytest.raises(TypeError):
+        vcpu_threads({"return": []})
+
+
+def test_only_a_root_owned_qemu_binary_is_trusted(tmp_path):
+    fake_dir = tmp_path / "bin"
+    fake_dir.mkdir()
+    named_qemu = fake_dir / "qemu-system-x86_64"
+    shutil.copy("/bin/sleep", named_qemu)
+    os.chown(named_qemu, 65534, 65534)
+    processes = [
+        FakeProcess(pid=1, exe=str(named_qemu)),  # a QEMU name, not root's
+        FakeProcess(pid=2, exe="/bin/sleep"),  # root's, not a QEMU name
+        FakeProcess(pid=3),  # the real QEMU binary
+    ]
+    proc, sys = make_host(tmp_path, processes)
+    assert check_qemu(1, proc) == UNTRUSTED
+    assert check_qemu(2, proc) == UNTRUSTED
+    assert check_qemu(3, proc) is None
+    assert HostCollector.trusted(None, 1, proc, sys) is None
+    assert HostCollector.for_connection(None, None) is None
+    os.chmod(named_qemu, 0o755)
+    os.chown(named_qemu, 0, 0)
+    assert check_qemu(1, proc) is None
+    os.chmod(named_qemu, 0o775)  # group-writable: anyone in the group could replace it
+    assert check_qemu(1, proc) == UNTRUSTED
+
+
+def test_peer_pid_of_unix_and_loopback_tcp_sockets():
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        assert peer_pid(a) == os.getpid()
+    server = socket.create_server(("127.0.0.1", 0))
+    with server, socket.create_connection(server.getsockname()) as client:
+        accepted, _ = server.accept()
+        with accepted:
+            assert peer_pid(client) == os.getpid()
