@@ -34,6 +34,7 @@ from qmp_exporter.sim import (
     SimulatedVM,
 )
 from qmp_exporter.sim.demo import start_demo
+from tests.helpers.transcripts import shape
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,14 +97,6 @@ def transcript_events(name: str) -> dict[str, list[dict[str, Any]]]:
 def first_return(answers: dict[str, list[dict[str, Any]]], command: str) -> Any:
     return next(a["return"] for a in answers[command] if "return" in a)
 
-
-def shape(value: Any) -> Any:
-    """Members and types, not values: what a client's parser depends on."""
-    if isinstance(value, dict):
-        return {key: shape(item) for key, item in sorted(value.items())}
-    if isinstance(value, list):
-        return [shape(value[0])] if value else []
-    return type(value).__name__
 
 
 class Served:

@@ -16,20 +16,12 @@ import pytest
 from qmp_exporter.sim import SimulatedVM
 from qmp_exporter.sim.dialect import encoded_greeting
 from qmp_exporter.sim.fleet import fleet_vm
-from tests.helpers.transcripts import VERSIONS, answer, greeting
+from tests.helpers.transcripts import VERSIONS, answer, greeting, shape
 
 REPO = Path(__file__).resolve().parents[1]
 
 by_version = pytest.mark.parametrize("version", VERSIONS, ids=[f"qemu-{v}" for v in VERSIONS])
 
-
-def shape(value: Any) -> Any:
-    """Members and types, not values: what a client's parser depends on."""
-    if isinstance(value, dict):
-        return {key: shape(item) for key, item in sorted(value.items())}
-    if isinstance(value, list):
-        return [shape(value[0])] if value else []
-    return type(value).__name__
 
 
 def ours(vm: SimulatedVM, command: str, arguments: dict[str, Any] | None = None) -> Any:

@@ -60,3 +60,12 @@ def answer(
 def events(version: str, scenario: str) -> list[dict[str, Any]]:
     """The events QEMU sent, in order."""
     return [message for way, message in _lines(version, scenario) if "event" in message]
+
+
+def shape(value: Any) -> Any:
+    """Members and types, not values: what a client's parser depends on."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
