@@ -163,9 +163,11 @@ class Exporter:
         )
 
     async def _apply_monitors(self, settings: PollSettings | None = None) -> None:
-        """Make the fleet watch :meth:`monitors` (call with the reload lock held)."""
+        """Make the fleet watch :meth:`monitors` (call with the reload lock held), then
+        render the unwatched QEMU processes' host figures beside them."""
         await self.fleet.apply(self.monitors(), settings)
         self.self_metrics.monitors.set(len(self.fleet.states))
+        self.renderer.unwatched(self.discoverer.unwatched)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -238,8 +240,15 @@ class Exporter:
 
     async def _follow_discovery(self) -> None:
         """Apply the monitors whenever a rescan changed what discovery finds (the landing
-        page lists unwatched QEMU processes too, so it is rebuilt)."""
-        async for _ in self.discoverer.changes():
+        page lists unwatched QEMU processes too, so it is rebuilt); when only the unwatched
+        processes' host figures changed, render those alone."""
+        last: tuple[object, ...] | None = None
+        async for found in self.discoverer.changes():
+            scanned = (found, self.discoverer.processes)
+            if scanned == last:
+                self.renderer.unwatched(self.discoverer.unwatched)
+                continue
+            last = scanned
             async with self._reload_lock:
                 await self._apply_monitors()
             self.landing.invalidate()

@@ -1,10 +1,13 @@
 """Process discovery (``- processes: true``) against real QEMUs of every version: plain
 ``-qmp``, ``-chardev`` with ``-mon``, a Proxmox-style socket (its directory pointed at a
 temporary one), libvirt's own monitor refused, a QEMU without a monitor reported, and a
-configured monitor winning the clash."""
+configured monitor winning the clash; the host figures of an unwatched QEMU rendered within
+the watched VMs' families, checked by promtool."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import secrets
 import shutil
 import subprocess
@@ -15,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from qmp_exporter.config import DiscoveryConfig, MonitorConfig, parse_yaml
+from qmp_exporter.collectors import DEFAULT_COLLECTORS
+from qmp_exporter.config import Config, DiscoveryConfig, MonitorConfig, parse_yaml
+from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
 from qmp_exporter.polling import cmdline
-from qmp_exporter.polling.discovery import ProcessRow, scan_all
+from qmp_exporter.polling.discovery import Discoverer, ProcessRow, scan_all
+from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.web.landing import ReloadStatus, render_landing_page
 from tests.helpers.images import wait_listening
 from tests.helpers.qemu_versions import QemuBuild
@@ -212,3 +218,64 @@ def test_the_process_rows_are_served_with_the_exporters_own_metrics():
         'qemu_process_info{monitor="",name="",pid="5150",problem="no_monitor",uuid="",'
         'vm="qemu-5150"} 1.0'
     ) in text
+
+
+def family_block(text: str, family: str) -> str:
+    """The lines of ``family`` in an exposition, from its TYPE line to the next family."""
+    assert text.count(f"# TYPE {family} ") == 1, f"{family} is listed once"
+    start = text.index(f"# TYPE {family} ")
+    end = text.find("# HELP", start)
+    return text[start : end if end >= 0 else None]
+
+
+def test_an_unwatched_qemus_host_figures_are_rendered_within_the_vms_families(
+    start_qemu, short_dir
+):
+    tag = secrets.token_hex(3)
+    sock = short_dir / "qmp.sock"
+    watched_name = f"watched-{tag}"
+    start_qemu("-name", watched_name, "-qmp", f"unix:{sock},server=on,wait=off", socket=sock)
+    bare = start_qemu("-name", f"bare-{tag}")  # no monitor at all
+    twin = start_qemu("-name", watched_name)  # no monitor, and the watched VM's name
+    collectors = (*DEFAULT_COLLECTORS, "host")
+    monitor = MonitorConfig(watched_name, f"unix:{sock}", "poll", collectors=collectors)
+    poller = MonitorPoller(monitor, PollSettings(interval=60, timeout=10, start_spread=0))
+    config = Config(monitors=(monitor,), discovery=(PROCESSES,))
+    renderer = FleetRenderer()
+    discoverer = Discoverer(config)
+
+    async def scan() -> None:
+        await poller.poll_once()
+        await discoverer.rescan()
+
+    asyncio.run(scan())
+    assert poller.state.up, poller.state.error
+    renderer.added(watched_name, poller.state)
+    renderer.unwatched(discoverer.unwatched)
+    own = SelfMetrics()
+    own.processes.rows = lambda: discoverer.processes
+    text = renderer.body().decode() + own.render().decode()
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run scripts/install-test-deps.sh (package prometheus)"
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    cpu = family_block(text, "qemu_process_cpu_seconds_total")
+    for vm in (f"bare-{tag}", watched_name):  # the watched VM's from its poll, once
+        assert cpu.count(f'qemu_process_cpu_seconds_total{{vm="{vm}",mode="user"}} ') == 1, vm
+    rss = family_block(text, "qemu_process_resident_memory_bytes")
+    assert re.search(rf'qemu_process_resident_memory_bytes{{vm="bare-{tag}"}} [1-9]', rss)
+    assert f'vm="bare-{tag}"' in family_block(text, "qemu_process_start_time_seconds")
+    assert f'qemu_up{{vm="bare-{tag}"}}' not in text, "an unwatched process is not a VM"
+    assert f'qemu_vcpu_cpu_seconds_total{{vm="bare-{tag}"' not in text, "vCPUs need QMP"
+    for pid, vm in ((bare.pid, f"bare-{tag}"), (twin.pid, watched_name)):
+        assert re.search(
+            rf'qemu_process_info{{[^}}]*pid="{pid}",problem="no_monitor",[^}}]*vm="{vm}"}} 1', text
+        ), pid
+
+    renderer.removed(watched_name)
+    renderer.unwatched(())
+    assert f"bare-{tag}" not in renderer.body().decode(), "gone with the next scan"

@@ -9,6 +9,7 @@ import zlib
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.polling.state import Counters, Identity, VMState
+from qmp_exporter.polling.unwatched import UnwatchedHost
 
 NO_ERRORS = (("connect", 0), ("busy", 0), ("timeout", 0), ("protocol", 0), ("command", 0))
 #: Up and running, one collector, one event counter, one configured label.
@@ -189,3 +190,29 @@ def test_gzip_is_one_member() -> None:
         stream = zlib.decompressobj(31)  # gzip; stops at the end of the first member
         assert stream.decompress(renderer.gzipped(extra)) == EXPOSITION.encode() + extra
         assert stream.eof and stream.unused_data == b""
+
+
+def test_unwatched_processes_share_the_vms_families_and_never_take_a_vms_name() -> None:
+    renderer = FleetRenderer()
+    renderer.added("b", dataclasses.replace(A, monitor=MonitorConfig("b", "unix:/run/b.qmp")))
+    cpu = "qemu_process_cpu_seconds_total"
+    renderer.unwatched(
+        [
+            UnwatchedHost(20, "c", ((cpu, (("mode", "user"),), 7.0),)),
+            UnwatchedHost(30, "b", ((cpu, (("mode", "user"),), 9.0),)),  # a VM's name
+            UnwatchedHost(10, "a", ((cpu, (("mode", "user"),), 5.0),)),
+        ]
+    )
+    text = renderer.body().decode()
+    assert text.count(f"# TYPE {cpu} counter\n") == 1
+    block = text[text.index(f"# TYPE {cpu}") :]
+    assert block.startswith(
+        f'# TYPE {cpu} counter\n{cpu}{{vm="a",mode="user"}} 5\n{cpu}{{vm="c",mode="user"}} 7\n'
+    ), "sorted by vm, the VM's name left out"
+    assert 'qemu_up{vm="a"}' not in text and 'qemu_up{vm="c"}' not in text
+
+    renderer.added("c", B)  # a VM of that name now: the process's lines go
+    text = renderer.body().decode()
+    assert f'{cpu}{{vm="c"' not in text and f'{cpu}{{vm="a",mode="user"}} 5' in text
+    renderer.unwatched([])
+    assert cpu not in renderer.body().decode()

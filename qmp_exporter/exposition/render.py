@@ -3,7 +3,8 @@
 A scrape costs a join of cached chunks, not thousands of metric objects: each family is kept
 as bytes (and a gzip member) and rebuilt only when one of its lines changed; a VM's lines are
 re-rendered only when it changed, and only the per-poll lines after a routine poll. VMs are
-listed in every family sorted by name."""
+listed in every family sorted by name. The host figures of QEMU processes nothing watches
+(:meth:`FleetRenderer.unwatched`, from the process scan) are lines of the same families."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from qmp_exporter.exposition.families import (
 )
 from qmp_exporter.exposition.gzipstream import deflate_piece, gzip_stream
 from qmp_exporter.polling.state import RUN_STATES, VMState
+from qmp_exporter.polling.unwatched import UnwatchedHost
 from qmp_exporter.textformat import (
     Family,
     Labels,
@@ -122,16 +124,34 @@ def vm_lines(state: VMState) -> dict[str, str]:
     return {**stable_lines(state, vm), **per_poll_lines(state, vm)}
 
 
-class _VMText:
+def host_lines(host: UnwatchedHost) -> dict[str, str]:
+    """The lines of an unwatched QEMU process's host figures, by family."""
+    vm = vm_label(host.vm)
+    out: dict[str, str] = {}
+    for family, labels, value in host.samples:
+        out[family] = out.get(family, "") + _line(family, vm, labels, value)
+    return out
+
+
+class _Text:
+    """The rendered lines, by family, of one ``vm`` label."""
+
+    __slots__ = ("lines", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lines: dict[str, str] = {}
+
+
+class _VMText(_Text):
     """One VM's latest state and rendered lines, by family."""
 
-    __slots__ = ("label", "lines", "name", "state")
+    __slots__ = ("label", "state")
 
     def __init__(self, name: str, state: VMState) -> None:
-        self.name = name
+        super().__init__(name)
         self.state = state
         self.label = vm_label(name)
-        self.lines: dict[str, str] = {}
 
 
 class FleetRenderer:
@@ -143,6 +163,8 @@ class FleetRenderer:
 
     def __init__(self) -> None:
         self._vms: dict[str, _VMText] = {}
+        #: Unwatched QEMU processes by ``vm`` label (never the name of a VM of the fleet).
+        self._unwatched: dict[str, _Text] = {}
         #: Family -> VM name -> that VM's lines of the family, sorted by VM name.
         self._lines: dict[str, dict[str, str]] = {}
         self._stale: set[str] = set()
@@ -162,8 +184,10 @@ class FleetRenderer:
     # -- what the fleet tells ----------------------------------------------------------------
 
     def added(self, name: str, state: VMState) -> None:
-        """A VM joined: rendered at the next scrape."""
+        """A VM joined: rendered at the next scrape (an unwatched process's lines under its
+        name go)."""
         self.removed(name)
+        self._drop_unwatched(name)
         self._vms[name] = _VMText(name, state)
         self._stale.add(name)
 
@@ -188,6 +212,31 @@ class FleetRenderer:
         fresh = per_poll_lines(state, text.label)
         for family in PER_POLL_NAMES:
             self._set(text, family, fresh.get(family))
+
+    # -- what the process scan tells --------------------------------------------------------
+
+    def unwatched(self, hosts: Iterable[UnwatchedHost]) -> None:
+        """The host figures of the QEMU processes nothing watches, replacing the last ones:
+        lines of the same families as the VMs' own. One whose ``vm`` is the name of a VM of
+        the fleet (or of an earlier one of ``hosts``) is left out: one series per VM."""
+        fresh: dict[str, dict[str, str]] = {}
+        for host in hosts:
+            if host.vm not in self._vms and host.vm not in fresh:
+                fresh[host.vm] = host_lines(host)
+        for name in self._unwatched.keys() - fresh.keys():
+            self._drop_unwatched(name)
+        for name, lines in fresh.items():
+            text = self._unwatched.get(name)
+            if text is None:
+                text = self._unwatched[name] = _Text(name)
+            for family in text.lines.keys() | lines.keys():
+                self._set(text, family, lines.get(family))
+
+    def _drop_unwatched(self, name: str) -> None:
+        text = self._unwatched.pop(name, None)
+        if text is not None:
+            for family in list(text.lines):
+                self._set(text, family, None)
 
     # -- scrapes -----------------------------------------------------------------------------
 
@@ -250,7 +299,7 @@ class FleetRenderer:
 
     # -- keeping up ------------------------------------------------------------------------
 
-    def _set(self, text: _VMText, family: str, line: str | None) -> None:
+    def _set(self, text: _Text, family: str, line: str | None) -> None:
         """Make ``line`` the VM's text of ``family`` (None: it has none)."""
         if text.lines.get(family) == line:
             return

@@ -23,6 +23,7 @@ from pathlib import PurePosixPath
 from qmp_exporter.config import DEFAULT_RESCAN, Config, DiscoveryConfig, MonitorConfig
 from qmp_exporter.polling.cmdline import normalize_path
 from qmp_exporter.polling.processes import find_qemu_processes, process_monitors
+from qmp_exporter.polling.unwatched import UnwatchedHost, read_unwatched
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,15 @@ def _scan_processes(
     return rows
 
 
+def scan_and_read(
+    discovery: Iterable[DiscoveryConfig], configured: Sequence[MonitorConfig]
+) -> tuple[list[MonitorConfig], list[str], list[ProcessRow], tuple[UnwatchedHost, ...]]:
+    """As :func:`scan_all`, with the host figures of the unwatched QEMU processes."""
+    found, problems, rows = scan_all(discovery, configured)
+    hosts = read_unwatched((row.pid, row.vm) for row in rows if not row.watched)
+    return found, problems, rows, hosts
+
+
 class Discoverer:
     """Rescans the discovery globs of the running configuration; remembers what the last
     scan found and which problems it met."""
@@ -174,6 +184,7 @@ class Discoverer:
         self._discovered: tuple[MonitorConfig, ...] = ()
         self._problems: frozenset[str] = frozenset()
         self._processes: tuple[ProcessRow, ...] = ()
+        self._unwatched: tuple[UnwatchedHost, ...] = ()
         self._wake = asyncio.Event()
 
     @property
@@ -185,6 +196,11 @@ class Discoverer:
     def processes(self) -> tuple[ProcessRow, ...]:
         """The QEMU processes the last scan found (``- processes: true`` entries only)."""
         return self._processes
+
+    @property
+    def unwatched(self) -> tuple[UnwatchedHost, ...]:
+        """The host figures of the unwatched QEMU processes of the last scan, read then."""
+        return self._unwatched
 
     @property
     def problems(self) -> frozenset[str]:
@@ -208,8 +224,8 @@ class Discoverer:
         config = self._config
         before = self._discovered
         try:
-            found, problems, rows = await asyncio.to_thread(
-                scan_all, config.discovery, config.monitors
+            found, problems, rows, hosts = await asyncio.to_thread(
+                scan_and_read, config.discovery, config.monitors
             )
         except Exception as err:
             log.warning("discovery: rescan failed: %s", err)
@@ -219,6 +235,7 @@ class Discoverer:
             log.warning("discovery: %s", problem)
         self._problems = frozenset(problems)
         self._processes = tuple(rows)
+        self._unwatched = hosts
         self._discovered = tuple(found)
         if self._discovered != before and config.discovery:
             added = len(set(self._discovered) - set(before))
@@ -228,13 +245,13 @@ class Discoverer:
 
     async def changes(self) -> AsyncIterator[tuple[MonitorConfig, ...]]:
         """Rescan every :attr:`interval` (or at once after :meth:`update_config`) until
-        cancelled, yielding the discovered monitors whenever a rescan changed them or the
-        QEMU processes it found."""
+        cancelled, yielding the discovered monitors whenever a rescan changed them, the
+        QEMU processes it found, or the unwatched ones' host figures."""
         while True:
             self._wake.clear()
-            before, processes_before = self._discovered, self._processes
+            before = (self._discovered, self._processes, self._unwatched)
             found = await self.rescan()
-            if found != before or self._processes != processes_before:
+            if (found, self._processes, self._unwatched) != before:
                 yield found
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
