@@ -39,6 +39,7 @@ class QemuProcesses(Collector):
             info.add_metric([r.vm, str(r.pid), r.name, r.uuid, r.monitor, r.problem], 1)
         yield info
 
+
 #: The ``reason`` label of ``qmp_exporter_probe_failures_total`` (all exist at 0): the poll
 #: error reasons of a probe that reached no VM, then the refusals.
 PROBE_FAILURE_REASONS = (
