@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, without pip-installing into the system Python
 # (PEP 668): QEMU (the system's 7.2, and 10.0 from bookworm-backports unpacked beside it by
-# scripts/fetch-qemu10.sh: docs/qemu-versions.md), Prometheus + promtool, Alertmanager, Chromium, systemd-analyze, and the
+# scripts/fetch-qemu10.sh: docs/qemu-versions.md), Prometheus + promtool, Alertmanager, Chromium, systemd-analyze,
+# libvirt (daemon, QEMU driver and virsh; no system service), and the
 # Python libraries from the distribution (apt-get, as root), then a virtual environment .venv
 # that sees them (--system-site-packages) and holds only the test tools from PyPI.
 # Where python3 is not the distribution's (no apt-get), .venv gets everything from PyPI.
@@ -36,6 +37,13 @@ if command -v apt-get >/dev/null; then
     command -v curl >/dev/null || need_apt+=(curl)
     command -v man >/dev/null || need_apt+=(man-db)
     command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+    # libvirt for tests/test_libvirt_side_by_side.py, which runs libvirtd in session mode as its
+    # own child: the daemon and its QEMU driver without libvirt-daemon-system (no service, no
+    # socket units, no default network, no users).
+    for pkg in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || need_apt+=("$pkg")
+    done
     if [ "$PYTHON" = /usr/bin/python3 ]; then
         for pkg in python3-venv python3-prometheus-client python3-yaml python3-requests \
             python3-bcrypt; do

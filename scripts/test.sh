@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The subset of stage 2, named once (CONTRIBUTING.md, "Running a part of the tests").
-LATEST_LIBS='(not qemu and not prometheus and not package and not slow) or latest_libs_e2e'
+LATEST_LIBS='(not qemu and not prometheus and not package and not libvirt and not slow) or latest_libs_e2e'
 
 bash scripts/install-test-deps.sh
 export PATH="$PWD/.venv/bin:$PATH"
