@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.coalesce import Coalescer
+from qmp_exporter.collectors.hostproc import set_hold_budget
 from qmp_exporter.config import (
     AlertingConfig,
     Config,
@@ -175,6 +176,7 @@ class Exporter:
         """Start polling and listening."""
         monitors = self.monitors()
         limit = raise_fd_limit(len(monitors) + FD_RESERVE)
+        set_hold_budget((limit - len(monitors) - FD_RESERVE) // 2)  # host files kept open
         if len(monitors) + FD_RESERVE > limit:
             log.warning(
                 "open-files limit %d is too low for %d monitors: raise LimitNOFILE",

@@ -37,5 +37,5 @@ COLLECTORS: dict[str, type[Collector]] = {
 #: per connection. Each of the first four costs one small query per poll (about 4 x 1,000
 #: queries per interval for 1,000 VMs). ``migration`` and ``spice`` are off because most
 #: fleets never use them; ``kvm_stats`` because its answers are large (about 45 stats per
-#: vCPU every poll); ``host`` because it adds about 40% to a poll's CPU (docs/benchmarks.md).
+#: vCPU every poll); ``host`` because it adds about 27-45% to a poll's CPU (docs/benchmarks.md).
 DEFAULT_COLLECTORS: tuple[str, ...] = ("block", "vcpu", "memory", "balloon", "kvm")

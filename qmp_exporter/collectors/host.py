@@ -25,6 +25,7 @@ from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.hostproc import (
     GONE,
     UNSUPPORTED,
+    HeldFiles,
     ReadError,
     boot_time,
     check_qemu,
@@ -38,7 +39,7 @@ from qmp_exporter.collectors.hostproc import (
 )
 from qmp_exporter.collectors.values import as_dict, as_list
 from qmp_exporter.qmp import CommandError
-from qmp_exporter.textformat import Family, Sample
+from qmp_exporter.textformat import Family, Labels, Sample
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,13 @@ class HostCollector(Collector):
         self.proc_root = proc_root
         self.sys_root = sys_root
         self._base = f"{proc_root}/{pid}"
-        self._taps: list[str] | None = None
+        #: (tap, its labels, (family, statistic file) to read each poll), once found.
+        self._taps: list[tuple[str, Labels, list[tuple[str, str]]]] | None = None
         self._polls = 0
         self._slow: list[Sample] = []  # tap errors and drops, read every SLOW_EVERY polls
         self._slow_process: list[Sample] = []  # swap, likewise
         self._skip: set[str] = set()  # figures that failed for good on this connection
+        self._files = HeldFiles()  # stat, io, schedstat and tap counters, kept open
 
     @classmethod
     def for_connection(
@@ -175,17 +178,18 @@ class HostCollector(Collector):
     def read(self, threads: Sequence[tuple[int, int]]) -> list[Sample]:
         """Samples for the process and its vCPU ``threads`` ((index, thread id) pairs)."""
         base = self._base
-        stat = parse_stat(read_bytes(f"{base}/stat"))  # ReadError: the whole read failed
-        samples = [
-            CPU_SECONDS.sample((("mode", "user"),), stat.user_seconds),
-            CPU_SECONDS.sample((("mode", "system"),), stat.system_seconds),
+        files = self._files
+        stat = parse_stat(files.read(f"{base}/stat"))  # ReadError: the whole read failed
+        samples: list[Sample] = [
+            (CPU_SECONDS.name, _USER, stat.user_seconds),
+            (CPU_SECONDS.name, _SYSTEM, stat.system_seconds),
         ]
         try:
             start = boot_time(self.proc_root) + stat.start_after_boot
-            samples.append(START_TIME.sample((), start))
+            samples.append((START_TIME.name, (), start))
         except ReadError as err:
             note_missing(self.pid, "start time", err.reason)
-        samples.append(RESIDENT_BYTES.sample((), stat.resident_bytes))
+        samples.append((RESIDENT_BYTES.name, (), stat.resident_bytes))
         if self._polls % SLOW_EVERY == 0:
             self._slow_process = self._swap()
         samples.extend(self._slow_process)
@@ -193,14 +197,15 @@ class HostCollector(Collector):
             self._io(samples)
         for index, tid in threads:
             try:
-                run, delay = parse_schedstat(read_bytes(f"{base}/task/{tid}/schedstat"))
+                run, delay = parse_schedstat(files.read(f"{base}/task/{tid}/schedstat"))
             except ReadError as err:
                 note_missing(self.pid, "vcpu", err.reason)
                 continue
-            labels = (("vcpu", str(index)),)
-            samples.append(VCPU_SECONDS.sample(labels, run))
-            samples.append(VCPU_DELAY.sample(labels, delay))
-        self._network(samples)
+            labels = _vcpu_labels(index)
+            samples.append((VCPU_SECONDS.name, labels, run))
+            samples.append((VCPU_DELAY.name, labels, delay))
+        if "network" not in self._skip:
+            self._network(samples)
         self._polls += 1
         return samples
 
@@ -214,41 +219,65 @@ class HostCollector(Collector):
 
     def _io(self, samples: list[Sample]) -> None:
         try:
-            read, written = parse_io(read_bytes(f"{self._base}/io"))
+            read, written = parse_io(self._files.read(f"{self._base}/io"))
         except ReadError as err:
             reason = UNSUPPORTED if err.reason == GONE else err.reason
             note_missing(self.pid, "io", reason)
             self._skip.add("io")
             return
-        samples.append(IO_READ.sample((), read))
-        samples.append(IO_WRITE.sample((), written))
+        samples.append((IO_READ.name, (), read))
+        samples.append((IO_WRITE.name, (), written))
 
     def _network(self, samples: list[Sample]) -> None:
-        if "network" in self._skip:
-            return
         if self._taps is None or self._polls % TAP_SCAN_EVERY == 0:
             try:
-                self._taps = find_taps(self.pid, self.proc_root)
+                taps = find_taps(self.pid, self.proc_root)
             except ReadError as err:
                 note_missing(self.pid, "network", err.reason)
                 self._skip.add("network")
                 return
+            if self._taps is not None and taps != [tap for tap, _, _ in self._taps]:
+                self._files.close_all()  # a tap went: reopened as needed
+            self._taps = [
+                (
+                    tap,
+                    (("interface", tap),),
+                    [
+                        (family.name, f"{self.sys_root}/class/net/{tap}/statistics/{stat}")
+                        for family, stat in NETWORK
+                    ],
+                )
+                for tap in taps
+            ]
         slow = self._polls % SLOW_EVERY == 0
         if slow:
             self._slow = []
-        for tap in self._taps:
-            directory = f"{self.sys_root}/class/net/{tap}/statistics/"
-            labels = (("interface", tap),)
+        files = self._files
+        for tap, labels, counters in self._taps:
             try:
-                for family, stat in NETWORK:
-                    samples.append(family.sample(labels, read_counter(directory + stat)))
+                for family_name, path in counters:
+                    samples.append((family_name, labels, read_counter(path, files)))
                 if slow:
+                    directory = f"{self.sys_root}/class/net/{tap}/statistics/"
                     for family, stat in NETWORK_SLOW:
                         value = read_counter(directory + stat)
                         self._slow.append(family.sample(labels, value))
             except ReadError as err:
                 note_missing(self.pid, f"network {tap}", err.reason)
         samples.extend(self._slow)
+
+
+_USER: Labels = (("mode", "user"),)
+_SYSTEM: Labels = (("mode", "system"),)
+_VCPU_LABELS: dict[int, Labels] = {}
+
+
+def _vcpu_labels(index: int) -> Labels:
+    """The labels of vCPU ``index`` (one tuple per index, shared by every VM)."""
+    labels = _VCPU_LABELS.get(index)
+    if labels is None:
+        labels = _VCPU_LABELS[index] = (("vcpu", str(index)),)
+    return labels
 
 
 def vcpu_threads(answer: Any) -> list[tuple[int, int]]:

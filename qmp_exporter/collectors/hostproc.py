@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import re
-from dataclasses import dataclass
+import resource
+from typing import NamedTuple
 
 #: Why a figure is missing.
 GONE = "gone"  # the process, thread or interface no longer exists
@@ -41,7 +42,7 @@ class ReadError(ValueError):
 
 
 def _reason(err: OSError) -> str:
-    if err.errno in (errno.ENOENT, errno.ESRCH):
+    if err.errno in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
         return GONE
     if err.errno in (errno.EACCES, errno.EPERM):
         return PERMISSION
@@ -67,6 +68,68 @@ def read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
+class HeldFiles:
+    """Files read again on every poll, kept open and re-read from the start with one
+    ``pread`` (procfs and sysfs regenerate the text at offset 0): a third of the cost of
+    opening each time, and a held ``/proc/PID`` file never reads another process after the
+    PID is reused. At most :func:`set_hold_budget` files (else half the open-files
+    limit) are held by all of them; past that, files are opened for each read."""
+
+    __slots__ = ("_fds",)
+    _held = 0  # fds held by every instance
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def read(self, path: str) -> bytes:
+        """The file whole (up to 8 KiB); :class:`ReadError` when it cannot be read."""
+        fd = self._fds.get(path)
+        if fd is None:
+            if HeldFiles._held >= _hold_budget():
+                return read_bytes(path)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as err:
+                raise ReadError(_reason(err), path) from None
+            self._fds[path] = fd
+            HeldFiles._held += 1
+        try:
+            return os.pread(fd, 8192, 0)
+        except OSError as err:  # gone: open it again next time (a tap of the same name)
+            self.close(path)
+            raise ReadError(_reason(err), path) from None
+
+    def close(self, path: str) -> None:
+        """Stop holding ``path``."""
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            HeldFiles._held -= 1
+            os.close(fd)
+
+    def close_all(self) -> None:
+        """Stop holding any file."""
+        for path in list(self._fds):
+            self.close(path)
+
+    def __del__(self) -> None:
+        self.close_all()
+
+
+_budget: list[int] = []
+
+
+def set_hold_budget(files: int) -> None:
+    """Hold at most ``files`` files in all (the exporter gives what its sockets leave)."""
+    _budget[:] = [max(0, files)]
+
+
+def _hold_budget() -> int:
+    if not _budget:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        _budget.append(1 << 16 if soft == resource.RLIM_INFINITY else soft // 2)
+    return _budget[0]
+
+
 _boot_times: dict[str, float] = {}
 
 
@@ -86,8 +149,7 @@ def boot_time(proc_root: str = "/proc") -> float:
     raise ReadError(MALFORMED, "no btime in /proc/stat")
 
 
-@dataclass(frozen=True)
-class ProcessStat:
+class ProcessStat(NamedTuple):
     """What ``/proc/PID/stat`` says of a process."""
 
     comm: str
@@ -131,11 +193,19 @@ def _status_kb(data: bytes, key: bytes) -> int | None:
 
 def parse_io(data: bytes) -> tuple[int, int]:
     """``read_bytes`` and ``write_bytes`` of ``/proc/PID/io`` (what reached storage)."""
-    values = dict(line.partition(b":")[::2] for line in data.splitlines())
     try:
-        return int(values[b"read_bytes"]), int(values[b"write_bytes"])
-    except (KeyError, ValueError) as err:
+        return _io_field(data, b"\nread_bytes:"), _io_field(data, b"\nwrite_bytes:")
+    except ValueError as err:
         raise ReadError(MALFORMED, f"io: {err}") from None
+
+
+def _io_field(data: bytes, key: bytes) -> int:
+    start = data.find(key)
+    if start < 0:
+        raise ValueError(f"no {key[1:-1].decode()}")
+    start += len(key)
+    end = data.find(b"\n", start)
+    return int(data[start : end if end >= 0 else None])
 
 
 def parse_schedstat(data: bytes) -> tuple[float, float]:
@@ -190,9 +260,9 @@ def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
     return names
 
 
-def read_counter(path: str) -> int:
-    """One integer file (a sysfs statistic)."""
+def read_counter(path: str, files: HeldFiles | None = None) -> int:
+    """One integer file (a sysfs statistic), through ``files`` when given."""
     try:
-        return int(read_bytes(path))
+        return int(read_bytes(path) if files is None else files.read(path))
     except ValueError as err:
         raise ReadError(MALFORMED, f"{path}: {err}") from None
