@@ -36,6 +36,7 @@ DASHBOARD = REPO / "grafana" / "qmp-exporter.json"
 GRAFANA_VARIABLES = {
     "$__rate_interval": "15s",
     "$__range": "1h",
+    "$hypervisor": ".*",
     "$instance": ".*",
     "$vm": ".*",
 }

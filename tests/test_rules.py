@@ -103,4 +103,43 @@ def test_recording_rules_follow_naming_convention() -> None:
     records = [rule["record"] for rule in _rules() if "record" in rule]
     assert records
     for name in records:
-        assert re.fullmatch(r"[a-z_]+:(qemu|qmp_exporter)_[a-z_]+:[a-z0-9_]+", name), name
+        assert re.fullmatch(r"[a-z_]*:(qemu|qmp_exporter)_[a-z_]+:[a-z0-9_]+", name), name
+
+
+def _expr_tests() -> list[tuple[set[str], str]]:
+    """Each promql_expr_test's expression with the `hypervisor` values of its input series."""
+    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    cases = []
+    for test in tests:
+        hypervisors = {
+            match.group(1)
+            for series in test.get("input_series", [])
+            for match in [re.search(r'hypervisor="([^"]+)"', series["series"])]
+            if match
+        }
+        cases += [(hypervisors, case["expr"]) for case in test.get("promql_expr_test", [])]
+    return cases
+
+
+def test_every_recording_rule_is_tested_on_two_hypervisors() -> None:
+    """Each recording rule's value is checked (against the raw sums, written out) on an input
+    of two hypervisors, so a rule that drops or merges `hypervisor` fails promtool."""
+    tested = {expr for hypervisors, expr in _expr_tests() if len(hypervisors) >= 2}
+    records = {rule["record"] for rule in _rules() if "record" in rule}
+    fleet = {name for name in records if not name.startswith("job")}
+    assert fleet, "no fleet recording rules"
+    assert fleet - tested == set()
+
+
+def test_alerts_keep_the_hypervisor_label() -> None:
+    """An alert that aggregates keeps `hypervisor` (and `vm`, but for QemuExporterDown) in its
+    grouping, and every firing expectation carries `hypervisor`."""
+    for name, rule in _alerts().items():
+        for grouping in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"]):
+            labels = {label.strip() for label in grouping.split(",")}
+            assert "hypervisor" in labels, name
+            assert "vm" in labels or name in ALERTS_WITHOUT_VM, name
+        assert not re.search(r"\b(without|ignoring)\b", rule["expr"]), name
+    for case in _alert_tests():
+        for alert in case["exp_alerts"]:
+            assert alert["exp_labels"].get("hypervisor"), case["alertname"]
