@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import prometheus_client
 import pytest
+import requests
 
 from qmp_exporter.alerting import AlertPusher, build_alert
 from qmp_exporter.config import ConfigError, MonitorConfig, parse_config
 from qmp_exporter.config.alert_labels import MAX_ALERT_LABEL_VALUE, MAX_ALERT_LABELS
 from qmp_exporter.qmp import Event
+from tests.helpers.exporter import wait_for
+from tests.helpers.ops_stack import alertmanager
 
 WEB = MonitorConfig("web", "unix:/run/web.qmp", labels=(("site", "lab"),))
 VNC = Event("VNC_CONNECTED", {"client": {"host": "192.0.2.7"}})
@@ -36,14 +41,20 @@ def test_pushed_alert_carries_the_constant_labels_under_its_own() -> None:
     }
 
 
-def test_pusher_adds_the_configured_labels() -> None:
-    config = parse_config(alerting({"hypervisor": "hv2"})).alerting
-    pusher = AlertPusher(config, prometheus_client.CollectorRegistry())
-    sent: list[dict[str, object]] = []
-    pusher._deliveries[0].put = lambda alert, ends_at: sent.append(alert)  # type: ignore[method-assign]
-    pusher.notify(WEB, VNC)
-    pusher.close()
-    assert [alert["labels"]["hypervisor"] for alert in sent] == ["hv2"]  # type: ignore[index]
+@pytest.mark.prometheus
+def test_pusher_adds_the_configured_labels_in_a_real_alertmanager(tmp_path: Path) -> None:
+    with alertmanager(tmp_path) as url:
+        config = parse_config(
+            {"alerting": {"alertmanagers": [url], "labels": {"hypervisor": "hv2"}}}
+        ).alerting
+        pusher = AlertPusher(config, prometheus_client.CollectorRegistry())
+        pusher.start()
+        try:
+            pusher.notify(WEB, VNC)
+            alerts = wait_for(lambda: requests.get(f"{url}/api/v2/alerts", timeout=5).json())
+        finally:
+            pusher.close()
+    assert [(a["labels"]["hypervisor"], a["labels"]["vm"]) for a in alerts] == [("hv2", "web")]
 
 
 @pytest.mark.parametrize(
