@@ -85,10 +85,15 @@ def _timestamp(seconds: float) -> str:
 
 
 def build_alert(
-    monitor: MonitorConfig, event: Event, now: float, resolve_after: float
+    monitor: MonitorConfig,
+    event: Event,
+    now: float,
+    resolve_after: float,
+    constant_labels: tuple[tuple[str, str], ...] = (),
 ) -> dict[str, Any]:
-    """The Alertmanager API v2 alert for one event of one VM."""
-    labels = {**monitor.label_dict, "alertname": alert_name(event.name)}
+    """The Alertmanager API v2 alert for one event of one VM; ``constant_labels``
+    (``alerting.labels``) go under the monitor's own labels."""
+    labels = {**dict(constant_labels), **monitor.label_dict, "alertname": alert_name(event.name)}
     labels.update(vm=monitor.name, event=event.name)
     details: dict[str, str] = {}
     _flatten(event.data, "", details)
@@ -285,7 +290,7 @@ class AlertPusher:
         if event.name not in self._events or not self._deliveries or self._stop.is_set():
             return
         now = time.time()
-        alert = build_alert(monitor, event, now, self.resolve_after)
+        alert = build_alert(monitor, event, now, self.resolve_after, self.config.labels)
         for delivery in self._deliveries:
             delivery.put(alert, now + self.resolve_after)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qmp_exporter.collectors import COLLECTORS
+from qmp_exporter.config.alert_labels import alert_labels
 from qmp_exporter.config.durations import parse_duration
 from qmp_exporter.config.schema import ConfigError as ConfigError  # re-exported
 from qmp_exporter.config.schema import (
@@ -72,6 +73,8 @@ class AlertingConfig:
 
     alertmanagers: tuple[str, ...] = ()
     events: tuple[str, ...] = DEFAULT_ALERT_EVENTS
+    #: Constant labels on every pushed alert (e.g. ``hypervisor``), sorted by name.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +244,7 @@ def _monitors(value: Any, errors: Errors) -> tuple[MonitorConfig, ...]:
 
 
 def _alerting(value: Any, errors: Errors) -> AlertingConfig:
-    raw = mapping(value, "alerting", errors, {"alertmanagers", "events"})
+    raw = mapping(value, "alerting", errors, {"alertmanagers", "events", "labels"})
     urls: list[str] = []
     managers = raw.get("alertmanagers", [])
     for path, url in list_items(managers, "alerting.alertmanagers", errors, "a list of URLs"):
@@ -256,7 +259,8 @@ def _alerting(value: Any, errors: Errors) -> AlertingConfig:
             errors.add(path, f"not a QMP event name: {excerpt(name)}")
         else:
             names.append(name)
-    return AlertingConfig(tuple(urls), tuple(names))
+    labels = alert_labels(raw.get("labels"), "alerting.labels", errors)
+    return AlertingConfig(tuple(urls), tuple(names), labels)
 
 
 def _collectors(value: Any, path: str, errors: Errors) -> tuple[str, ...] | None:
