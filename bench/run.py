@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from docsection import replace_section
 from procs import (
     REPO,
     ExporterProcess,
@@ -626,14 +627,7 @@ def _cpu_count() -> int:
 
 def write_section(path: Path, section: str) -> None:
     """Replace the results between the markers; add a "Scale" section if there is none."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n## Scale\n\n" + section
-    path.write_text(text)
+    replace_section(path, section, BEGIN, END, "Scale")
 
 
 def plot(sizes: list[SizeResult], path: Path) -> None:

@@ -11,6 +11,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from docsection import replace_section  # bench/ is no package: found through sys.path
+
 #: Collectors the simulator answers for; ``host`` needs a real QEMU process (its /proc).
 SIM_COLLECTORS = ("block", "vcpu", "memory", "balloon", "kvm", "migration", "spice", "kvm_stats")
 BEGIN = "<!-- fleet-sizing:begin (written by bench/sizing.py; edits here are overwritten) -->"
@@ -164,13 +168,7 @@ def _prometheus_version() -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace the text between the markers; add a "Fleet sizing" section if there is none."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Fleet sizing\n\n" + section
-    path.write_text(text)
+    replace_section(path, section, BEGIN, END, "Fleet sizing")
 
 
 def plot(results: Results, path: Path) -> bool:
