@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers.exporter import REPO, ExporterProcess, free_port, wait_for
-from tests.helpers.ops_stack import Process, alertmanager, require_binary
+from tests.helpers.exporter import REPO, ExporterProcess, wait_for
+from tests.helpers.ops_stack import alertmanager, prometheus
 
 pytestmark = pytest.mark.prometheus
 
@@ -62,22 +62,12 @@ def sim_command(control: Path, line: str) -> str:
 def prometheus_process(
     workdir: Path, config: dict[str, Any], args: list[str], storage_flag: str
 ) -> Iterator[str]:
-    """A real Prometheus (central or agent) on 127.0.0.1; yields its base URL."""
+    """A real Prometheus (central or agent) in ``workdir`` on 127.0.0.1; yields its base URL."""
     workdir.mkdir()
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = Process(
-        [require_binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-         f"{storage_flag}={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--log.level=warn", *args],
-        workdir / "prometheus.log",
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        process.wait_http_ok(f"{url}/-/ready")
+    with prometheus(
+        workdir, yaml.safe_dump(config), args=args, storage_flag=storage_flag
+    ) as url:
         yield url
-    finally:
-        process.stop()
 
 
 def central_config(alertmanager_url: str) -> dict[str, Any]:

@@ -99,8 +99,17 @@ def alertmanager(tmp_path: Path, port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def prometheus(tmp_path: Path, config_text: str, rule_files: Sequence[Path] = ()) -> Iterator[str]:
-    """A real Prometheus with ``config_text`` (rule files copied next to it); yields its URL."""
+def prometheus(
+    tmp_path: Path,
+    config_text: str,
+    rule_files: Sequence[Path] = (),
+    *,
+    args: Sequence[str] = (),
+    storage_flag: str = "--storage.tsdb.path",
+) -> Iterator[str]:
+    """A real Prometheus with ``config_text`` (rule files copied next to it); yields its URL.
+    ``args`` adds flags (``--enable-feature=agent``, which takes ``--storage.agent.path`` as
+    its ``storage_flag``)."""
     binary = require_binary("prometheus")
     for rule_file in rule_files:
         shutil.copy(rule_file, tmp_path / rule_file.name)
@@ -111,9 +120,10 @@ def prometheus(tmp_path: Path, config_text: str, rule_files: Sequence[Path] = ()
         [
             binary,
             f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+            f"{storage_flag}={tmp_path / 'prometheus-data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
+            *args,
         ],
         tmp_path / "prometheus.log",
     )
