@@ -6,14 +6,13 @@ from pathlib import Path
 
 import prometheus_client
 import pytest
-import requests
 
 from qmp_exporter.alerting import AlertPusher, build_alert
 from qmp_exporter.config import ConfigError, MonitorConfig, parse_config
 from qmp_exporter.config.alert_labels import MAX_ALERT_LABEL_VALUE, MAX_ALERT_LABELS
 from qmp_exporter.qmp import Event
 from tests.helpers.exporter import wait_for
-from tests.helpers.ops_stack import alertmanager
+from tests.helpers.ops_stack import alertmanager, alertmanager_alerts
 
 WEB = MonitorConfig("web", "unix:/run/web.qmp", labels=(("site", "lab"),))
 VNC = Event("VNC_CONNECTED", {"client": {"host": "192.0.2.7"}})
@@ -51,7 +50,7 @@ def test_pusher_adds_the_configured_labels_in_a_real_alertmanager(tmp_path: Path
         pusher.start()
         try:
             pusher.notify(WEB, VNC)
-            alerts = wait_for(lambda: requests.get(f"{url}/api/v2/alerts", timeout=5).json())
+            alerts = wait_for(lambda: alertmanager_alerts(url))
         finally:
             pusher.close()
     assert [(a["labels"]["hypervisor"], a["labels"]["vm"]) for a in alerts] == [("hv2", "web")]

@@ -5,18 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import requests
-
 from tests.helpers.exporter import ExporterProcess, wait_for
-from tests.helpers.ops_stack import alertmanager
+from tests.helpers.ops_stack import alertmanager, alertmanager_alerts
 from tests.helpers.qemu import QemuVM
 from tests.helpers.rfb import rfb_handshake
-
-
-def am_alerts(url: str) -> list[dict]:
-    response = requests.get(f"{url}/api/v2/alerts", timeout=5)
-    response.raise_for_status()
-    return response.json()
 
 
 def test_vnc_login_reaches_alertmanager(
@@ -31,9 +23,9 @@ def test_vnc_login_reaches_alertmanager(
         }
         with ExporterProcess(config) as exporter:
             wait_for(lambda: exporter.value("qemu_up", vm="console") == 1)
-            assert am_alerts(am_url) == []
+            assert alertmanager_alerts(am_url) == []
             with rfb_handshake(vm.vnc_port):
-                alerts = wait_for(lambda: am_alerts(am_url), timeout=10)
+                alerts = wait_for(lambda: alertmanager_alerts(am_url), timeout=10)
             labels = alerts[0]["labels"]
             assert labels["vm"] == "console"
             assert labels["event"] == "VNC_CONNECTED"

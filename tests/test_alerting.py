@@ -13,14 +13,13 @@ from typing import ClassVar
 
 import prometheus_client
 import pytest
-import requests
 
 from qmp_exporter import alerting
 from qmp_exporter.alerting import AlertPusher, alert_name, build_alert
 from qmp_exporter.config import AlertingConfig, MonitorConfig
 from qmp_exporter.qmp import Event
 from tests.helpers.exporter import free_port, wait_for
-from tests.helpers.ops_stack import alertmanager
+from tests.helpers.ops_stack import alertmanager, alertmanager_alerts
 
 WEB = MonitorConfig("web", "unix:/run/qemu/web.qmp", labels=(("site", "lab"),))
 VNC_CONNECTED = Event(
@@ -37,12 +36,6 @@ STOP = Event("STOP", {}, 1767225601.0)
 def _value(registry: prometheus_client.CollectorRegistry, name: str, **labels: str) -> float:
     value = registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
-
-
-def _am_alerts(url: str) -> list[dict]:
-    response = requests.get(f"{url}/api/v2/alerts", timeout=5)
-    response.raise_for_status()
-    return response.json()
 
 
 @pytest.fixture
@@ -115,7 +108,7 @@ def test_pushed_alert_appears_in_real_alertmanager(tmp_path: Path, registry, pus
         pusher = _pusher(pushers, url, registry=registry, resolve_after=120)
         pusher.notify(WEB, STOP)  # not in alerting.events: not pushed
         pusher.notify(WEB, VNC_CONNECTED)
-        alerts = wait_for(lambda: _am_alerts(url))
+        alerts = wait_for(lambda: alertmanager_alerts(url))
         assert len(alerts) == 1
         alert = alerts[0]
         assert alert["labels"] == {
@@ -134,7 +127,9 @@ def test_pushed_alert_appears_in_real_alertmanager(tmp_path: Path, registry, pus
 
         panic = Event("GUEST_PANICKED", {"action": "pause", "info": {"type": "hyper-v"}})
         pusher.notify(MonitorConfig("db", "unix:/db"), panic)
-        alerts = wait_for(lambda: [a for a in _am_alerts(url) if a["labels"]["vm"] == "db"])
+        alerts = wait_for(
+            lambda: [a for a in alertmanager_alerts(url) if a["labels"]["vm"] == "db"]
+        )
         assert alerts[0]["labels"]["alertname"] == "QemuEventGuestPanicked"
         assert alerts[0]["annotations"]["info_type"] == "hyper-v"
         wait_for(lambda: _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 2)
@@ -145,7 +140,7 @@ def test_one_alertmanager_down_does_not_delay_the_other(tmp_path: Path, registry
     down = f"http://127.0.0.1:{free_port()}"
     with alertmanager(tmp_path) as up:
         _pusher(pushers, down, up, registry=registry).notify(WEB, VNC_CONNECTED)
-        wait_for(lambda: _am_alerts(up), timeout=3)
+        wait_for(lambda: alertmanager_alerts(up), timeout=3)
         wait_for(
             lambda: _value(registry, "qmp_exporter_alert_errors_total", alertmanager=down) >= 1
         )
@@ -162,7 +157,7 @@ def test_alert_is_delivered_once_alertmanager_comes_up(tmp_path: Path, registry,
     pusher.notify(WEB, VNC_CONNECTED)
     wait_for(lambda: _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url) >= 1)
     with alertmanager(tmp_path, port=port):
-        alerts = wait_for(lambda: _am_alerts(url), timeout=15)
+        alerts = wait_for(lambda: alertmanager_alerts(url), timeout=15)
         assert alerts[0]["labels"]["vm"] == "web"
     assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 1
     assert (

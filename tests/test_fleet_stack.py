@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from tests.helpers.exporter import REPO, ExporterProcess, wait_for
-from tests.helpers.ops_stack import alertmanager, prometheus
+from tests.helpers.ops_stack import alertmanager, alertmanager_alerts, prometheus
 
 pytestmark = pytest.mark.prometheus
 
@@ -144,12 +144,7 @@ def recorded_equals_raw(url: str, recorded: str, raw: str, label: str) -> dict[s
 
 
 def alerts_named(alertmanager_url: str, alertname: str) -> list[dict[str, str]]:
-    response = requests.get(
-        f"{alertmanager_url}/api/v2/alerts", params={"filter": f'alertname="{alertname}"'},
-        timeout=5,
-    )  # fmt: skip
-    response.raise_for_status()
-    return [alert["labels"] for alert in response.json()]
+    return [alert["labels"] for alert in alertmanager_alerts(alertmanager_url, alertname)]
 
 
 def test_three_hypervisors_through_agents_into_one_central_prometheus(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import yaml
 
 from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from tests.helpers.exporter import ExporterProcess, wait_for
-from tests.helpers.ops_stack import alertmanager, prometheus, require_binary
+from tests.helpers.ops_stack import alertmanager, alertmanager_alerts, prometheus, require_binary
 from tests.helpers.qemu import QemuVM
 from tests.helpers.qemu_versions import QemuBuild
 from tests.helpers.rfb import rfb_handshake
@@ -143,15 +143,6 @@ def _firing(stack: Stack) -> list[dict[str, Any]]:
     return [a for a in response.json()["data"]["alerts"] if a["state"] == "firing"]
 
 
-def _alertmanager_alerts(stack: Stack, alertname: str) -> list[dict[str, Any]]:
-    response = requests.get(
-        f"{stack.alertmanager}/api/v2/alerts",
-        params={"filter": f'alertname="{alertname}"'},
-        timeout=5,
-    )
-    return response.json()
-
-
 def test_vnc_alert_fires_after_a_real_vnc_connection(stack: Stack) -> None:
     alerts = wait_for(
         lambda: [a for a in _firing(stack) if a["labels"]["alertname"] == "QemuVncClientConnected"],
@@ -167,7 +158,9 @@ def test_vnc_alert_fires_after_a_real_vnc_connection(stack: Stack) -> None:
     assert alerts[0]["annotations"]["summary"] == f"VNC client connected to VM {stack.vnc_vm}"
     # ... and Prometheus delivered it to Alertmanager.
     delivered = wait_for(
-        lambda: _alertmanager_alerts(stack, "QemuVncClientConnected"), 15, "alert in Alertmanager"
+        lambda: alertmanager_alerts(stack.alertmanager, "QemuVncClientConnected"),
+        15,
+        "alert in Alertmanager",
     )
     assert delivered[0]["labels"]["vm"] == stack.vnc_vm
 
@@ -180,7 +173,7 @@ def test_no_other_alert_fires(stack: Stack) -> None:
 def test_exporter_pushes_the_vnc_login_to_alertmanager_at_once(stack: Stack) -> None:
     """The exporter's own push (not Prometheus): needs AlertPusher wired into the app."""
     pushed = wait_for(
-        lambda: _alertmanager_alerts(stack, "QemuEventVncConnected"),
+        lambda: alertmanager_alerts(stack.alertmanager, "QemuEventVncConnected"),
         10,
         "QemuEventVncConnected in Alertmanager (is AlertPusher wired into qmp_exporter/app.py?)",
     )

@@ -8,21 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.helpers.exporter import ExporterProcess, wait_for
-from tests.helpers.ops_stack import alertmanager
+from tests.helpers.ops_stack import alertmanager, alertmanager_alerts
 from tests.helpers.qemu import QemuVM, free_vnc_display, qmp_command, tcp_port_listening
 from tests.helpers.rfb import RFBAuthError, rfb_handshake, rfb_version_only
 
 #: QEMU keeps only the first 8 characters of a VNC password.
 PASSWORD = "s3cret!8"
-
-
-def am_alerts(url: str) -> list[dict]:
-    response = requests.get(f"{url}/api/v2/alerts", timeout=5)
-    response.raise_for_status()
-    return response.json()
 
 
 def test_wrong_password_and_early_leaver_are_two_failures_and_the_right_one_a_login(
@@ -72,7 +65,7 @@ def test_wrong_password_and_early_leaver_are_two_failures_and_the_right_one_a_lo
             wait_for(
                 lambda: exporter.value("qmp_exporter_alerts_sent_total", alertmanager=am_url) == 2
             )
-            alerts = am_alerts(am_url)
+            alerts = alertmanager_alerts(am_url)
             # Both failures have the same labels: one alert to Alertmanager, updated.
             assert [a["labels"]["alertname"] for a in alerts] == ["QemuEventVncHandshakeFailed"]
             labels, annotations = alerts[0]["labels"], alerts[0]["annotations"]

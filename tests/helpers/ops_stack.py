@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -133,6 +134,15 @@ def prometheus(
         yield url
     finally:
         process.stop()
+
+
+def alertmanager_alerts(url: str, alertname: str | None = None) -> list[dict[str, Any]]:
+    """The alerts a real Alertmanager holds (API v2), all or those named ``alertname``."""
+    params = {"filter": f'alertname="{alertname}"'} if alertname else None
+    response = requests.get(f"{url}/api/v2/alerts", params=params, timeout=5)
+    response.raise_for_status()
+    alerts: list[dict[str, Any]] = response.json()
+    return alerts
 
 
 _PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
