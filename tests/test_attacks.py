@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 import requests
 
 from tests.helpers.exporter import REPO, ExporterProcess, parse_samples, wait_for
+from tests.helpers.sim_fleet import read_line, simulated_fleet
 from tests.helpers.tls_certs import PKI, make_pki
 
 VMS = 300
@@ -55,19 +55,8 @@ class Fleet:
 @contextlib.contextmanager
 def _fleet(directory: Path) -> Iterator[Fleet]:
     """A simulated fleet of its own (a QEMU monitor serves one client: one per exporter)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "qmp_exporter.sim", "--count", str(VMS), "--dir", str(directory)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        assert _read_line(process, 30) == f"ready {VMS}"
+    with simulated_fleet(directory, VMS) as process:
         yield Fleet(process, directory)
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +89,6 @@ def tls(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter
         with exporter:
             _wait_all_up(exporter, verify=str(pki.ca))
             yield exporter
-
-
-def _read_line(process: subprocess.Popen[bytes], timeout: float) -> str:
-    """The child's next stdout line, or fail after ``timeout`` seconds."""
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    assert ready, f"no line from {process.args} in {timeout}s"
-    return process.stdout.readline().decode().strip()
 
 
 def _scrape(exporter: ExporterProcess, verify: str | None) -> tuple[float, str]:
@@ -179,7 +160,7 @@ def attack(
         stdout=subprocess.PIPE,
     )
     try:
-        assert _read_line(child, 60).startswith("ready")
+        assert read_line(child, 60).startswith("ready")
         time.sleep(0.5)  # let the attack settle in
         for _ in range(scrapes):
             seconds, text = _scrape(exporter, verify)
@@ -190,7 +171,7 @@ def attack(
     finally:
         assert child.stdin is not None
         child.stdin.close()
-        stats = _read_line(child, 20)
+        stats = read_line(child, 20)
         child.wait(10)
     outcome.attacker = json.loads(stats.removeprefix("stats "))
     # Within 30 s of the end (the issue's check), polled so that a quick return costs nothing.

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import yaml
 
 from tests.helpers.exporter import REPO, ExporterProcess, wait_for
 from tests.helpers.ops_stack import alertmanager, alertmanager_alerts, prometheus
+from tests.helpers.sim_fleet import simulated_fleet
 
 pytestmark = pytest.mark.prometheus
 
@@ -32,21 +31,13 @@ WAIT = 30.0
 
 
 @contextlib.contextmanager
-def simulated_fleet(directory: Path, count: int, seed: int) -> Iterator[Path]:
-    """``python -m qmp_exporter.sim`` serving ``count`` VMs; yields its control socket."""
+def controlled_fleet(directory: Path, count: int, seed: int) -> Iterator[Path]:
+    """``count`` simulated VMs in ``directory/vms``; yields the fleet's control socket."""
     control = directory / "control.sock"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "qmp_exporter.sim", "--count", str(count),
-         "--dir", str(directory / "vms"), "--control", str(control), "--seed", str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == f"ready {count}"
+    with simulated_fleet(
+        directory / "vms", count, "--control", str(control), "--seed", str(seed)
+    ):
         yield control
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def sim_command(control: Path, line: str) -> str:
@@ -162,7 +153,7 @@ def test_three_hypervisors_through_agents_into_one_central_prometheus(tmp_path: 
         for seed, (hypervisor, count) in enumerate(FLEETS.items()):
             home = tmp_path / hypervisor
             home.mkdir()
-            controls[hypervisor] = stack.enter_context(simulated_fleet(home, count, seed))
+            controls[hypervisor] = stack.enter_context(controlled_fleet(home, count, seed))
             exporter = stack.enter_context(
                 ExporterProcess(exporter_config(home / "vms", hypervisor, am_url), log_level="info")
             )
