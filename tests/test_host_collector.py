@@ -74,19 +74,23 @@ def test_figures_and_the_guests_direction(tmp_path):
     assert got[("qemu_network_receive_errors_total", tap)] == 0
 
 
-def test_slow_counters_are_kept_between_their_reads(tmp_path):
+def test_every_tap_counter_is_fresh_each_poll_and_swap_every_tenth(tmp_path):
     collector, _ = host(tmp_path)
     first = collect(collector)
     stats = tmp_path / "sys/class/net/vnet7/statistics"
     (stats / "tx_dropped").write_text("9\n")
     (stats / "tx_bytes").write_text("3000\n")
-    drops = ("qemu_network_receive_drops_total", (("interface", "vnet7"),))
+    status = next((tmp_path / "proc").glob("*/status"))
+    status.write_text(status.read_text().replace(f"VmSwap:\t{128:8d} kB", f"VmSwap:\t{256:8d} kB"))
+    tap = (("interface", "vnet7"),)
+    swap = ("qemu_process_swap_bytes", ())
     second = collect(collector)
-    assert second[("qemu_network_receive_bytes_total", (("interface", "vnet7"),))] == 3000
-    assert second[drops] == first[drops] == 5
+    assert second[("qemu_network_receive_bytes_total", tap)] == 3000
+    assert second[("qemu_network_receive_drops_total", tap)] == 9
+    assert second[swap] == first[swap] == 128 * 1024
     for _ in range(SLOW_EVERY - 2):
         collect(collector)
-    assert collect(collector)[drops] == 9
+    assert collect(collector)[swap] == 256 * 1024
 
 
 def test_unreadable_figures_are_absent_not_zero(tmp_path, caplog):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from qmp_exporter.collectors.hostproc import GONE, HeldFiles, ReadError, parse_schedstat
+from qmp_exporter.collectors.hostproc import GONE, HeldFiles, ReadError, parse_io, parse_schedstat
 
 
 def test_a_held_file_reads_the_kernels_current_text():
@@ -44,3 +45,12 @@ def test_dropping_the_holder_closes_its_files():
     assert HeldFiles._held == start + 2
     del files
     assert HeldFiles._held == start
+
+
+def test_io_of_the_kernels_layout_and_of_a_shorter_one():
+    text = Path("/proc/self/io").read_bytes()
+    fields = dict(line.split(b": ") for line in text.splitlines())
+    assert parse_io(text) == (int(fields[b"read_bytes"]), int(fields[b"write_bytes"]))
+    assert parse_io(b"rchar: 1\nwchar: 2\nread_bytes: 30\nwrite_bytes: 40\n") == (30, 40)
+    with pytest.raises(ReadError):
+        parse_io(b"rchar: 1\n")

@@ -1,5 +1,5 @@
 """The host's view of a VM: what its QEMU process costs the hypervisor, read from ``/proc``
-and ``/sys`` on each poll (never on a scrape).
+and the kernel's network statistics (rtnetlink, else ``/sys``) on each poll (never on a scrape).
 
 Sample output::
 
@@ -18,7 +18,9 @@ line per process, figure and cause.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from itertools import repeat
 from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
@@ -33,9 +35,17 @@ from qmp_exporter.collectors.hostproc import (
     parse_io,
     parse_schedstat,
     parse_stat,
+    parse_stat_times,
     parse_swap,
     read_bytes,
-    read_counter,
+)
+from qmp_exporter.collectors.linkstats import (
+    HOST_STATS,
+    REAL_SYS,
+    Counters,
+    interface_index,
+    link_stats,
+    sysfs_counters,
 )
 from qmp_exporter.collectors.values import as_dict, as_list
 from qmp_exporter.qmp import CommandError
@@ -67,30 +77,34 @@ VCPU_DELAY = Family(
     "counter",
     "Time the vCPU's thread was runnable but waited for a host CPU (the guest's steal time).",
 )
-#: (family, host-side statistic file): the guest's direction, as libvirt gives it; what the
-#: guest received is what the host side of its tap transmitted.
-NETWORK = (
-    (Family("qemu_network_receive_bytes_total", "counter", "Bytes the guest received."),
-     "tx_bytes"),
-    (Family("qemu_network_receive_packets_total", "counter", "Packets the guest received."),
-     "tx_packets"),
-    (Family("qemu_network_transmit_bytes_total", "counter", "Bytes the guest sent."),
-     "rx_bytes"),
-    (Family("qemu_network_transmit_packets_total", "counter", "Packets the guest sent."),
-     "rx_packets"),
-)  # fmt: skip
-#: Read every ``SLOW_EVERY`` polls only (they rarely move): half the sysfs reads per tap
-#: (swap, from ``status``, likewise).
-NETWORK_SLOW = (
-    (Family("qemu_network_receive_errors_total", "counter", "Receive errors of the guest's tap."),
-     "tx_errors"),
-    (Family("qemu_network_receive_drops_total", "counter", "Frames for the guest dropped."),
-     "tx_dropped"),
-    (Family("qemu_network_transmit_errors_total", "counter", "Send errors of the guest's tap."),
-     "rx_errors"),
-    (Family("qemu_network_transmit_drops_total", "counter", "Frames from the guest dropped."),
-     "rx_dropped"),
-)  # fmt: skip
+#: Each counter of a tap (``HOST_STATS``, the host's direction) as a family in the guest's
+#: direction, as libvirt gives it: what the guest received is what the host side of its tap
+#: transmitted.
+NETWORK: dict[str, Family] = {
+    "tx_bytes": Family("qemu_network_receive_bytes_total", "counter", "Bytes the guest received."),
+    "tx_packets": Family(
+        "qemu_network_receive_packets_total", "counter", "Packets the guest received."
+    ),
+    "tx_errors": Family(
+        "qemu_network_receive_errors_total", "counter", "Receive errors of the guest's tap."
+    ),
+    "tx_dropped": Family(
+        "qemu_network_receive_drops_total", "counter", "Frames for the guest dropped."
+    ),
+    "rx_bytes": Family("qemu_network_transmit_bytes_total", "counter", "Bytes the guest sent."),
+    "rx_packets": Family(
+        "qemu_network_transmit_packets_total", "counter", "Packets the guest sent."
+    ),
+    "rx_errors": Family(
+        "qemu_network_transmit_errors_total", "counter", "Send errors of the guest's tap."
+    ),
+    "rx_dropped": Family(
+        "qemu_network_transmit_drops_total", "counter", "Frames from the guest dropped."
+    ),
+}
+_NETWORK_NAMES = tuple(NETWORK[stat].name for stat in HOST_STATS)  # in the readers' order
+#: Swap (from ``status``, which the kernel writes at length) is read every ``SLOW_EVERY``
+#: polls only: it rarely moves.
 SLOW_EVERY = 10
 #: Taps are looked for again every so many polls (a NIC hot-plugged).
 TAP_SCAN_EVERY = 60
@@ -118,7 +132,7 @@ class HostCollector(Collector):
     poll_commands = ("query-cpus-fast",)
     families = (
         CPU_SECONDS, RESIDENT_BYTES, SWAP_BYTES, START_TIME, IO_READ, IO_WRITE,
-        VCPU_SECONDS, VCPU_DELAY, *(f for f, _ in NETWORK), *(f for f, _ in NETWORK_SLOW),
+        VCPU_SECONDS, VCPU_DELAY, *NETWORK.values(),
     )  # fmt: skip
 
     def __init__(
@@ -134,11 +148,16 @@ class HostCollector(Collector):
         self.proc_root = proc_root
         self.sys_root = sys_root
         self._base = f"{proc_root}/{pid}"
-        #: (tap, its labels, (family, statistic file) to read each poll), once found.
-        self._taps: list[tuple[str, Labels, list[tuple[str, str]]]] | None = None
+        self._stat_path = f"{self._base}/stat"
+        self._io_path = f"{self._base}/io"
+        self._start: list[Sample] | None = None  # fixed for the life of the process
+        #: The last poll's vCPU threads, and (schedstat path, labels) of each.
+        self._threads: Sequence[tuple[int, int]] = ()
+        self._vcpus: list[tuple[str, Labels]] = []
+        #: (tap, its labels, what reads its counters), once found.
+        self._taps: list[tuple[str, Labels, Callable[[], Counters]]] | None = None
         self._polls = 0
-        self._slow: list[Sample] = []  # tap errors and drops, read every SLOW_EVERY polls
-        self._slow_process: list[Sample] = []  # swap, likewise
+        self._slow_process: list[Sample] = []  # swap, read every SLOW_EVERY polls
         self._skip: set[str] = set()  # figures that failed for good on this connection
         self._files = HeldFiles()  # stat, io, schedstat and tap counters, kept open
 
@@ -177,37 +196,48 @@ class HostCollector(Collector):
 
     def read(self, threads: Sequence[tuple[int, int]]) -> list[Sample]:
         """Samples for the process and its vCPU ``threads`` ((index, thread id) pairs)."""
-        base = self._base
-        files = self._files
-        stat = parse_stat(files.read(f"{base}/stat"))  # ReadError: the whole read failed
+        read = self._files.read
+        user, system, resident = parse_stat_times(read(self._stat_path))  # ReadError: failed
         samples: list[Sample] = [
-            (CPU_SECONDS.name, _USER, stat.user_seconds),
-            (CPU_SECONDS.name, _SYSTEM, stat.system_seconds),
+            (CPU_SECONDS.name, _USER, user),
+            (CPU_SECONDS.name, _SYSTEM, system),
+            (RESIDENT_BYTES.name, (), resident),
         ]
-        try:
-            start = boot_time(self.proc_root) + stat.start_after_boot
-            samples.append((START_TIME.name, (), start))
-        except ReadError as err:
-            note_missing(self.pid, "start time", err.reason)
-        samples.append((RESIDENT_BYTES.name, (), stat.resident_bytes))
+        if self._start is None:
+            self._start = self._start_time()
+        samples.extend(self._start)
         if self._polls % SLOW_EVERY == 0:
             self._slow_process = self._swap()
         samples.extend(self._slow_process)
         if "io" not in self._skip:
             self._io(samples)
-        for index, tid in threads:
+        if threads != self._threads:
+            self._threads = threads
+            self._vcpus = [
+                (f"{self._base}/task/{tid}/schedstat", _vcpu_labels(index))
+                for index, tid in threads
+            ]
+        for path, labels in self._vcpus:
             try:
-                run, delay = parse_schedstat(files.read(f"{base}/task/{tid}/schedstat"))
+                run, delay = parse_schedstat(read(path))
             except ReadError as err:
                 note_missing(self.pid, "vcpu", err.reason)
                 continue
-            labels = _vcpu_labels(index)
             samples.append((VCPU_SECONDS.name, labels, run))
             samples.append((VCPU_DELAY.name, labels, delay))
         if "network" not in self._skip:
             self._network(samples)
         self._polls += 1
         return samples
+
+    def _start_time(self) -> list[Sample]:
+        """The process's start, read once (a held ``stat`` never reads another process)."""
+        try:
+            stat = parse_stat(self._files.read(self._stat_path))
+            return [(START_TIME.name, (), boot_time(self.proc_root) + stat.start_after_boot)]
+        except ReadError as err:
+            note_missing(self.pid, "start time", err.reason)
+            return []
 
     def _swap(self) -> list[Sample]:
         try:
@@ -219,7 +249,7 @@ class HostCollector(Collector):
 
     def _io(self, samples: list[Sample]) -> None:
         try:
-            read, written = parse_io(self._files.read(f"{self._base}/io"))
+            read, written = parse_io(self._files.read(self._io_path))
         except ReadError as err:
             reason = UNSUPPORTED if err.reason == GONE else err.reason
             note_missing(self.pid, "io", reason)
@@ -236,35 +266,35 @@ class HostCollector(Collector):
                 note_missing(self.pid, "network", err.reason)
                 self._skip.add("network")
                 return
-            if self._taps is not None and taps != [tap for tap, _, _ in self._taps]:
-                self._files.close_all()  # a tap went: reopened as needed
-            self._taps = [
-                (
-                    tap,
-                    (("interface", tap),),
-                    [
-                        (family.name, f"{self.sys_root}/class/net/{tap}/statistics/{stat}")
-                        for family, stat in NETWORK
-                    ],
-                )
-                for tap in taps
-            ]
-        slow = self._polls % SLOW_EVERY == 0
-        if slow:
-            self._slow = []
-        files = self._files
+            if self._taps is None or taps != [tap for tap, _, _ in self._taps]:
+                if self._taps is not None:
+                    self._files.close_all()  # a tap went: reopened as needed
+                self._taps = self._tap_readers(taps)
         for tap, labels, counters in self._taps:
             try:
-                for family_name, path in counters:
-                    samples.append((family_name, labels, read_counter(path, files)))
-                if slow:
-                    directory = f"{self.sys_root}/class/net/{tap}/statistics/"
-                    for family, stat in NETWORK_SLOW:
-                        value = read_counter(directory + stat)
-                        self._slow.append(family.sample(labels, value))
+                values = counters()
             except ReadError as err:
                 note_missing(self.pid, f"network {tap}", err.reason)
-        samples.extend(self._slow)
+                continue
+            samples.extend(zip(_NETWORK_NAMES, repeat(labels), values, strict=False))
+
+    def _tap_readers(self, taps: list[str]) -> list[tuple[str, Labels, Callable[[], Counters]]]:
+        """What reads each tap's counters: rtnetlink on the real ``/sys``, where it serves
+        (one request per tap), else the tap's sysfs files."""
+        link = link_stats() if self.sys_root == REAL_SYS else None
+        readers: list[tuple[str, Labels, Callable[[], Counters]]] = []
+        for tap in taps:
+            reader: Callable[[], Counters]
+            if link is not None:
+                try:
+                    reader = partial(link.read, interface_index(tap, self.sys_root))
+                except ReadError as err:
+                    note_missing(self.pid, f"network {tap}", err.reason)
+                    continue
+            else:
+                reader = partial(sysfs_counters, tap, self._files, self.sys_root)
+            readers.append((tap, (("interface", tap),), reader))
+        return readers
 
 
 _USER: Labels = (("mode", "user"),)
@@ -283,9 +313,10 @@ def _vcpu_labels(index: int) -> Labels:
 def vcpu_threads(answer: Any) -> list[tuple[int, int]]:
     """(cpu index, host thread id) of each vCPU in a ``query-cpus-fast`` answer."""
     threads = []
-    for position, item in enumerate(as_list(answer, "query-cpus-fast")):
-        cpu = as_dict(item, f"query-cpus-fast[{position}]")
+    for position, cpu in enumerate(as_list(answer, "query-cpus-fast")):
+        if type(cpu) is not dict:
+            as_dict(cpu, f"query-cpus-fast[{position}]")  # raises, naming the item
         index, tid = cpu.get("cpu-index"), cpu.get("thread-id")
-        if isinstance(index, int) and isinstance(tid, int) and tid > 0:
+        if type(index) is int and type(tid) is int and tid > 0:
             threads.append((index, tid))
     return threads

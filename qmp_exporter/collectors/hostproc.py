@@ -41,7 +41,8 @@ class ReadError(ValueError):
         self.reason = reason
 
 
-def _reason(err: OSError) -> str:
+def reason_of(err: OSError) -> str:
+    """Which of ``REASONS`` an ``OSError`` of a read means."""
     if err.errno in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
         return GONE
     if err.errno in (errno.EACCES, errno.EPERM):
@@ -54,7 +55,7 @@ def read_bytes(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
-        raise ReadError(_reason(err), path) from None
+        raise ReadError(reason_of(err), path) from None
     try:
         chunks = []
         while chunk := os.read(fd, 8192):
@@ -63,7 +64,7 @@ def read_bytes(path: str) -> bytes:
                 break
         return b"".join(chunks)
     except OSError as err:  # ESRCH: the process exited between open and read
-        raise ReadError(_reason(err), path) from None
+        raise ReadError(reason_of(err), path) from None
     finally:
         os.close(fd)
 
@@ -90,14 +91,14 @@ class HeldFiles:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as err:
-                raise ReadError(_reason(err), path) from None
+                raise ReadError(reason_of(err), path) from None
             self._fds[path] = fd
             HeldFiles._held += 1
         try:
             return os.pread(fd, 8192, 0)
         except OSError as err:  # gone: open it again next time (a tap of the same name)
             self.close(path)
-            raise ReadError(_reason(err), path) from None
+            raise ReadError(reason_of(err), path) from None
 
     def close(self, path: str) -> None:
         """Stop holding ``path``."""
@@ -174,6 +175,16 @@ def parse_stat(data: bytes) -> ProcessStat:
         raise ReadError(MALFORMED, f"stat: {err}") from None
 
 
+def parse_stat_times(data: bytes) -> tuple[float, float, int]:
+    """User and system seconds and resident bytes of ``/proc/PID/stat``: what changes from
+    one poll to the next, without the rest of :func:`parse_stat`."""
+    try:
+        rest = data[data.rindex(b")") + 2 :].split(maxsplit=22)
+        return int(rest[11]) / CLOCK_TICKS, int(rest[12]) / CLOCK_TICKS, int(rest[21]) * PAGE_SIZE
+    except (ValueError, IndexError) as err:
+        raise ReadError(MALFORMED, f"stat: {err}") from None
+
+
 def parse_swap(data: bytes) -> int | None:
     """``VmSwap`` of ``/proc/PID/status`` in bytes (``None``: not reported)."""
     return _status_kb(data, b"\nVmSwap:")
@@ -193,6 +204,12 @@ def _status_kb(data: bytes, key: bytes) -> int | None:
 
 def parse_io(data: bytes) -> tuple[int, int]:
     """``read_bytes`` and ``write_bytes`` of ``/proc/PID/io`` (what reached storage)."""
+    parts = data.split(None, 12)
+    if len(parts) > 11 and parts[8] == b"read_bytes:" and parts[10] == b"write_bytes:":
+        try:  # the kernel's own layout, from rchar on
+            return int(parts[9]), int(parts[11])
+        except ValueError:
+            pass
     try:
         return _io_field(data, b"\nread_bytes:"), _io_field(data, b"\nwrite_bytes:")
     except ValueError as err:
@@ -227,7 +244,7 @@ def check_qemu(pid: int, proc_root: str = "/proc") -> str | None:
         target = os.readlink(link)
         st = os.stat(link)  # the binary itself, even when deleted since
     except OSError as err:
-        return _reason(err)
+        return reason_of(err)
     target = target.removesuffix(_DELETED)
     if QEMU_EXE.fullmatch(os.path.basename(target)) is None:
         return UNTRUSTED
@@ -243,7 +260,7 @@ def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
     try:
         fds = os.listdir(fd_dir)
     except OSError as err:
-        raise ReadError(_reason(err), fd_dir) from None
+        raise ReadError(reason_of(err), fd_dir) from None
     names: list[str] = []
     for fd in fds:
         try:
@@ -258,11 +275,3 @@ def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
                 if name and name not in names:
                     names.append(name)
     return names
-
-
-def read_counter(path: str, files: HeldFiles | None = None) -> int:
-    """One integer file (a sysfs statistic), through ``files`` when given."""
-    try:
-        return int(read_bytes(path) if files is None else files.read(path))
-    except ValueError as err:
-        raise ReadError(MALFORMED, f"{path}: {err}") from None
