@@ -8,8 +8,8 @@ serves one client) polled on held connections by the exporter's own pollers, hal
 default collectors and half with ``host`` added; simulated VMs share one process, so
 the host collector of each reads its own process (as many vCPU threads as the simulator
 gives it, one to four, and one tap) from a generated ``/proc`` (``tests/helpers/procfs.py``);
-as root its taps are real ones of the kernel (read over rtnetlink, as on a hypervisor), else
-they are generated under a ``/sys`` of files. Real: ``--real`` (times two) paused ``-M pc
+as root its taps are real ones of the kernel (read from the real ``/sys``, as on a
+hypervisor), else they are generated files. Real: ``--real`` (times two) paused ``-M pc
 -smp 2`` QEMUs, each with a tap NIC as root, read from the real ``/proc``. Variants
 alternate round by round (ABBA) so drift hits both alike; the figure is the exporter's CPU
 time per VM-poll (median over rounds).
@@ -99,8 +99,8 @@ def report(title: str, result: dict[str, float]) -> None:
 @contextlib.contextmanager
 def kernel_taps(names: list[str]) -> Iterator[bool]:
     """Real taps of these names for the block (as root; yields whether they exist): the
-    generated processes hold them, so their counters come from the kernel (rtnetlink), as on
-    a hypervisor."""
+    generated processes hold them, so their counters come from the kernel's sysfs, as on a
+    hypervisor."""
     if os.geteuid() != 0:
         yield False
         return

@@ -1,5 +1,5 @@
 """The host's view of a VM: what its QEMU process costs the hypervisor, read from ``/proc``
-and the kernel's network statistics (rtnetlink, else ``/sys``) on each poll (never on a scrape).
+and ``/sys`` on each poll (never on a scrape).
 
 Sample output::
 
@@ -18,14 +18,13 @@ line per process, figure and cause.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from functools import partial
-from itertools import repeat
+from collections.abc import Sequence
 from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Query
 from qmp_exporter.collectors.hostproc import (
     GONE,
+    MALFORMED,
     UNSUPPORTED,
     HeldFiles,
     ReadError,
@@ -38,14 +37,7 @@ from qmp_exporter.collectors.hostproc import (
     parse_stat_times,
     parse_swap,
     read_bytes,
-)
-from qmp_exporter.collectors.linkstats import (
-    HOST_STATS,
-    REAL_SYS,
-    Counters,
-    interface_index,
-    link_stats,
-    sysfs_counters,
+    read_counter,
 )
 from qmp_exporter.collectors.values import as_dict, as_list
 from qmp_exporter.qmp import CommandError
@@ -77,34 +69,30 @@ VCPU_DELAY = Family(
     "counter",
     "Time the vCPU's thread was runnable but waited for a host CPU (the guest's steal time).",
 )
-#: Each counter of a tap (``HOST_STATS``, the host's direction) as a family in the guest's
-#: direction, as libvirt gives it: what the guest received is what the host side of its tap
-#: transmitted.
-NETWORK: dict[str, Family] = {
-    "tx_bytes": Family("qemu_network_receive_bytes_total", "counter", "Bytes the guest received."),
-    "tx_packets": Family(
-        "qemu_network_receive_packets_total", "counter", "Packets the guest received."
-    ),
-    "tx_errors": Family(
-        "qemu_network_receive_errors_total", "counter", "Receive errors of the guest's tap."
-    ),
-    "tx_dropped": Family(
-        "qemu_network_receive_drops_total", "counter", "Frames for the guest dropped."
-    ),
-    "rx_bytes": Family("qemu_network_transmit_bytes_total", "counter", "Bytes the guest sent."),
-    "rx_packets": Family(
-        "qemu_network_transmit_packets_total", "counter", "Packets the guest sent."
-    ),
-    "rx_errors": Family(
-        "qemu_network_transmit_errors_total", "counter", "Send errors of the guest's tap."
-    ),
-    "rx_dropped": Family(
-        "qemu_network_transmit_drops_total", "counter", "Frames from the guest dropped."
-    ),
-}
-_NETWORK_NAMES = tuple(NETWORK[stat].name for stat in HOST_STATS)  # in the readers' order
-#: Swap (from ``status``, which the kernel writes at length) is read every ``SLOW_EVERY``
-#: polls only: it rarely moves.
+#: (family, host-side statistic file): the guest's direction, as libvirt gives it; what the
+#: guest received is what the host side of its tap transmitted.
+NETWORK = (
+    (Family("qemu_network_receive_bytes_total", "counter", "Bytes the guest received."),
+     "tx_bytes"),
+    (Family("qemu_network_receive_packets_total", "counter", "Packets the guest received."),
+     "tx_packets"),
+    (Family("qemu_network_transmit_bytes_total", "counter", "Bytes the guest sent."),
+     "rx_bytes"),
+    (Family("qemu_network_transmit_packets_total", "counter", "Packets the guest sent."),
+     "rx_packets"),
+)  # fmt: skip
+#: Read every ``SLOW_EVERY`` polls only (they rarely move): half the sysfs reads per tap
+#: (swap, from ``status``, likewise).
+NETWORK_SLOW = (
+    (Family("qemu_network_receive_errors_total", "counter", "Receive errors of the guest's tap."),
+     "tx_errors"),
+    (Family("qemu_network_receive_drops_total", "counter", "Frames for the guest dropped."),
+     "tx_dropped"),
+    (Family("qemu_network_transmit_errors_total", "counter", "Send errors of the guest's tap."),
+     "rx_errors"),
+    (Family("qemu_network_transmit_drops_total", "counter", "Frames from the guest dropped."),
+     "rx_dropped"),
+)  # fmt: skip
 SLOW_EVERY = 10
 #: Taps are looked for again every so many polls (a NIC hot-plugged).
 TAP_SCAN_EVERY = 60
@@ -132,7 +120,7 @@ class HostCollector(Collector):
     poll_commands = ("query-cpus-fast",)
     families = (
         CPU_SECONDS, RESIDENT_BYTES, SWAP_BYTES, START_TIME, IO_READ, IO_WRITE,
-        VCPU_SECONDS, VCPU_DELAY, *NETWORK.values(),
+        VCPU_SECONDS, VCPU_DELAY, *(f for f, _ in NETWORK), *(f for f, _ in NETWORK_SLOW),
     )  # fmt: skip
 
     def __init__(
@@ -154,10 +142,11 @@ class HostCollector(Collector):
         #: The last poll's vCPU threads, and (schedstat path, labels) of each.
         self._threads: Sequence[tuple[int, int]] = ()
         self._vcpus: list[tuple[str, Labels]] = []
-        #: (tap, its labels, what reads its counters), once found.
-        self._taps: list[tuple[str, Labels, Callable[[], Counters]]] | None = None
+        #: (tap, its labels, (family, statistic file) to read each poll), once found.
+        self._taps: list[tuple[str, Labels, list[tuple[str, str]]]] | None = None
         self._polls = 0
-        self._slow_process: list[Sample] = []  # swap, read every SLOW_EVERY polls
+        self._slow: list[Sample] = []  # tap errors and drops, read every SLOW_EVERY polls
+        self._slow_process: list[Sample] = []  # swap, likewise
         self._skip: set[str] = set()  # figures that failed for good on this connection
         self._files = HeldFiles()  # stat, io, schedstat and tap counters, kept open
 
@@ -266,35 +255,37 @@ class HostCollector(Collector):
                 note_missing(self.pid, "network", err.reason)
                 self._skip.add("network")
                 return
-            if self._taps is None or taps != [tap for tap, _, _ in self._taps]:
-                if self._taps is not None:
-                    self._files.close_all()  # a tap went: reopened as needed
-                self._taps = self._tap_readers(taps)
+            if self._taps is not None and taps != [tap for tap, _, _ in self._taps]:
+                self._files.close_all()  # a tap went: reopened as needed
+            self._taps = [
+                (
+                    tap,
+                    (("interface", tap),),
+                    [
+                        (family.name, f"{self.sys_root}/class/net/{tap}/statistics/{stat}")
+                        for family, stat in NETWORK
+                    ],
+                )
+                for tap in taps
+            ]
+        slow = self._polls % SLOW_EVERY == 0
+        if slow:
+            self._slow = []
+        read = self._files.read
         for tap, labels, counters in self._taps:
             try:
-                values = counters()
+                for family_name, path in counters:
+                    samples.append((family_name, labels, int(read(path))))
+                if slow:
+                    directory = f"{self.sys_root}/class/net/{tap}/statistics/"
+                    for family, stat in NETWORK_SLOW:
+                        value = read_counter(directory + stat)
+                        self._slow.append(family.sample(labels, value))
             except ReadError as err:
                 note_missing(self.pid, f"network {tap}", err.reason)
-                continue
-            samples.extend(zip(_NETWORK_NAMES, repeat(labels), values, strict=False))
-
-    def _tap_readers(self, taps: list[str]) -> list[tuple[str, Labels, Callable[[], Counters]]]:
-        """What reads each tap's counters: rtnetlink on the real ``/sys``, where it serves
-        (one request per tap), else the tap's sysfs files."""
-        link = link_stats() if self.sys_root == REAL_SYS else None
-        readers: list[tuple[str, Labels, Callable[[], Counters]]] = []
-        for tap in taps:
-            reader: Callable[[], Counters]
-            if link is not None:
-                try:
-                    reader = partial(link.read, interface_index(tap, self.sys_root))
-                except ReadError as err:
-                    note_missing(self.pid, f"network {tap}", err.reason)
-                    continue
-            else:
-                reader = partial(sysfs_counters, tap, self._files, self.sys_root)
-            readers.append((tap, (("interface", tap),), reader))
-        return readers
+            except ValueError:
+                note_missing(self.pid, f"network {tap}", MALFORMED)
+        samples.extend(self._slow)
 
 
 _USER: Labels = (("mode", "user"),)

@@ -275,3 +275,9 @@ def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
                 if name and name not in names:
                     names.append(name)
     return names
+def read_counter(path: str, files: HeldFiles | None = None) -> int:
+    """One integer file (a sysfs statistic), through ``files`` when given."""
+    try:
+        return int(read_bytes(path) if files is None else files.read(path))
+    except ValueError as err:
+        raise ReadError(MALFORMED, f"{path}: {err}") from None
