@@ -111,6 +111,20 @@ def test_a_gone_process_fails_the_collector(tmp_path):
         collect(collector)
 
 
+def test_a_collector_serves_again_only_the_same_process(tmp_path):
+    collector, p = host(tmp_path)
+    assert not collector.serves_again(None, p.pid), "not before it has read the process"
+    collect(collector)
+    assert collector.serves_again(None, p.pid)
+    assert not collector.serves_again(None, p.pid + 1)
+    assert not collector.serves_again(None, None)
+    stat = tmp_path / "proc" / str(p.pid) / "stat"
+    fields = stat.read_text().split(" ")
+    fields[21] = str(int(fields[21]) + 100)  # field 22: the start, in ticks after boot
+    stat.write_text(" ".join(fields))
+    assert not collector.serves_again(None, p.pid), "a new process with the same PID"
+
+
 def test_vcpu_threads_of_an_answer():
     assert vcpu_threads(CPUS) == [(0, 101), (1, 102)]
     assert vcpu_threads([{"cpu-index": 0}]) == []  # no thread id: no per-vCPU figures

@@ -45,6 +45,12 @@ class Collector(ABC):
         host collector reads that process."""
         return cls(available_commands)
 
+    def serves_again(self, available_commands: frozenset[str] | None, peer_pid: int | None) -> bool:
+        """Whether this collector, made for an earlier connection, may serve a new one to the
+        same monitor as it is (a ``poll``-mode monitor connects for every poll). QMP collectors
+        start afresh; the host collector carries on while the process is the same."""
+        return False
+
     @classmethod
     def supported(cls, available_commands: frozenset[str] | None) -> bool:
         """Whether this VM offers what the collector needs."""

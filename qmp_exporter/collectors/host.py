@@ -139,6 +139,7 @@ class HostCollector(Collector):
         self._stat_path = f"{self._base}/stat"
         self._io_path = f"{self._base}/io"
         self._start: list[Sample] | None = None  # fixed for the life of the process
+        self._started: float | None = None  # its start, seconds after boot, once read
         #: The last poll's vCPU threads, and (schedstat path, labels) of each.
         self._threads: Sequence[tuple[int, int]] = ()
         self._vcpus: list[tuple[str, Labels]] = []
@@ -160,6 +161,18 @@ class HostCollector(Collector):
             note_missing(0, "host", "monitor peer unknown")
             return None
         return cls.trusted(available_commands, peer_pid)
+
+    def serves_again(self, available_commands: frozenset[str] | None, peer_pid: int | None) -> bool:
+        """Whether the new connection's peer is the process this collector reads (same PID,
+        same start): a ``poll``-mode monitor then keeps its open files, tap list and cadence
+        instead of doing the first poll's work on every poll."""
+        if peer_pid != self.pid or self._started is None:
+            return False
+        try:
+            stat = parse_stat(self._files.read(self._stat_path))
+        except ReadError:
+            return False
+        return stat.start_after_boot == self._started
 
     @classmethod
     def trusted(
@@ -223,6 +236,7 @@ class HostCollector(Collector):
         """The process's start, read once (a held ``stat`` never reads another process)."""
         try:
             stat = parse_stat(self._files.read(self._stat_path))
+            self._started = stat.start_after_boot
             return [(START_TIME.name, (), boot_time(self.proc_root) + stat.start_after_boot)]
         except ReadError as err:
             note_missing(self.pid, "start time", err.reason)

@@ -27,11 +27,12 @@ CollectorResults = tuple[tuple[str, bool], ...]
 
 
 async def choose_collectors(
-    client: QMPClient, names: Sequence[str] | None
+    client: QMPClient, names: Sequence[str] | None, earlier: Sequence[Collector] = ()
 ) -> tuple[Collector, ...]:
     """The collectors named (``None``: the defaults) that this VM supports, in the order
-    named, for the life of ``client``'s connection. Asks ``query-commands`` once (not at
-    all for no names); a QEMU without it runs every named collector."""
+    named, for the life of ``client``'s connection; one of the ``earlier`` connection's that
+    :meth:`~Collector.serves_again` is kept. Asks ``query-commands`` once (not at all for no
+    names); a QEMU without it runs every named collector."""
     if names is None:
         names = DEFAULT_COLLECTORS
     if not names:
@@ -47,10 +48,13 @@ async def choose_collectors(
     except TypeError as err:
         raise MalformedAnswerError(f"query-commands: {err}") from err
     chosen = []
+    kept = {collector.name: collector for collector in earlier}
     for name in names:
         cls = COLLECTORS.get(name)
         if cls is not None and cls.supported(available):
-            collector = cls.for_connection(available, client.peer_pid)
+            collector: Collector | None = kept.get(name)
+            if collector is None or not collector.serves_again(available, client.peer_pid):
+                collector = cls.for_connection(available, client.peer_pid)
             if collector is not None:
                 chosen.append(collector)
     return tuple(chosen)

@@ -329,7 +329,9 @@ class MonitorPoller:
             for name in PRECREATED_EVENTS:
                 self._events.setdefault(name, 0)
         self._counters = self._count()
-        self._collectors = await choose_collectors(client, self.monitor.collectors)
+        self._collectors = await choose_collectors(
+            client, self.monitor.collectors, self._collectors
+        )
         self._prefetch = poll_commands(self._collectors)
 
     def _closed_by_peer(self, client: QMPClient) -> None:
