@@ -77,6 +77,7 @@ def test_registry_names_and_defaults():
             assert family.name.endswith("_total") == (family.kind == "counter"), family.name
     assert set(DEFAULT_COLLECTORS) <= set(COLLECTORS)
     assert "kvm_stats" not in DEFAULT_COLLECTORS
+    assert "host" in DEFAULT_COLLECTORS  # what libvirt users look at first
 
 
 def test_block_real_pc_answer():

@@ -178,7 +178,7 @@ def test_queries_name_only_metrics_a_real_exporter_serves(
                     {
                         "name": vm.name,
                         "address": vm.qmp_address(),
-                        "collectors": [*DEFAULT_COLLECTORS, "host"],
+                        "collectors": list(DEFAULT_COLLECTORS),
                     }
                 ],
                 "alerting": {"alertmanagers": ["http://127.0.0.1:9"]},

@@ -77,7 +77,7 @@ def send_frames(tap: str, count: int) -> None:
 
 
 def new_poller(vm: QemuVM) -> MonitorPoller:
-    collectors = (*DEFAULT_COLLECTORS, "host")
+    collectors = DEFAULT_COLLECTORS
     monitor = MonitorConfig("host-test", vm.qmp_address(), "poll", collectors=collectors)
     return MonitorPoller(monitor, PollSettings(interval=60, timeout=10, start_spread=0))
 
@@ -146,6 +146,26 @@ def test_a_restarted_qemu_is_read_by_its_new_pid(qemu_factory, tmp_path):
     assert started > first[("qemu_process_start_time_seconds", ())]
     assert started == pytest.approx(proc_start_time(vm.pid), abs=1e-6), "the new process"
     assert host_cpu(second) <= proc_cpu(vm.pid) + 0.01
+
+
+def test_a_poll_mode_monitor_keeps_reading_the_same_process(qemu_factory, tmp_path, monkeypatch):
+    made = []
+    for_connection = HostCollector.for_connection
+
+    def counted(available, peer_pid):
+        made.append(peer_pid)
+        return for_connection(available, peer_pid)
+
+    monkeypatch.setattr(HostCollector, "for_connection", counted)
+    vm = busy_vm(qemu_factory, tmp_path, "user,id=n0")
+    poller = new_poller(vm)
+    assert poller.monitor.mode == "poll"
+    for _ in range(3):
+        assert ("qemu_process_cpu_seconds_total", (("mode", "user"),)) in poll(poller)
+    assert made == [vm.pid], "one host reader for the process, kept across connections"
+    vm.restart()
+    poll(poller)
+    assert made[1:] == [vm.pid], "a new process gets a new one"
 
 
 def proc_start_time(pid: int) -> float:

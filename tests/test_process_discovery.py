@@ -237,7 +237,7 @@ def test_an_unwatched_qemus_host_figures_are_rendered_within_the_vms_families(
     start_qemu("-name", watched_name, "-qmp", f"unix:{sock},server=on,wait=off", socket=sock)
     bare = start_qemu("-name", f"bare-{tag}")  # no monitor at all
     twin = start_qemu("-name", watched_name)  # no monitor, and the watched VM's name
-    collectors = (*DEFAULT_COLLECTORS, "host")
+    collectors = DEFAULT_COLLECTORS
     monitor = MonitorConfig(watched_name, f"unix:{sock}", "poll", collectors=collectors)
     poller = MonitorPoller(monitor, PollSettings(interval=60, timeout=10, start_spread=0))
     config = Config(monitors=(monitor,), discovery=(PROCESSES,))

@@ -97,7 +97,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, qemu_binary: QemuBuild) -> I
                         "name": vnc_vm.name,
                         "address": vnc_vm.qmp_address(),
                         "labels": {"team": "web"},
-                        "collectors": [*DEFAULT_COLLECTORS, "host"],
+                        "collectors": list(DEFAULT_COLLECTORS),
                     },
                     {"name": other_vm.name, "address": other_vm.qmp_address()},
                 ],
