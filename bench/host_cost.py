@@ -2,17 +2,20 @@
 measured in the same run (the machine is shared and noisy; only the ratios mean much).
 
     python3 bench/host_cost.py [--vms 1000] [--rounds 8] [--real 20] [--real-rounds 100]
+                               [--whole-seconds 60]
 
 Simulated: ``--vms`` simulated monitors (one simulator process; twice as many, as a monitor
 serves one client) polled on held connections by the exporter's own pollers, half with the
-default collectors and half with ``host`` added; simulated VMs share one process, so
+other default collectors and half with ``host`` added; simulated VMs share one process, so
 the host collector of each reads its own process (as many vCPU threads as the simulator
 gives it, one to four, and one tap) from a generated ``/proc`` (``tests/helpers/procfs.py``);
 as root its taps are real ones of the kernel (read from the real ``/sys``, as on a
 hypervisor), else they are generated files. Real: ``--real`` (times two) paused ``-M pc
--smp 2`` QEMUs, each with a tap NIC as root, read from the real ``/proc``. Variants
-alternate round by round (ABBA) so drift hits both alike; the figure is the exporter's CPU
-time per VM-poll (median over rounds).
+-smp 2`` QEMUs, each with a tap NIC as root, read from the real ``/proc``, on held
+connections and then in ``poll`` mode. Variants alternate round by round (ABBA) so drift
+hits both alike; the figure is the exporter's CPU time per VM-poll (median over rounds).
+Whole: two exporter processes side by side on ``--real`` QEMUs each, polled and scraped
+every second, one with ``host``: each one's whole CPU per VM-poll.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -29,7 +33,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -39,19 +46,22 @@ from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.fdlimit import raise_fd_limit
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
+from tests.helpers.exporter import free_port, wait_for
 from tests.helpers.procfs import FakeProcess, make_host
 from tests.helpers.qemu import QemuVM
 from tests.helpers.taps import persistent_tap, tap_args
 
-WITHOUT = DEFAULT_COLLECTORS
-WITH = (*DEFAULT_COLLECTORS, "host")
+WITHOUT = tuple(name for name in DEFAULT_COLLECTORS if name != "host")
+WITH = (*WITHOUT, "host")
 FIRST_FAKE_PID = 100_000
 #: The thread ids a simulated VM's ``query-cpus-fast`` gives (13540 + index, 1 to 4 vCPUs):
 #: each fake process has them all, so every vCPU's ``schedstat`` is found, as on a real host.
 SIMULATED_VCPU_THREADS = range(13540, 13544)
 
 
-async def cpu_per_poll(addresses: list[str], rounds: int) -> dict[str, float]:
+async def cpu_per_poll(
+    addresses: list[str], rounds: int, mode: str = "persistent"
+) -> dict[str, float]:
     """Median exporter CPU µs per VM-poll of each variant over ``rounds`` alternating rounds.
     A monitor serves one client: the first half of ``addresses`` is polled without the host
     collector, the second half with it."""
@@ -62,7 +72,7 @@ async def cpu_per_poll(addresses: list[str], rounds: int) -> dict[str, float]:
     for (label, collectors), part in zip(variants, parts, strict=True):
         fleets[label] = [
             MonitorPoller(
-                MonitorConfig(name=f"{label}-{i}", address=a, collectors=collectors),
+                MonitorConfig(name=f"{label}-{i}", address=a, mode=mode, collectors=collectors),
                 PollSettings(interval=60, timeout=30, start_spread=0),
             )
             for i, a in enumerate(part)
@@ -151,7 +161,7 @@ def simulated(vms: int, rounds: int) -> None:
             try:
                 result = asyncio.run(cpu_per_poll(addresses, rounds))
             finally:
-                HostCollector.for_connection = real_for_connection  # type: ignore[method-assign]
+                HostCollector.for_connection = real_for_connection  # type: ignore[method-assign,assignment]
             taps = "kernel taps" if real_taps else "generated /sys (not root)"
             report(f"{vms} simulated VMs, generated /proc, {taps}, {rounds} rounds", result)
         finally:
@@ -159,24 +169,95 @@ def simulated(vms: int, rounds: int) -> None:
             sim.wait()
 
 
-def real(count: int, rounds: int) -> None:
-    """``count`` twice over real paused QEMUs, each with two vCPUs and (as root, as on a
-    hypervisor) a NIC on a tap of its own."""
+@contextlib.contextmanager
+def real_qemus(count: int) -> Iterator[tuple[list[QemuVM], bool]]:
+    """``count`` real paused QEMUs, each with two vCPUs and (as root, as on a hypervisor) a
+    NIC on a tap of its own; and whether they have taps."""
     with contextlib.ExitStack() as stack:
-        taps = [stack.enter_context(persistent_tap()) for _ in range(2 * count)] if (
-            os.geteuid() == 0
-        ) else [None] * (2 * count)
+        root = os.geteuid() == 0
         vms = []
-        for tap in taps:
+        for _ in range(count):
+            tap = stack.enter_context(persistent_tap()) if root else None
             extra = ("-smp", "2", "-m", "32", *(tap_args(tap) if tap else ()))
             vm = QemuVM(machine="pc", paused=True, extra_args=extra).start()
             stack.callback(vm.close)
             vms.append(vm)
+        yield vms, root
+
+
+def real(count: int, rounds: int) -> None:
+    """Held connections, then ``poll`` mode (a connection per poll) on the same QEMUs."""
+    with real_qemus(2 * count) as (vms, taps):
         addresses = [vm.qmp_address() for vm in vms]
-        result = asyncio.run(cpu_per_poll(addresses, rounds))
-        nic = ", a tap each" if taps[0] else ", no tap (not root)"
-        title = f"{count} real QEMUs (paused, -M pc -smp 2{nic}), real /proc, {rounds} rounds"
-        report(title, result)
+        results = {mode: asyncio.run(cpu_per_poll(addresses, rounds, mode))
+                   for mode in ("persistent", "poll")}  # fmt: skip
+    nic = ", a tap each" if taps else ", no tap (not root)"
+    for mode, result in results.items():
+        report(f"{count} real QEMUs (paused, -M pc -smp 2{nic}), {mode} mode, {rounds} rounds",
+               result)  # fmt: skip
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def whole_exporter(count: int, seconds: float) -> None:
+    """Two exporter processes side by side, each watching ``count`` real QEMUs of its own
+    (polled every second, scraped every second with gzip, as Prometheus does), one with
+    ``host`` in its collectors: each one's whole CPU (polls, rendering, scrapes) per VM-poll."""
+    with real_qemus(2 * count) as (vms, _), tempfile.TemporaryDirectory() as workdir:
+        exporters: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        stack = contextlib.ExitStack()
+        with stack:
+            for label, collectors, part in (
+                ("without host", WITHOUT, vms[:count]), ("with host", WITH, vms[count:]),
+            ):  # fmt: skip
+                config = Path(workdir) / f"{len(exporters)}.yml"
+                monitors = [
+                    {"name": f"vm{i}", "address": vm.qmp_address(), "collectors": list(collectors)}
+                    for i, vm in enumerate(part)
+                ]
+                config.write_text(json.dumps({"poll_interval": "1s", "monitors": monitors}))
+                port = free_port()
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "qmp_exporter", f"--config.file={config}",
+                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                    cwd=Path(__file__).resolve().parents[1],
+                )  # fmt: skip
+                stack.callback(process.wait)
+                stack.callback(process.terminate)
+                exporters[label] = (process, f"http://127.0.0.1:{port}/metrics")
+            for label, (_, url) in exporters.items():
+                wait_for(partial(_all_up, url, count), 60, f"{label}: every VM up")
+            time.sleep(2)
+            start = {label: process_cpu(p.pid) for label, (p, _) in exporters.items()}
+            began = time.monotonic()
+            sizes = {label: 0 for label in exporters}
+            while time.monotonic() - began < seconds:
+                for label, (_, url) in exporters.items():
+                    sizes[label] = len(requests.get(url, timeout=10).content)
+                time.sleep(1)
+            elapsed = time.monotonic() - began
+            used = {
+                label: process_cpu(p.pid) - start[label] for label, (p, _) in exporters.items()
+            }
+        polls = count * elapsed  # one poll per VM per second
+        result = {label: used[label] / polls * 1e6 for label in exporters}
+        report(
+            f"whole exporter, {count} real QEMUs each, 1 s polls and scrapes, {elapsed:.0f} s "
+            f"(scrape bodies {sizes['without host']} and {sizes['with host']} bytes)",
+            result,
+        )
+
+
+def _all_up(url: str, count: int) -> bool:
+    try:
+        lines = requests.get(url, timeout=5).text.splitlines()
+    except requests.RequestException:
+        return False
+    return sum(line.startswith("qemu_up{") and line.endswith(" 1") for line in lines) == count
 
 
 def main() -> None:
@@ -185,11 +266,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--real", type=int, default=20)
     parser.add_argument("--real-rounds", type=int, default=100)
+    parser.add_argument("--whole-seconds", type=float, default=60, help="0: skip that part")
     args = parser.parse_args()
     raise_fd_limit(4 * args.vms + 256)
-    simulated(args.vms, args.rounds)
+    if args.vms:
+        simulated(args.vms, args.rounds)
     if args.real:
         real(args.real, args.real_rounds)
+        if args.whole_seconds:
+            whole_exporter(args.real, args.whole_seconds)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,6 @@ COLLECTORS: dict[str, type[Collector]] = {
 #: per connection. Each of the first four costs one small query per poll (about 4 x 1,000
 #: queries per interval for 1,000 VMs). ``migration`` and ``spice`` are off because most
 #: fleets never use them; ``kvm_stats`` because its answers are large (about 45 stats per
-#: vCPU every poll). ``host`` reads ``/proc`` and ``/sys``, no QMP: about 1.3x a poll's CPU,
-#: 1.12x the whole exporter's (docs/benchmarks.md), for what libvirt users look at first.
+#: vCPU every poll). ``host`` reads ``/proc`` and ``/sys``, no QMP: 1.3-1.4x a poll's CPU,
+#: 1.01-1.12x the whole exporter's (docs/benchmarks.md), for what libvirt users look at first.
 DEFAULT_COLLECTORS: tuple[str, ...] = ("block", "vcpu", "memory", "balloon", "kvm", "host")
