@@ -56,7 +56,7 @@ _SUMMARIES = {
     "SPICE_DISCONNECTED": "SPICE client {client_host} disconnected from VM {vm}",
     "GUEST_PANICKED": "Guest of VM {vm} panicked",
     "WATCHDOG": "Watchdog of VM {vm} fired ({action})",
-    "BLOCK_IO_ERROR": "Disk I/O error on VM {vm} ({device})",
+    "BLOCK_IO_ERROR": "Disk I/O error on VM {vm} ({disk})",
     "SHUTDOWN": "VM {vm} shut down",
     "RESET": "VM {vm} was reset",
 }
@@ -99,6 +99,11 @@ def build_alert(
     _flatten(event.data, "", details)
     template = _SUMMARIES.get(event.name, "QEMU event {event} on VM {vm}")
     fields = collections.defaultdict(lambda: "?", details, vm=monitor.name, event=event.name)
+    # A -blockdev disk (libvirt's) has an empty device: named by its device's QOM path (which
+    # holds the device id, libvirt's alias; newer QEMU, 10.0 here), else by its block node
+    fields["disk"] = next(
+        (details[k] for k in ("device", "qom_path", "node_name") if details.get(k)), "?"
+    )
     annotations = {
         "summary": template.format_map(fields),
         "description": (

@@ -94,6 +94,25 @@ def test_event_data_in_annotations_is_bounded() -> None:
     assert annotations["summary"] == "Disk I/O error on VM web (?)"
 
 
+def test_a_disk_error_names_the_disk_however_it_was_added() -> None:
+    def summary(data: dict[str, object]) -> str:
+        base = {"operation": "write", "action": "report", "reason": "No space left on device"}
+        event = Event("BLOCK_IO_ERROR", {**base, **data})
+        return build_alert(WEB, event, 0, 60)["annotations"]["summary"]
+
+    assert summary({"device": "drive-virtio-disk0"}) == (
+        "Disk I/O error on VM web (drive-virtio-disk0)"
+    )
+    # -blockdev (libvirt): QEMU sends an empty device; 7.2 names the node, 10.0 also the
+    # device's path, which holds its id (libvirt's alias) and is shown first
+    assert summary({"device": "", "node-name": "libvirt-1-format"}) == (
+        "Disk I/O error on VM web (libvirt-1-format)"
+    )
+    path = "/machine/peripheral/virtio-disk0/virtio-backend"
+    both = {"device": "", "node-name": "libvirt-1-format", "qom-path": path}
+    assert summary(both) == f"Disk I/O error on VM web ({path})"
+
+
 def test_alert_names() -> None:
     assert alert_name("GUEST_PANICKED") == "QemuEventGuestPanicked"
     assert alert_name("VNC_CONNECTED") == "QemuEventVncConnected"
