@@ -133,6 +133,25 @@ def test_bad_requests_get_4xx(
     assert "Traceback" not in exporter.log()
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /metrics HTTP/1.0\n\n",  # printf '...\n\n' | nc
+        b"GET /metrics HTTP/1.1\nHost: x\r\nConnection: close\n\r\n",  # mixed endings
+        b"\r\n\nGET /metrics HTTP/1.0\r\n\r\n",  # empty lines before the request line
+    ],
+)
+def test_bare_line_feeds_end_lines_too(exporter: ExporterProcess, request_bytes: bytes) -> None:
+    answer = raw_request(exporter.port, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert b"\nqmp_exporter_build_info{" in answer
+
+
+def test_a_head_of_many_short_lines_is_bounded(exporter: ExporterProcess) -> None:
+    head = b"GET /metrics HTTP/1.1\r\n" + b"X: y\r\n" * 5000 + b"\r\n"
+    assert raw_request(exporter.port, head).split(b" ", 2)[1] == b"431"
+
+
 def test_a_double_slash_never_reaches_the_reload_endpoint() -> None:
     """Report H10 (D10): ``POST //evil.example/-/reload`` reloaded the config."""
     with ExporterProcess({"poll_interval": "1s", "monitors": []}, ["--web.enable-lifecycle"]) as e:

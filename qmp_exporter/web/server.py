@@ -257,15 +257,16 @@ class HTTPServer:
 
     async def _read_request(self, reader: asyncio.StreamReader, peer: str) -> Request | None:
         """The next request, within the head deadline; None at a clean EOF."""
+        head: list[bytes] = []
         try:
             async with asyncio.timeout(self.limits.header_timeout) as deadline:
-                head = await reader.readuntil(b"\r\n\r\n")
+                await self._read_head(reader, head)
                 request = self._parse_head(head, peer)
                 length = int(request.headers.get("content-length", "0"))
                 if length:
                     request.body = await reader.readexactly(length)
         except asyncio.IncompleteReadError as err:
-            if err.partial.strip():
+            if head or err.partial.strip():
                 raise _BadRequest(400, "incomplete request") from None
             return None
         except asyncio.LimitOverrunError:
@@ -277,9 +278,25 @@ class HTTPServer:
             raise
         return request
 
-    def _parse_head(self, head: bytes, peer: str) -> Request:
+    async def _read_head(self, reader: asyncio.StreamReader, lines: list[bytes]) -> None:
+        """Append the head's lines to ``lines``, up to the empty line that ends it. A line may
+        end in a bare LF (RFC 9112 2.2: ``printf 'GET /metrics HTTP/1.0\\n\\n' | nc`` works);
+        empty lines before the request line are skipped; at most ``max_header_bytes`` in all."""
+        total = 0
+        while True:
+            line = await reader.readuntil(b"\n")  # LimitOverrunError: one line over the limit
+            total += len(line)
+            if total > self.limits.max_header_bytes:
+                raise asyncio.LimitOverrunError("request head over the limit", total)
+            line = line.rstrip(b"\r\n")
+            if line:
+                lines.append(line)
+            elif lines:
+                return
+
+    def _parse_head(self, head: list[bytes], peer: str) -> Request:
         """The request a head says, or a :class:`_BadRequest` with its 4xx."""
-        lines = head.decode("latin-1").split("\r\n")
+        lines = [line.decode("latin-1") for line in head]
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _BadRequest(400, "malformed request line")
