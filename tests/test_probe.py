@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -19,11 +20,13 @@ from qmp_exporter.web.probe import (
     is_allowed,
     matches,
     parse_target,
+    probe_state,
     sd_document,
     timeout_from,
 )
 from tests.helpers.exporter import ExporterProcess, parse_samples, wait_for
 from tests.helpers.images import make_disk_image, pc_vm_args, wait_listening
+from tests.helpers.scripted_monitor import ScriptedMonitor, Session
 
 # -- targets and the allow-list ------------------------------------------------------------
 
@@ -230,3 +233,24 @@ def test_probe_with_allow_globs_unreachable_and_timeout(workdir):
             assert exporter.get("/discovery").status_code == 404
     finally:
         silent.close()
+
+
+async def _two_mebibytes(session: Session, request: dict) -> None:
+    """A block device whose name makes the answer 2 MiB long."""
+    await session.reply(request, [{"device": "x" * (2 << 20), "stats": {}}])
+
+
+def test_a_live_probe_takes_lines_up_to_the_configs_limit(tmp_path: Path) -> None:
+    """``qmp_max_line_bytes`` applies to a live probe as to the pollers (a VM with ~1,700
+    drives answers ``query-blockstats`` with more than the default 1 MiB)."""
+
+    async def probe_with(max_line: int | None) -> tuple[bool, str]:
+        path = str(tmp_path / f"big-{max_line}.qmp")
+        handlers = {"query-blockstats": _two_mebibytes}
+        async with ScriptedMonitor(path, handlers=handlers):
+            monitor = MonitorConfig("big", path, "poll", collectors=("block",))
+            state = await probe_state(monitor, 5.0, max_line)
+            return state.up, state.error_reason
+
+    assert asyncio.run(probe_with(None)) == (False, "protocol")
+    assert asyncio.run(probe_with(4 << 20)) == (True, "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import logging
 import math
@@ -210,10 +211,16 @@ async def probe(
     return exposition_of(await probe_state(monitor, timeout))
 
 
-async def probe_state(monitor: MonitorConfig, timeout: float) -> VMState:
-    """Poll ``monitor`` once now within ``timeout`` seconds; the state it ends in. What the
-    poller logs meanwhile goes out at debug."""
-    poller = MonitorPoller(monitor, PollSettings(interval=timeout, timeout=timeout, start_spread=0))
+async def probe_state(
+    monitor: MonitorConfig, timeout: float, max_line: int | None = None
+) -> VMState:
+    """Poll ``monitor`` once now within ``timeout`` seconds, taking lines of at most
+    ``max_line`` bytes (the config's ``qmp_max_line_bytes``; ``None``: its default); the state
+    it ends in. What the poller logs meanwhile goes out at debug."""
+    settings = PollSettings(interval=timeout, timeout=timeout, start_spread=0)
+    if max_line is not None:
+        settings = dataclasses.replace(settings, max_line=max_line)
+    poller = MonitorPoller(monitor, settings)
     token = _PROBING.set(True)
     # One poll through the same code the fleet runs; in poll mode it closes its connection.
     started = asyncio.get_running_loop().time()
@@ -295,7 +302,7 @@ class ProbeEndpoint:
             state = await self._first_poll(known.name, state, timeout)
             return Response(200, exposition_of(state), CONTENT_TYPE)
         try:
-            return await self._live(address, key, known, timeout)
+            return await self._live(address, key, known, timeout, config.qmp_max_line_bytes)
         finally:
             self._limiter.done(key)
 
@@ -310,7 +317,12 @@ class ProbeEndpoint:
         return state
 
     async def _live(
-        self, address: str, resolved: str, known: MonitorConfig | None, timeout: float
+        self,
+        address: str,
+        resolved: str,
+        known: MonitorConfig | None,
+        timeout: float,
+        max_line: int,
     ) -> Response:
         """Connect to the monitor now (at the resolved path, as checked)."""
         loop = asyncio.get_running_loop()
@@ -327,7 +339,7 @@ class ProbeEndpoint:
                 labels=known.labels if known else (),
                 collectors=known.collectors if known else None,
             )
-            state = await probe_state(monitor, max(deadline - loop.time(), 0.01))
+            state = await probe_state(monitor, max(deadline - loop.time(), 0.01), max_line)
         finally:
             self._slots.release()
         if not state.up:
