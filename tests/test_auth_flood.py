@@ -62,7 +62,7 @@ def exporter(tmp_path: Path, pki: PKI) -> Iterator[ExporterProcess]:
     process = ExporterProcess(
         None, ["--config.file", str(config), "--web.config.file", str(web)], log_level="info"
     )
-    with process.start():
+    with process:
         yield process
 
 

@@ -186,7 +186,10 @@ class ExporterProcess:
         return self.process.returncode
 
     def __enter__(self) -> ExporterProcess:
-        return self.start()
+        """Start, unless :meth:`start` already did (``with exporter.start():`` then starts
+        no second process to leak)."""
+        running = self.process is not None and self.process.poll() is None
+        return self if running else self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
