@@ -14,6 +14,7 @@ import pytest
 
 from qmp_exporter.collectors.host import SLOW_EVERY, HostCollector, vcpu_threads
 from qmp_exporter.collectors.hostproc import UNTRUSTED, check_qemu
+from qmp_exporter.qmp import peer
 from qmp_exporter.qmp.peer import peer_pid
 from tests.helpers.procfs import BOOT_TIME, TICKS, FakeProcess, make_host
 
@@ -166,3 +167,39 @@ def test_peer_pid_of_unix_and_loopback_tcp_sockets():
         accepted, _ = server.accept()
         with accepted:
             assert peer_pid(client) == os.getpid()
+
+
+def test_a_tcp_peer_is_looked_for_first_where_it_was_last_time(tmp_path, monkeypatch):
+    """A ``poll``-mode TCP monitor connects for every poll: the process found last time is
+    checked first (its fds), and every process is listed again only when it no longer holds
+    the connection (a restarted QEMU)."""
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    server, client = ("127.0.0.1", 4444), ("127.0.0.1", 50000)
+
+    def connection(inode: int, holder: int) -> None:
+        local, remote = peer._hex_address(*server), peer._hex_address(*client)
+        (proc / "net" / "tcp").write_text(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+            "  timeout inode\n"
+            f"   0: {local} {remote} 01 00000000:00000000 00:00000000 00000000     0"
+            f"        0 {inode} 1 0000000000000000 20 4 30 10 -1\n"
+        )
+        for pid in (100, 200):
+            fd_dir = proc / str(pid) / "fd"
+            shutil.rmtree(fd_dir, ignore_errors=True)
+            fd_dir.mkdir(parents=True)
+            os.symlink("/dev/null", fd_dir / "0")
+        os.symlink(f"socket:[{inode}]", proc / str(holder) / "fd" / "7")
+
+    scans = []
+    full_scan = peer._pid_of_socket
+    monkeypatch.setattr(peer, "_pid_of_socket", lambda *a: scans.append(a) or full_scan(*a))
+    connection(inode=1111, holder=200)
+    assert peer.tcp_peer_pid(client, server, str(proc)) == 200
+    connection(inode=2222, holder=200)  # the next poll's connection, same QEMU
+    assert peer.tcp_peer_pid(client, server, str(proc)) == 200
+    assert len(scans) == 1, "the second lookup listed only the last owner's fds"
+    connection(inode=3333, holder=100)  # another process serves it now
+    assert peer.tcp_peer_pid(client, server, str(proc)) == 100
+    assert len(scans) == 2

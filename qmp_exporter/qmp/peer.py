@@ -3,8 +3,9 @@
 A unix socket's peer is the process that listened when we connected (``SO_PEERCRED``): for a
 monitor QEMU serves itself, QEMU. A TCP connection to a loopback address is looked up where
 the kernel tells it: our connection's server side in ``/proc/net/tcp{,6}`` gives its inode,
-and the process holding ``socket:[inode]`` is found in ``/proc/*/fd`` (milliseconds; other
-users' fd lists need ``CAP_SYS_PTRACE``). Read once per connection: a restarted QEMU is a new
+and the process holding ``socket:[inode]`` is found in ``/proc/*/fd`` (milliseconds, more on a
+host of many processes; the process found last time for that address is looked at first;
+other users' fd lists need ``CAP_SYS_PTRACE``). Read once per connection: a restarted QEMU is a new
 connection and so a new PID.
 """
 
@@ -59,8 +60,25 @@ def tcp_peer_pid(ours: Any, theirs: Any, proc_root: str = "/proc") -> int | None
     when ``theirs`` is a loopback address."""
     if not ipaddress.ip_address(theirs[0]).is_loopback:
         return None
-    inode = _tcp_inode((theirs[0], theirs[1]), (ours[0], ours[1]), proc_root)
-    return None if inode is None else _pid_of_socket(inode, proc_root)
+    server = (theirs[0], theirs[1])
+    inode = _tcp_inode(server, (ours[0], ours[1]), proc_root)
+    if inode is None:
+        return None
+    hint = _last_owner.get((proc_root, server))
+    if hint is not None and _holds(hint, f"socket:[{inode}]", proc_root):
+        return hint  # the same QEMU as last time: its fds only, not every process's
+    pid = _pid_of_socket(inode, proc_root)
+    if pid is not None:
+        if len(_last_owner) >= _MAX_REMEMBERED:
+            _last_owner.clear()
+        _last_owner[(proc_root, server)] = pid
+    return pid
+
+
+#: The process that served each TCP monitor address last (a ``poll``-mode monitor connects
+#: for every poll): looked at first, so a lookup lists one process's fds, not every process's.
+_last_owner: dict[tuple[str, tuple[str, int]], int] = {}
+_MAX_REMEMBERED = 4096
 
 
 def _hex_address(host: str, port: int) -> str:
@@ -88,17 +106,22 @@ def _tcp_inode(local: tuple[str, int], remote: tuple[str, int], proc_root: str) 
 def _pid_of_socket(inode: int, proc_root: str) -> int | None:
     target = f"socket:[{inode}]"
     for entry in os.scandir(proc_root):
-        if not entry.name.isdigit():
-            continue
-        fd_dir = f"{proc_root}/{entry.name}/fd"
+        if entry.name.isdigit() and _holds(int(entry.name), target, proc_root):
+            return int(entry.name)
+    return None
+
+
+def _holds(pid: int, target: str, proc_root: str) -> bool:
+    """Whether process ``pid`` has an fd whose link reads ``target``."""
+    fd_dir = f"{proc_root}/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
         try:
-            fds = os.listdir(fd_dir)
+            if os.readlink(f"{fd_dir}/{fd}") == target:
+                return True
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") == target:
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
+    return False
