@@ -33,7 +33,7 @@ from qmp_exporter.collectors.hostproc import (
     find_taps,
     parse_io,
     parse_schedstat,
-    parse_stat,
+    parse_start,
     parse_stat_times,
     parse_swap,
     read_bytes,
@@ -169,10 +169,10 @@ class HostCollector(Collector):
         if peer_pid != self.pid or self._started is None:
             return False
         try:
-            stat = parse_stat(self._files.read(self._stat_path))
+            started = parse_start(self._files.read(self._stat_path))
         except ReadError:
             return False
-        return stat.start_after_boot == self._started
+        return started == self._started
 
     @classmethod
     def trusted(
@@ -199,14 +199,15 @@ class HostCollector(Collector):
     def read(self, threads: Sequence[tuple[int, int]]) -> list[Sample]:
         """Samples for the process and its vCPU ``threads`` ((index, thread id) pairs)."""
         read = self._files.read
-        user, system, resident = parse_stat_times(read(self._stat_path))  # ReadError: failed
+        stat = read(self._stat_path)  # ReadError: the whole read failed
+        user, system, resident = parse_stat_times(stat)
         samples: list[Sample] = [
             (CPU_SECONDS.name, _USER, user),
             (CPU_SECONDS.name, _SYSTEM, system),
             (RESIDENT_BYTES.name, (), resident),
         ]
         if self._start is None:
-            self._start = self._start_time()
+            self._start = self._start_time(stat)
         samples.extend(self._start)
         if self._polls % SLOW_EVERY == 0:
             self._slow_process = self._swap()
@@ -232,12 +233,12 @@ class HostCollector(Collector):
         self._polls += 1
         return samples
 
-    def _start_time(self) -> list[Sample]:
-        """The process's start, read once (a held ``stat`` never reads another process)."""
+    def _start_time(self, stat: bytes) -> list[Sample]:
+        """The process's start, from its first ``stat`` (a held ``stat`` never reads another
+        process)."""
         try:
-            stat = parse_stat(self._files.read(self._stat_path))
-            self._started = stat.start_after_boot
-            return [(START_TIME.name, (), boot_time(self.proc_root) + stat.start_after_boot)]
+            self._started = started = parse_start(stat)
+            return [(START_TIME.name, (), boot_time(self.proc_root) + started)]
         except ReadError as err:
             note_missing(self.pid, "start time", err.reason)
             return []

@@ -12,7 +12,6 @@ import errno
 import os
 import re
 import resource
-from typing import NamedTuple
 
 #: Why a figure is missing.
 GONE = "gone"  # the process, thread or interface no longer exists
@@ -41,8 +40,7 @@ class ReadError(ValueError):
         self.reason = reason
 
 
-def reason_of(err: OSError) -> str:
-    """Which of ``REASONS`` an ``OSError`` of a read means."""
+def _reason(err: OSError) -> str:
     if err.errno in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
         return GONE
     if err.errno in (errno.EACCES, errno.EPERM):
@@ -55,7 +53,7 @@ def read_bytes(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
-        raise ReadError(reason_of(err), path) from None
+        raise ReadError(_reason(err), path) from None
     try:
         chunks = []
         while chunk := os.read(fd, 8192):
@@ -64,7 +62,7 @@ def read_bytes(path: str) -> bytes:
                 break
         return b"".join(chunks)
     except OSError as err:  # ESRCH: the process exited between open and read
-        raise ReadError(reason_of(err), path) from None
+        raise ReadError(_reason(err), path) from None
     finally:
         os.close(fd)
 
@@ -91,14 +89,14 @@ class HeldFiles:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as err:
-                raise ReadError(reason_of(err), path) from None
+                raise ReadError(_reason(err), path) from None
             self._fds[path] = fd
             HeldFiles._held += 1
         try:
             return os.pread(fd, 8192, 0)
         except OSError as err:  # gone: open it again next time (a tap of the same name)
             self.close(path)
-            raise ReadError(reason_of(err), path) from None
+            raise ReadError(_reason(err), path) from None
 
     def close(self, path: str) -> None:
         """Stop holding ``path``."""
@@ -150,39 +148,32 @@ def boot_time(proc_root: str = "/proc") -> float:
     raise ReadError(MALFORMED, "no btime in /proc/stat")
 
 
-class ProcessStat(NamedTuple):
-    """What ``/proc/PID/stat`` says of a process."""
-
-    comm: str
-    user_seconds: float
-    system_seconds: float
-    #: Seconds after boot the process started (add :func:`boot_time` for epoch seconds).
-    start_after_boot: float
-    #: Resident memory (the same count as ``VmRSS`` of ``status``).
-    resident_bytes: int
-
-
-def parse_stat(data: bytes) -> ProcessStat:
-    """``/proc/PID/stat``; ``comm`` (in parentheses) may hold spaces and ``)``."""
+def parse_stat_times(data: bytes) -> tuple[float, float, int]:
+    """User and system seconds and resident bytes (the same count as ``VmRSS`` of
+    ``status``) of ``/proc/PID/stat``: what moves from one poll to the next."""
     try:
-        comm = data[data.index(b"(") + 1 : data.rindex(b")")].decode("utf-8", "replace")
-        rest = data[data.rindex(b")") + 2 :].split()  # rest[N - 3] is field N
-        return ProcessStat(
-            comm, int(rest[11]) / CLOCK_TICKS, int(rest[12]) / CLOCK_TICKS,
-            int(rest[19]) / CLOCK_TICKS, int(rest[21]) * PAGE_SIZE,
+        fields = _stat_fields(data)
+        return (
+            int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS,
+            int(fields[21]) * PAGE_SIZE,
         )  # fmt: skip
     except (ValueError, IndexError) as err:
         raise ReadError(MALFORMED, f"stat: {err}") from None
 
 
-def parse_stat_times(data: bytes) -> tuple[float, float, int]:
-    """User and system seconds and resident bytes of ``/proc/PID/stat``: what changes from
-    one poll to the next, without the rest of :func:`parse_stat`."""
+def parse_start(data: bytes) -> float:
+    """Seconds after boot the process of ``/proc/PID/stat`` started (add :func:`boot_time`
+    for epoch seconds): with the PID, what tells one process from a later one."""
     try:
-        rest = data[data.rindex(b")") + 2 :].split(maxsplit=22)
-        return int(rest[11]) / CLOCK_TICKS, int(rest[12]) / CLOCK_TICKS, int(rest[21]) * PAGE_SIZE
+        return int(_stat_fields(data)[19]) / CLOCK_TICKS
     except (ValueError, IndexError) as err:
         raise ReadError(MALFORMED, f"stat: {err}") from None
+
+
+def _stat_fields(data: bytes) -> list[bytes]:
+    """The fields after ``comm``, which is in parentheses and may hold spaces and ``)``:
+    field N of proc(5) is item N - 3."""
+    return data[data.rindex(b")") + 2 :].split(maxsplit=22)
 
 
 def parse_swap(data: bytes) -> int | None:
@@ -244,7 +235,7 @@ def check_qemu(pid: int, proc_root: str = "/proc") -> str | None:
         target = os.readlink(link)
         st = os.stat(link)  # the binary itself, even when deleted since
     except OSError as err:
-        return reason_of(err)
+        return _reason(err)
     target = target.removesuffix(_DELETED)
     if QEMU_EXE.fullmatch(os.path.basename(target)) is None:
         return UNTRUSTED
@@ -260,7 +251,7 @@ def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
     try:
         fds = os.listdir(fd_dir)
     except OSError as err:
-        raise ReadError(reason_of(err), fd_dir) from None
+        raise ReadError(_reason(err), fd_dir) from None
     names: list[str] = []
     for fd in fds:
         try:

@@ -3,10 +3,10 @@
 A unix socket's peer is the process that listened when we connected (``SO_PEERCRED``): for a
 monitor QEMU serves itself, QEMU. A TCP connection to a loopback address is looked up where
 the kernel tells it: our connection's server side in ``/proc/net/tcp{,6}`` gives its inode,
-and the process holding ``socket:[inode]`` is found in ``/proc/*/fd`` (milliseconds, more on a
-host of many processes; the process found last time for that address is looked at first;
-other users' fd lists need ``CAP_SYS_PTRACE``). Read once per connection: a restarted QEMU is a new
-connection and so a new PID.
+and the process holding ``socket:[inode]`` is found in ``/proc/*/fd`` (milliseconds, more on
+a host of many processes, so the process found last time for that address is looked at
+first; other users' fd lists need ``CAP_SYS_PTRACE``). Read once per connection: a restarted
+QEMU is a new connection and so a new PID.
 """
 
 from __future__ import annotations
