@@ -40,13 +40,14 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import cpu_seconds
 from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector
 from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.fdlimit import raise_fd_limit
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
-from tests.helpers.exporter import free_port, wait_for
+from tests.helpers.exporter import free_port, parse_samples, wait_for
 from tests.helpers.procfs import FakeProcess, make_host
 from tests.helpers.qemu import QemuVM
 from tests.helpers.taps import persistent_tap, tap_args
@@ -197,12 +198,6 @@ def real(count: int, rounds: int) -> None:
                result)  # fmt: skip
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user and system) process ``pid`` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def whole_exporter(count: int, seconds: float) -> None:
     """Two exporter processes side by side, each watching ``count`` real QEMUs of its own
     (polled every second, scraped every second with gzip, as Prometheus does), one with
@@ -232,7 +227,7 @@ def whole_exporter(count: int, seconds: float) -> None:
             for label, (_, url) in exporters.items():
                 wait_for(partial(_all_up, url, count), 60, f"{label}: every VM up")
             time.sleep(2)
-            start = {label: process_cpu(p.pid) for label, (p, _) in exporters.items()}
+            start = {label: cpu_seconds(p.pid) for label, (p, _) in exporters.items()}
             began = time.monotonic()
             sizes = {label: 0 for label in exporters}
             while time.monotonic() - began < seconds:
@@ -241,7 +236,7 @@ def whole_exporter(count: int, seconds: float) -> None:
                 time.sleep(1)
             elapsed = time.monotonic() - began
             used = {
-                label: process_cpu(p.pid) - start[label] for label, (p, _) in exporters.items()
+                label: cpu_seconds(p.pid) - start[label] for label, (p, _) in exporters.items()
             }
         polls = count * elapsed  # one poll per VM per second
         result = {label: used[label] / polls * 1e6 for label in exporters}
@@ -254,10 +249,10 @@ def whole_exporter(count: int, seconds: float) -> None:
 
 def _all_up(url: str, count: int) -> bool:
     try:
-        lines = requests.get(url, timeout=5).text.splitlines()
+        samples = parse_samples(requests.get(url, timeout=5).text)
     except requests.RequestException:
         return False
-    return sum(line.startswith("qemu_up{") and line.endswith(" 1") for line in lines) == count
+    return sum(name == "qemu_up" and value == 1 for (name, _), value in samples.items()) == count
 
 
 def main() -> None:
