@@ -5,8 +5,9 @@ poller fed by a scripted monitor replaying events recorded from a real QEMU 7.2 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -234,23 +235,34 @@ async def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def watching(
+    tmp_path: Path, handlers: dict[str, Any] | None = None, mode: str = "persistent"
+) -> AsyncIterator[Watched]:
+    """A scripted monitor and its started poller, once up; the poller stops at the end."""
+    async with ScriptedMonitor(str(tmp_path / "vm.qmp"), handlers=handlers or {}) as monitor:
+        watched = Watched(monitor, mode)
+        watched.poller.start()
+        await wait_until(lambda: watched.poller.state.up)
+        try:
+            yield watched
+        finally:
+            await watched.poller.stop()
+
+
 def test_poller_counts_failures_from_zero_and_passes_on_the_synthetic_event(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> Watched:
         handlers = {"query-vnc": QUERY_VNC}
-        async with ScriptedMonitor(str(tmp_path / "vm.qmp"), handlers=handlers) as monitor:
-            watched = Watched(monitor)
-            watched.poller.start()
-            await wait_until(lambda: watched.poller.state.up)
+        async with watching(tmp_path, handlers) as watched:
             assert watched.failures() == 0
             for name in ("VNC_CONNECTED", "VNC_DISCONNECTED"):
                 await watched.send(name, vnc_event(name, "46580").data)
             for name in ("VNC_CONNECTED", "VNC_INITIALIZED", "VNC_DISCONNECTED"):
                 await watched.send(name, vnc_event(name, "46624").data)
             await wait_until(lambda: watched.events().get("VNC_DISCONNECTED") == 2)
-            await watched.poller.stop()
-            return watched
+        return watched
 
     watched = asyncio.run(scenario())
     assert watched.failures() == 1
@@ -273,19 +285,15 @@ def test_a_client_pending_when_the_qmp_connection_drops_is_not_a_failure(
 ) -> None:
     async def scenario() -> Watched:
         handlers = {"query-vnc": QUERY_VNC}
-        async with ScriptedMonitor(str(tmp_path / "vm.qmp"), handlers=handlers) as monitor:
-            watched = Watched(monitor)
-            watched.poller.start()
-            await wait_until(lambda: watched.poller.state.up)
+        async with watching(tmp_path, handlers) as watched:
             await watched.send("VNC_CONNECTED", vnc_event("VNC_CONNECTED", "9000").data)
             await wait_until(lambda: watched.events()["VNC_CONNECTED"] == 1)
-            monitor.sessions[-1].close()
+            watched.monitor.sessions[-1].close()
             await wait_until(lambda: watched.poller.state.counters.connections == 2)
             await wait_until(lambda: watched.poller.state.up)
             await watched.send("VNC_DISCONNECTED", vnc_event("VNC_DISCONNECTED", "9000").data)
             await wait_until(lambda: watched.events()["VNC_DISCONNECTED"] == 1)
-            await watched.poller.stop()
-            return watched
+        return watched
 
     watched = asyncio.run(scenario())
     assert watched.failures() == 0
@@ -296,12 +304,9 @@ def test_no_vnc_no_failure_counter(tmp_path: Path) -> None:
     """Without VNC (the scripted QEMU has no query-vnc), the counter is absent."""
 
     async def scenario() -> Watched:
-        async with ScriptedMonitor(str(tmp_path / "vm.qmp")) as monitor:
-            watched = Watched(monitor)
-            watched.poller.start()
-            await wait_until(lambda: watched.poller.state.up)
-            await watched.poller.stop()
-            return watched
+        async with watching(tmp_path) as watched:
+            pass  # polled once up: what it published is checked below
+        return watched
 
     watched = asyncio.run(scenario())
     assert watched.failures() is None
@@ -311,12 +316,9 @@ def test_no_vnc_no_failure_counter(tmp_path: Path) -> None:
 def test_poll_mode_has_no_failure_counter_and_asks_no_query_spice(tmp_path: Path) -> None:
     async def scenario() -> Watched:
         handlers = {"query-vnc": QUERY_VNC, "query-spice": QUERY_SPICE}
-        async with ScriptedMonitor(str(tmp_path / "vm.qmp"), handlers=handlers) as monitor:
-            watched = Watched(monitor, mode="poll")
-            watched.poller.start()
-            await wait_until(lambda: watched.poller.state.up)
-            await watched.poller.stop()
-            return watched
+        async with watching(tmp_path, handlers, mode="poll") as watched:
+            pass  # polled once up: what it published is checked below
+        return watched
 
     watched = asyncio.run(scenario())
     assert watched.failures() is None
@@ -327,16 +329,12 @@ def test_poll_mode_has_no_failure_counter_and_asks_no_query_spice(tmp_path: Path
 def test_spice_events_are_precreated_and_counted_from_the_recording(tmp_path: Path) -> None:
     async def scenario() -> tuple[Watched, dict[str, int]]:
         handlers = {"query-spice": QUERY_SPICE}
-        async with ScriptedMonitor(str(tmp_path / "vm.qmp"), handlers=handlers) as monitor:
-            watched = Watched(monitor)
-            watched.poller.start()
-            await wait_until(lambda: watched.poller.state.up)
+        async with watching(tmp_path, handlers) as watched:
             at_start = watched.events()
             for name, data in spice_events_recorded():
                 await watched.send(name, data)
             await wait_until(lambda: watched.events()["SPICE_DISCONNECTED"] == 2)
-            await watched.poller.stop()
-            return watched, at_start
+        return watched, at_start
 
     watched, at_start = asyncio.run(scenario())
     spice = ("SPICE_CONNECTED", "SPICE_INITIALIZED", "SPICE_DISCONNECTED")
@@ -358,12 +356,9 @@ def test_spice_events_are_precreated_and_counted_from_the_recording(tmp_path: Pa
 def test_spice_events_are_not_precreated_without_spice(tmp_path: Path, answer: Any) -> None:
     async def scenario() -> Watched:
         handlers = {} if answer is None else {"query-spice": answer}
-        async with ScriptedMonitor(str(tmp_path / "vm.qmp"), handlers=handlers) as monitor:
-            watched = Watched(monitor)
-            watched.poller.start()
-            await wait_until(lambda: watched.poller.state.up)
-            await watched.poller.stop()
-            return watched
+        async with watching(tmp_path, handlers) as watched:
+            pass  # polled once up: what it published is checked below
+        return watched
 
     watched = asyncio.run(scenario())
     assert "query-spice" in watched.monitor.commands()
