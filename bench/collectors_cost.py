@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.config import MonitorConfig
+from qmp_exporter.host import Host
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from tests.helpers.images import make_disk_image, pc_vm_args, wait_listening
 from tests.helpers.qemu import QemuVM
@@ -39,7 +40,8 @@ async def measure(address: str, variants: dict[str, tuple[str, ...]], polls: int
     pollers = {}
     for label, collectors in variants.items():
         monitor = MonitorConfig(name=label, address=address, mode="poll", collectors=collectors)
-        pollers[label] = MonitorPoller(monitor, PollSettings(interval=60, timeout=5))
+        settings = PollSettings(interval=60, timeout=5)
+        pollers[label] = MonitorPoller(monitor, settings, host=Host())
     times: dict[str, list[float]] = {label: [] for label in variants}
     for _ in range(polls):
         for label, poller in pollers.items():

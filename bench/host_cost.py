@@ -42,10 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procs import cpu_seconds
 from qmp_exporter.collectors import DEFAULT_COLLECTORS
-from qmp_exporter.collectors.base import Collector
+from qmp_exporter.collectors.base import Collector, Connection
 from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.fdlimit import raise_fd_limit
+from qmp_exporter.host import Host
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from tests.helpers.exporter import free_port, parse_samples, wait_for
 from tests.helpers.procfs import FakeProcess, make_host
@@ -61,7 +62,7 @@ SIMULATED_VCPU_THREADS = range(13540, 13544)
 
 
 async def cpu_per_poll(
-    addresses: list[str], rounds: int, mode: str = "persistent"
+    addresses: list[str], rounds: int, mode: str = "persistent", host: Host | None = None
 ) -> dict[str, float]:
     """Median exporter CPU µs per VM-poll of each variant over ``rounds`` alternating rounds.
     A monitor serves one client: the first half of ``addresses`` is polled without the host
@@ -75,6 +76,7 @@ async def cpu_per_poll(
             MonitorPoller(
                 MonitorConfig(name=f"{label}-{i}", address=a, mode=mode, collectors=collectors),
                 PollSettings(interval=60, timeout=30, start_spread=0),
+                host=host or Host(),
             )
             for i, a in enumerate(part)
         ]
@@ -137,12 +139,12 @@ def simulated(vms: int, rounds: int) -> None:
     proc_root, fixture_sys = make_host(workdir / "host", processes)
     with kernel_taps([tap for p in processes for tap in p.taps]) as real_taps:
         sys_root = "/sys" if real_taps else fixture_sys
+        real_for_connection: Callable[..., Collector | None] = HostCollector.for_connection
         pids = itertools.cycle(p.pid for p in processes)
+        host = Host(proc_root, sys_root)
 
-        def fake_process(
-            available: frozenset[str] | None, peer_pid: int | None
-        ) -> Collector | None:
-            return HostCollector.trusted(available, next(pids), proc_root, sys_root)
+        def fake_process(connection: Connection) -> Collector | None:
+            return real_for_connection(Connection(connection.available_commands, next(pids), host))
 
         sockets = workdir / "sockets"
         sockets.mkdir()
@@ -157,10 +159,9 @@ def simulated(vms: int, rounds: int) -> None:
                 time.sleep(0.2)
             time.sleep(1)
             addresses = [f"unix:{p}" for p in sorted(sockets.glob("*.qmp"))]
-            real_for_connection: Callable[..., Collector | None] = HostCollector.for_connection
             HostCollector.for_connection = fake_process  # type: ignore[method-assign,assignment]
             try:
-                result = asyncio.run(cpu_per_poll(addresses, rounds))
+                result = asyncio.run(cpu_per_poll(addresses, rounds, host=host))
             finally:
                 HostCollector.for_connection = real_for_connection  # type: ignore[method-assign,assignment]
             taps = "kernel taps" if real_taps else "generated /sys (not root)"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qmp_exporter.polling import cmdline
-from qmp_exporter.polling.cmdline import (
+from qmp_exporter.host import cmdline
+from qmp_exporter.host.cmdline import (
     CLIENT_MODE,
     FD_PASSED,
     NOT_A_SOCKET,

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.balloon import BalloonCollector
+from qmp_exporter.collectors.base import Collector
 from qmp_exporter.collectors.block import BlockCollector, parse_blockstats
 from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.collectors.kvm import KvmCollector
@@ -26,9 +27,20 @@ from qmp_exporter.collectors.memory import MemoryCollector
 from qmp_exporter.collectors.migration import MigrationCollector
 from qmp_exporter.collectors.spice import SpiceCollector
 from qmp_exporter.collectors.vcpu import VcpuCollector
+from qmp_exporter.host import Host
+from qmp_exporter.host.process import ProcessReader
+from qmp_exporter.host.procfs import FileBudget
 from qmp_exporter.qmp import CommandError
 from qmp_exporter.textformat import sample_line
 from tests.helpers import qmp_answers as real
+
+
+def made(cls: type[Collector]) -> Collector:
+    """A collector of ``cls`` for a VM whose commands are unknown; the host collector reads
+    this process (untrusted, so built directly)."""
+    if cls is HostCollector:
+        return HostCollector(None, ProcessReader(Host(), os.getpid(), FileBudget()))
+    return cls(None)
 
 
 class Answers:
@@ -290,7 +302,7 @@ JSON = st.recursive(
 def test_any_answer_gives_valid_samples_or_a_type_or_value_error(answer, name):
     """Whatever a VM answers, a collector returns well-formed samples or raises
     TypeError/ValueError (recorded as that collector's failure only)."""
-    collector = COLLECTORS[name](None)
+    collector = made(COLLECTORS[name])
 
     async def query(command: str, arguments: dict[str, Any] | None) -> Any:
         return answer
@@ -320,8 +332,7 @@ def test_exposition_of_real_answers_passes_promtool():
     }
     text = []
     for cls in COLLECTORS.values():
-        # the host collector reads a process: this one (untrusted, so built directly)
-        collector = HostCollector(None, os.getpid()) if cls is HostCollector else cls(None)
+        collector = made(cls)
         samples = asyncio.run(collector.collect(Answers(responses)))
         for family in cls.families:
             mine = [s for s in samples if s[0] == family.name]

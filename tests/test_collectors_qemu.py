@@ -16,6 +16,7 @@ import pytest
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.collectors.kvm_stats import parse_schemas
 from qmp_exporter.config import MonitorConfig
+from qmp_exporter.host import Host
 from qmp_exporter.polling.collect import choose_collectors, run_collectors
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import connect
@@ -48,7 +49,7 @@ async def collect_all(address: str, names: list[str] | None = None) -> dict[str,
     wanted = names or list(COLLECTORS)
     client = await connect(address, timeout=5)
     try:
-        collectors = await choose_collectors(client, wanted)
+        collectors = await choose_collectors(client, wanted, host=Host())
         samples, results = await run_collectors(collectors, client)
     finally:
         await client.close()
@@ -148,7 +149,8 @@ def test_poller_runs_collectors_and_reports_each(pc_vm, none_vm):
         monitor = MonitorConfig(
             name="t", address=address, mode="poll", collectors=tuple(COLLECTORS)
         )
-        poller = MonitorPoller(monitor, PollSettings(interval=5, timeout=5, start_spread=0))
+        settings = PollSettings(interval=5, timeout=5, start_spread=0)
+        poller = MonitorPoller(monitor, settings, host=Host())
         await poller.poll_once()
         return poller
 

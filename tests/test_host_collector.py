@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
-from qmp_exporter.collectors.host import SLOW_EVERY, HostCollector, vcpu_threads
-from qmp_exporter.collectors.hostproc import UNTRUSTED, check_qemu
-from qmp_exporter.qmp import peer
-from qmp_exporter.qmp.peer import peer_pid
+from qmp_exporter.collectors.base import Connection
+from qmp_exporter.collectors.host import HostCollector, vcpu_threads
+from qmp_exporter.host import Host, peer
+from qmp_exporter.host.peer import PeerHints, peer_pid
+from qmp_exporter.host.process import SLOW_EVERY
+from qmp_exporter.host.procfs import UNTRUSTED
+from qmp_exporter.host.trust import check_qemu
 from tests.helpers.procfs import BOOT_TIME, TICKS, FakeProcess, make_host
 
 CPUS = [
@@ -46,7 +49,7 @@ def host(tmp_path: Path, **figures: Any) -> tuple[HostCollector, FakeProcess]:
         **figures,
     )  # fmt: skip
     proc, sys = make_host(tmp_path, [process])
-    collector = HostCollector.trusted(None, process.pid, proc, sys)
+    collector = HostCollector.for_connection(Connection(None, process.pid, Host(proc, sys)))
     assert collector is not None
     return collector, process
 
@@ -114,16 +117,16 @@ def test_a_gone_process_fails_the_collector(tmp_path):
 
 def test_a_collector_serves_again_only_the_same_process(tmp_path):
     collector, p = host(tmp_path)
-    assert not collector.serves_again(None, p.pid), "not before it has read the process"
+    assert not collector.serves_again(Connection(None, p.pid)), "not before it has read the process"
     collect(collector)
-    assert collector.serves_again(None, p.pid)
-    assert not collector.serves_again(None, p.pid + 1)
-    assert not collector.serves_again(None, None)
+    assert collector.serves_again(Connection(None, p.pid))
+    assert not collector.serves_again(Connection(None, p.pid + 1))
+    assert not collector.serves_again(Connection(None, None))
     stat = tmp_path / "proc" / str(p.pid) / "stat"
     fields = stat.read_text().split(" ")
     fields[21] = str(int(fields[21]) + 100)  # field 22: the start, in ticks after boot
     stat.write_text(" ".join(fields))
-    assert not collector.serves_again(None, p.pid), "a new process with the same PID"
+    assert not collector.serves_again(Connection(None, p.pid)), "a new process with the same PID"
 
 
 def test_vcpu_threads_of_an_answer():
@@ -149,8 +152,12 @@ def test_only_a_root_owned_qemu_binary_is_trusted(tmp_path):
     assert check_qemu(1, proc) == UNTRUSTED
     assert check_qemu(2, proc) == UNTRUSTED
     assert check_qemu(3, proc) is None
-    assert HostCollector.trusted(None, 1, proc, sys) is None
-    assert HostCollector.for_connection(None, None) is None
+    host = Host(proc, sys)
+    assert host.trusted_process(1) is None
+    assert HostCollector.for_connection(Connection(None, 1, host)) is None
+    assert HostCollector.for_connection(Connection(None, None, host)) is None, "peer unknown"
+    assert HostCollector.for_connection(Connection(None, 3, None)) is None, "no host to read"
+    assert HostCollector.for_connection(Connection(None, 3, host)) is not None
     os.chmod(named_qemu, 0o755)
     os.chown(named_qemu, 0, 0)
     assert check_qemu(1, proc) is None
@@ -195,11 +202,12 @@ def test_a_tcp_peer_is_looked_for_first_where_it_was_last_time(tmp_path, monkeyp
     scans = []
     full_scan = peer._pid_of_socket
     monkeypatch.setattr(peer, "_pid_of_socket", lambda *a: scans.append(a) or full_scan(*a))
+    hints = PeerHints()
     connection(inode=1111, holder=200)
-    assert peer.tcp_peer_pid(client, server, str(proc)) == 200
+    assert peer.tcp_peer_pid(client, server, str(proc), hints) == 200
     connection(inode=2222, holder=200)  # the next poll's connection, same QEMU
-    assert peer.tcp_peer_pid(client, server, str(proc)) == 200
+    assert peer.tcp_peer_pid(client, server, str(proc), hints) == 200
     assert len(scans) == 1, "the second lookup listed only the last owner's fds"
     connection(inode=3333, holder=100)  # another process serves it now
-    assert peer.tcp_peer_pid(client, server, str(proc)) == 100
+    assert peer.tcp_peer_pid(client, server, str(proc), hints) == 100
     assert len(scans) == 2

@@ -17,8 +17,10 @@ import pytest
 
 from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from qmp_exporter.collectors.host import HostCollector
-from qmp_exporter.collectors.hostproc import UNTRUSTED, check_qemu
 from qmp_exporter.config import MonitorConfig
+from qmp_exporter.host import Host
+from qmp_exporter.host.procfs import UNTRUSTED
+from qmp_exporter.host.trust import check_qemu
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import connect
 from qmp_exporter.qmp.address import parse_address
@@ -79,7 +81,8 @@ def send_frames(tap: str, count: int) -> None:
 def new_poller(vm: QemuVM) -> MonitorPoller:
     collectors = DEFAULT_COLLECTORS
     monitor = MonitorConfig("host-test", vm.qmp_address(), "poll", collectors=collectors)
-    return MonitorPoller(monitor, PollSettings(interval=60, timeout=10, start_spread=0))
+    settings = PollSettings(interval=60, timeout=10, start_spread=0)
+    return MonitorPoller(monitor, settings, host=Host())
 
 
 def test_host_figures_of_two_busy_guests_with_taps(qemu_factory, tmp_path, taps):
@@ -152,9 +155,9 @@ def test_a_poll_mode_monitor_keeps_reading_the_same_process(qemu_factory, tmp_pa
     made = []
     for_connection = HostCollector.for_connection
 
-    def counted(available, peer_pid):
-        made.append(peer_pid)
-        return for_connection(available, peer_pid)
+    def counted(connection):
+        made.append(connection.peer_pid)
+        return for_connection(connection)
 
     monkeypatch.setattr(HostCollector, "for_connection", counted)
     vm = busy_vm(qemu_factory, tmp_path, "user,id=n0")
@@ -185,7 +188,7 @@ def test_a_process_merely_named_qemu_is_not_trusted(tmp_path):
         for process in (named, copied):
             wait_for(lambda p=process: Path(f"/proc/{p.pid}/exe").resolve().name != "bash", 5)
             assert check_qemu(process.pid) == UNTRUSTED
-            assert HostCollector.trusted(None, process.pid) is None
+            assert Host().trusted_process(process.pid) is None
     finally:
         for process in (named, copied):
             process.kill()
@@ -199,6 +202,6 @@ def test_the_peer_of_a_loopback_tcp_monitor_is_found(qemu_factory):
 
     async def peer() -> int | None:
         async with await connect(parse_address(f"tcp:127.0.0.1:{port}")) as client:
-            return client.peer_pid
+            return await Host().peer_pid(client.socket)
 
     assert asyncio.run(peer()) == vm.pid

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from qmp_exporter.host import Host
 from qmp_exporter.textformat import Family, Sample
 
 #: Runs one read-only QMP command and returns its answer (raises on error or timeout).
 Query = Callable[[str, dict[str, Any] | None], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """What a collector is told of the QMP connection it is made for."""
+
+    #: What ``query-commands`` listed (``None``: unknown).
+    available_commands: frozenset[str] | None
+    #: The process behind the monitor; looked up only when a chosen collector
+    #: :attr:`~Collector.needs_peer` (``None``: unknown, or not looked up).
+    peer_pid: int | None = None
+    #: The host's reader, for collectors that read the host (``None``: no host figures).
+    host: Host | None = None
 
 
 class Collector(ABC):
@@ -31,25 +46,27 @@ class Collector(ABC):
     #: them together with its own queries in one write, and ``query`` then answers them
     #: from that batch; anything else ``collect`` asks goes to the VM as usual.
     poll_commands: ClassVar[tuple[str, ...]] = ()
+    #: Whether :meth:`for_connection` needs :attr:`Connection.peer_pid` (the host collector).
+    needs_peer: ClassVar[bool] = False
 
     def __init__(self, available_commands: frozenset[str] | None) -> None:
         """``available_commands`` is what ``query-commands`` listed (``None``: unknown)."""
         self.available_commands = available_commands
 
     @classmethod
-    def for_connection(
-        cls, available_commands: frozenset[str] | None, peer_pid: int | None
-    ) -> Collector | None:
-        """The collector for one connection, or ``None`` to run none. ``peer_pid`` is the
-        process behind the monitor (``QMPClient.peer_pid``): QMP collectors ignore it; the
-        host collector reads that process."""
-        return cls(available_commands)
+    def for_connection(cls, connection: Connection) -> Collector | None:
+        """The collector for one connection, or ``None`` to run none. QMP collectors need
+        only its commands; the host collector reads the process behind it."""
+        return cls(connection.available_commands)
 
-    def serves_again(self, available_commands: frozenset[str] | None, peer_pid: int | None) -> bool:
+    def serves_again(self, connection: Connection) -> bool:
         """Whether this collector, made for an earlier connection, may serve a new one to the
         same monitor as it is (a ``poll``-mode monitor connects for every poll). QMP collectors
         start afresh; the host collector carries on while the process is the same."""
         return False
+
+    def close(self) -> None:  # noqa: B027 (most collectors hold nothing: no-op by default)
+        """Release what the collector holds (open files); called once it serves no more."""
 
     @classmethod
     def supported(cls, available_commands: frozenset[str] | None) -> bool:

@@ -1,5 +1,4 @@
-"""The host's view of a VM: what its QEMU process costs the hypervisor, read from ``/proc``
-and ``/sys`` on each poll (never on a scrape).
+"""The host's view of a VM as a collector: what its QEMU process costs the hypervisor.
 
 Sample output::
 
@@ -7,108 +6,24 @@ Sample output::
     qemu_vcpu_delay_seconds_total{vm="web1",vcpu="0"} 3.2519
     qemu_network_receive_bytes_total{vm="web1",interface="vnet3"} 1.2e+09
 
-A sibling kind of collector: QMP answers alone cannot give these figures, so it is built
-per connection with the PID of the monitor's peer (``QMPClient.peer_pid``, through
-:meth:`Collector.for_connection`) and is chosen only when that process is a trusted QEMU
-binary. Its ``collect`` takes the vCPU thread ids from the poll's ``query-cpus-fast`` answer
-(the batch the ``vcpu`` collector shares). Whatever cannot be read is left out, with one log
-line per process, figure and cause.
+A sibling kind of collector: QMP answers alone cannot give these figures, so it is built per
+connection for the process behind the monitor (:attr:`Connection.peer_pid
+<qmp_exporter.collectors.base.Connection.peer_pid>`, looked up because it ``needs_peer``)
+and only when that process is a trusted QEMU binary. The reading itself is
+:class:`~qmp_exporter.host.process.ProcessReader`'s; ``collect`` adds the vCPU thread ids of
+the poll's ``query-cpus-fast`` answer (the batch the ``vcpu`` collector shares).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-from qmp_exporter.collectors.base import Collector, Query
-from qmp_exporter.collectors.hostproc import (
-    GONE,
-    MALFORMED,
-    UNSUPPORTED,
-    HeldFiles,
-    ReadError,
-    boot_time,
-    check_qemu,
-    find_taps,
-    parse_io,
-    parse_schedstat,
-    parse_start,
-    parse_stat_times,
-    parse_swap,
-    read_bytes,
-    read_counter,
-)
+from qmp_exporter.collectors.base import Collector, Connection, Query
 from qmp_exporter.collectors.values import as_dict, as_list
+from qmp_exporter.host.process import FAMILIES, ProcessReader
 from qmp_exporter.qmp import CommandError
-from qmp_exporter.textformat import Family, Labels, Sample
-
-log = logging.getLogger(__name__)
-
-CPU_SECONDS = Family(
-    "qemu_process_cpu_seconds_total", "counter", "Host CPU time used by the QEMU process, by mode."
-)
-RESIDENT_BYTES = Family(
-    "qemu_process_resident_memory_bytes", "gauge", "Host memory resident for the QEMU process."
-)
-SWAP_BYTES = Family("qemu_process_swap_bytes", "gauge", "QEMU process memory swapped out.")
-START_TIME = Family(
-    "qemu_process_start_time_seconds", "gauge", "Start of the QEMU process, seconds since epoch."
-)
-IO_READ = Family(
-    "qemu_process_io_read_bytes_total", "counter", "Bytes the QEMU process read from storage."
-)
-IO_WRITE = Family(
-    "qemu_process_io_write_bytes_total", "counter", "Bytes the QEMU process wrote to storage."
-)
-VCPU_SECONDS = Family(
-    "qemu_vcpu_cpu_seconds_total", "counter", "Host CPU time used by the vCPU's thread."
-)
-VCPU_DELAY = Family(
-    "qemu_vcpu_delay_seconds_total",
-    "counter",
-    "Time the vCPU's thread was runnable but waited for a host CPU (the guest's steal time).",
-)
-#: (family, host-side statistic file): the guest's direction, as libvirt gives it; what the
-#: guest received is what the host side of its tap transmitted.
-NETWORK = (
-    (Family("qemu_network_receive_bytes_total", "counter", "Bytes the guest received."),
-     "tx_bytes"),
-    (Family("qemu_network_receive_packets_total", "counter", "Packets the guest received."),
-     "tx_packets"),
-    (Family("qemu_network_transmit_bytes_total", "counter", "Bytes the guest sent."),
-     "rx_bytes"),
-    (Family("qemu_network_transmit_packets_total", "counter", "Packets the guest sent."),
-     "rx_packets"),
-)  # fmt: skip
-#: Read every ``SLOW_EVERY`` polls only (they rarely move): half the sysfs reads per tap
-#: (swap, from ``status``, likewise).
-NETWORK_SLOW = (
-    (Family("qemu_network_receive_errors_total", "counter", "Receive errors of the guest's tap."),
-     "tx_errors"),
-    (Family("qemu_network_receive_drops_total", "counter", "Frames for the guest dropped."),
-     "tx_dropped"),
-    (Family("qemu_network_transmit_errors_total", "counter", "Send errors of the guest's tap."),
-     "rx_errors"),
-    (Family("qemu_network_transmit_drops_total", "counter", "Frames from the guest dropped."),
-     "rx_dropped"),
-)  # fmt: skip
-SLOW_EVERY = 10
-#: Taps are looked for again every so many polls (a NIC hot-plugged).
-TAP_SCAN_EVERY = 60
-
-_logged: set[tuple[int, str, str]] = set()
-
-
-def note_missing(pid: int, figure: str, reason: str) -> None:
-    """Log once per process, figure and cause why a figure is left out."""
-    key = (pid, figure, reason)
-    if key in _logged:
-        return
-    if len(_logged) > 10_000:
-        _logged.clear()
-    _logged.add(key)
-    log.info("QEMU process %d: no %s figures (%s)", pid, figure, reason)
+from qmp_exporter.textformat import Sample
 
 
 class HostCollector(Collector):
@@ -118,202 +33,39 @@ class HostCollector(Collector):
     name = "host"
     required_commands = ()
     poll_commands = ("query-cpus-fast",)
-    families = (
-        CPU_SECONDS, RESIDENT_BYTES, SWAP_BYTES, START_TIME, IO_READ, IO_WRITE,
-        VCPU_SECONDS, VCPU_DELAY, *(f for f, _ in NETWORK), *(f for f, _ in NETWORK_SLOW),
-    )  # fmt: skip
+    families = FAMILIES
+    needs_peer = True
 
-    def __init__(
-        self,
-        available_commands: frozenset[str] | None,
-        pid: int = 0,
-        *,
-        proc_root: str = "/proc",
-        sys_root: str = "/sys",
-    ) -> None:
+    def __init__(self, available_commands: frozenset[str] | None, reader: ProcessReader) -> None:
         super().__init__(available_commands)
-        self.pid = pid
-        self.proc_root = proc_root
-        self.sys_root = sys_root
-        self._base = f"{proc_root}/{pid}"
-        self._stat_path = f"{self._base}/stat"
-        self._io_path = f"{self._base}/io"
-        self._start: list[Sample] | None = None  # fixed for the life of the process
-        self._started: float | None = None  # its start, seconds after boot, once read
-        #: The last poll's vCPU threads, and (schedstat path, labels) of each.
-        self._threads: Sequence[tuple[int, int]] = ()
-        self._vcpus: list[tuple[str, Labels]] = []
-        #: (tap, its labels, (family, statistic file) to read each poll), once found.
-        self._taps: list[tuple[str, Labels, list[tuple[str, str]]]] | None = None
-        self._polls = 0
-        self._slow: list[Sample] = []  # tap errors and drops, read every SLOW_EVERY polls
-        self._slow_process: list[Sample] = []  # swap, likewise
-        self._skip: set[str] = set()  # figures that failed for good on this connection
-        self._files = HeldFiles()  # stat, io, schedstat and tap counters, kept open
+        self.reader = reader
 
     @classmethod
-    def for_connection(
-        cls, available_commands: frozenset[str] | None, peer_pid: int | None
-    ) -> HostCollector | None:
+    def for_connection(cls, connection: Connection) -> HostCollector | None:
         """The collector for the process behind the monitor, or ``None`` (logged) when no
         trusted QEMU process is known."""
-        if peer_pid is None:
-            note_missing(0, "host", "monitor peer unknown")
+        host = connection.host
+        if host is None:
+            return None  # a caller that reads no host figures (inventory, a bare poller)
+        if connection.peer_pid is None:
+            host.note_missing(0, "host", "monitor peer unknown")
             return None
-        return cls.trusted(available_commands, peer_pid)
+        reader = host.trusted_process(connection.peer_pid)
+        return None if reader is None else cls(connection.available_commands, reader)
 
-    def serves_again(self, available_commands: frozenset[str] | None, peer_pid: int | None) -> bool:
-        """Whether the new connection's peer is the process this collector reads (same PID,
-        same start): a ``poll``-mode monitor then keeps its open files, tap list and cadence
-        instead of doing the first poll's work on every poll."""
-        if peer_pid != self.pid or self._started is None:
-            return False
-        try:
-            started = parse_start(self._files.read(self._stat_path))
-        except ReadError:
-            return False
-        return started == self._started
-
-    @classmethod
-    def trusted(
-        cls,
-        available_commands: frozenset[str] | None,
-        pid: int,
-        proc_root: str = "/proc",
-        sys_root: str = "/sys",
-    ) -> HostCollector | None:
-        """The collector for ``pid`` if it runs a QEMU binary installed by root."""
-        problem = check_qemu(pid, proc_root)
-        if problem is not None:
-            note_missing(pid, "host", f"exe {problem}")
-            return None
-        return cls(available_commands, pid, proc_root=proc_root, sys_root=sys_root)
+    def serves_again(self, connection: Connection) -> bool:
+        """Whether the new connection's peer is the process this collector reads."""
+        return self.reader.is_process(connection.peer_pid)
 
     async def collect(self, query: Query) -> Sequence[Sample]:
         try:
             threads = vcpu_threads(await query("query-cpus-fast", None))
         except CommandError:  # QEMU before 2.12: the process without its vCPUs
             threads = []
-        return self.read(threads)
+        return self.reader.read(threads)
 
-    def read(self, threads: Sequence[tuple[int, int]]) -> list[Sample]:
-        """Samples for the process and its vCPU ``threads`` ((index, thread id) pairs)."""
-        read = self._files.read
-        stat = read(self._stat_path)  # ReadError: the whole read failed
-        user, system, resident = parse_stat_times(stat)
-        samples: list[Sample] = [
-            (CPU_SECONDS.name, _USER, user),
-            (CPU_SECONDS.name, _SYSTEM, system),
-            (RESIDENT_BYTES.name, (), resident),
-        ]
-        if self._start is None:
-            self._start = self._start_time(stat)
-        samples.extend(self._start)
-        if self._polls % SLOW_EVERY == 0:
-            self._slow_process = self._swap()
-        samples.extend(self._slow_process)
-        if "io" not in self._skip:
-            self._io(samples)
-        if threads != self._threads:
-            self._threads = threads
-            self._vcpus = [
-                (f"{self._base}/task/{tid}/schedstat", _vcpu_labels(index))
-                for index, tid in threads
-            ]
-        for path, labels in self._vcpus:
-            try:
-                run, delay = parse_schedstat(read(path))
-            except ReadError as err:
-                note_missing(self.pid, "vcpu", err.reason)
-                continue
-            samples.append((VCPU_SECONDS.name, labels, run))
-            samples.append((VCPU_DELAY.name, labels, delay))
-        if "network" not in self._skip:
-            self._network(samples)
-        self._polls += 1
-        return samples
-
-    def _start_time(self, stat: bytes) -> list[Sample]:
-        """The process's start, from its first ``stat`` (a held ``stat`` never reads another
-        process)."""
-        try:
-            self._started = started = parse_start(stat)
-            return [(START_TIME.name, (), boot_time(self.proc_root) + started)]
-        except ReadError as err:
-            note_missing(self.pid, "start time", err.reason)
-            return []
-
-    def _swap(self) -> list[Sample]:
-        try:
-            swap = parse_swap(read_bytes(f"{self._base}/status"))
-        except ReadError as err:
-            note_missing(self.pid, "swap", err.reason)
-            return []
-        return [] if swap is None else [SWAP_BYTES.sample((), swap)]
-
-    def _io(self, samples: list[Sample]) -> None:
-        try:
-            read, written = parse_io(self._files.read(self._io_path))
-        except ReadError as err:
-            reason = UNSUPPORTED if err.reason == GONE else err.reason
-            note_missing(self.pid, "io", reason)
-            self._skip.add("io")
-            return
-        samples.append((IO_READ.name, (), read))
-        samples.append((IO_WRITE.name, (), written))
-
-    def _network(self, samples: list[Sample]) -> None:
-        if self._taps is None or self._polls % TAP_SCAN_EVERY == 0:
-            try:
-                taps = find_taps(self.pid, self.proc_root)
-            except ReadError as err:
-                note_missing(self.pid, "network", err.reason)
-                self._skip.add("network")
-                return
-            if self._taps is not None and taps != [tap for tap, _, _ in self._taps]:
-                self._files.close_all()  # a tap went: reopened as needed
-            self._taps = [
-                (
-                    tap,
-                    (("interface", tap),),
-                    [
-                        (family.name, f"{self.sys_root}/class/net/{tap}/statistics/{stat}")
-                        for family, stat in NETWORK
-                    ],
-                )
-                for tap in taps
-            ]
-        slow = self._polls % SLOW_EVERY == 0
-        if slow:
-            self._slow = []
-        read = self._files.read
-        for tap, labels, counters in self._taps:
-            try:
-                for family_name, path in counters:
-                    samples.append((family_name, labels, int(read(path))))
-                if slow:
-                    directory = f"{self.sys_root}/class/net/{tap}/statistics/"
-                    for family, stat in NETWORK_SLOW:
-                        value = read_counter(directory + stat)
-                        self._slow.append(family.sample(labels, value))
-            except ReadError as err:
-                note_missing(self.pid, f"network {tap}", err.reason)
-            except ValueError:
-                note_missing(self.pid, f"network {tap}", MALFORMED)
-        samples.extend(self._slow)
-
-
-_USER: Labels = (("mode", "user"),)
-_SYSTEM: Labels = (("mode", "system"),)
-_VCPU_LABELS: dict[int, Labels] = {}
-
-
-def _vcpu_labels(index: int) -> Labels:
-    """The labels of vCPU ``index`` (one tuple per index, shared by every VM)."""
-    labels = _VCPU_LABELS.get(index)
-    if labels is None:
-        labels = _VCPU_LABELS[index] = (("vcpu", str(index)),)
-    return labels
+    def close(self) -> None:
+        self.reader.close()
 
 
 def vcpu_threads(answer: Any) -> list[tuple[int, int]]:

@@ -4,11 +4,12 @@ through the poller, and the tests against real QEMU all come here)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
-from qmp_exporter.collectors.base import Collector
+from qmp_exporter.collectors.base import Collector, Connection
+from qmp_exporter.host import Host
 from qmp_exporter.polling.answers import MalformedAnswerError, returned
 from qmp_exporter.qmp import (
     CommandError,
@@ -27,15 +28,21 @@ CollectorResults = tuple[tuple[str, bool], ...]
 
 
 async def choose_collectors(
-    client: QMPClient, names: Sequence[str] | None, earlier: Sequence[Collector] = ()
+    client: QMPClient,
+    names: Sequence[str] | None,
+    earlier: Sequence[Collector] = (),
+    host: Host | None = None,
 ) -> tuple[Collector, ...]:
     """The collectors named (``None``: the defaults) that this VM supports, in the order
     named, for the life of ``client``'s connection; one of the ``earlier`` connection's that
-    :meth:`~Collector.serves_again` is kept. Asks ``query-commands`` once (not at all for no
-    names); a QEMU without it runs every named collector."""
+    :meth:`~Collector.serves_again` is kept, the others are closed. Asks ``query-commands``
+    once (not at all for no names); a QEMU without it runs every named collector. The
+    process behind the monitor is looked up (through ``host``) only when a chosen collector
+    needs it; without ``host`` no collector reads the host."""
     if names is None:
         names = DEFAULT_COLLECTORS
     if not names:
+        _close_all(earlier)
         return ()
     available: frozenset[str] | None
     try:
@@ -46,18 +53,30 @@ async def choose_collectors(
     except CommandError:
         available = None
     except TypeError as err:
+        _close_all(earlier)
         raise MalformedAnswerError(f"query-commands: {err}") from err
+    classes = [
+        cls for cls in (COLLECTORS.get(name) for name in names) if cls and cls.supported(available)
+    ]
+    peer_pid = None
+    if host is not None and any(cls.needs_peer for cls in classes):
+        peer_pid = await host.peer_pid(client.socket)
+    connection = Connection(available, peer_pid, host)
     chosen = []
     kept = {collector.name: collector for collector in earlier}
-    for name in names:
-        cls = COLLECTORS.get(name)
-        if cls is not None and cls.supported(available):
-            collector: Collector | None = kept.get(name)
-            if collector is None or not collector.serves_again(available, client.peer_pid):
-                collector = cls.for_connection(available, client.peer_pid)
-            if collector is not None:
-                chosen.append(collector)
+    for cls in classes:
+        collector: Collector | None = kept.get(cls.name)
+        if collector is None or not collector.serves_again(connection):
+            collector = cls.for_connection(connection)
+        if collector is not None:
+            chosen.append(collector)
+    _close_all(c for c in earlier if c not in chosen)
     return tuple(chosen)
+
+
+def _close_all(collectors: Iterable[Collector]) -> None:
+    for collector in collectors:
+        collector.close()
 
 
 def poll_commands(collectors: Sequence[Collector]) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
 """One task per monitor: keep (or open per poll) a QMP session, poll it, count its events,
-and publish an immutable :class:`~qmp_exporter.polling.state.VMState` (poll and counters)
+and publish an immutable :class:`~qmp_exporter.fleet.state.VMState` (poll and counters)
 after every poll and every event."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from qmp_exporter.collectors import COLLECTORS
 from qmp_exporter.collectors.base import Collector
 from qmp_exporter.config import EVENT_NAME, Config, MonitorConfig
+from qmp_exporter.fleet.state import Counters, Identity, VMState
+from qmp_exporter.host import Host
 from qmp_exporter.polling.answers import (
     parse_identity,
     parse_status,
@@ -25,7 +27,6 @@ from qmp_exporter.polling.answers import (
 from qmp_exporter.polling.answers import returned as _answer
 from qmp_exporter.polling.collect import choose_collectors, poll_commands, run_collectors
 from qmp_exporter.polling.consoles import VncHandshakes
-from qmp_exporter.polling.state import Counters, Identity, VMState
 from qmp_exporter.qmp import (
     CommandError,
     CommandTimeoutError,
@@ -173,9 +174,15 @@ class MonitorPoller:
         *,
         on_state: OnState = lambda state, timing_only: None,
         on_event: Callable[[MonitorConfig, Event], None] | None = None,
+        host: Host | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
     ) -> None:
+        """``host`` reads the host's side of the VM (the ``host`` collector; ``None``: not
+        read); ``logger`` takes the poller's records (``/probe`` demotes them)."""
         self.monitor = monitor
         self.settings = settings
+        self._host = host
+        self._log = logger
         self._events: dict[str, int] = {}
         self._errors: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
         self._connections = 0
@@ -212,13 +219,16 @@ class MonitorPoller:
         self._task = asyncio.create_task(self._run(), name=f"poll {self.name}")
 
     async def stop(self) -> None:
-        """Stop polling and close the connection."""
+        """Stop polling, close the connection and what the collectors hold."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         await self._disconnect()
+        collectors, self._collectors = self._collectors, ()
+        for collector in collectors:
+            collector.close()
 
     def reconfigure(self, monitor: MonitorConfig, settings: PollSettings) -> None:
         """Watch ``monitor`` with ``settings`` from the next :meth:`start` (call while
@@ -283,35 +293,44 @@ class MonitorPoller:
         self._wake_requested = True
         _resolve(self._waiter)
 
-    async def poll_once(self) -> None:
-        """Poll now (connecting first if needed) and publish the outcome; never raises
-        for a QMP failure. The background loop calls it; so does ``/probe``."""
+    async def poll_once(self, within: float | None = None) -> None:
+        """Poll now (connecting first if needed), within ``within`` seconds in all when
+        given, and publish the outcome; never raises for a QMP failure. The background loop
+        calls it; so does ``/probe``."""
         started = time.monotonic()
         self._last_poll_started = started
-        persistent = self.monitor.mode == "persistent"
+        deadline = asyncio.timeout(within)
         try:
             try:
-                if self._client is None or self._client.closed:
-                    if self._client is not None:
-                        reason = self._client.close_reason
-                        await self._disconnect()
-                        if reason is not None and self._state.up:
-                            raise reason
-                    await self._connect()
-                client = self._client
-                assert client is not None  # _connect() sets it or raises
-                state = await self._query(client)
-            finally:
-                if not persistent:
-                    await self._disconnect()
+                async with deadline:
+                    await self._poll(started)
+            except TimeoutError as err:
+                if not deadline.expired():
+                    raise  # a step's own timeout
+                raise TimeoutError(f"{self.monitor.address}: no answer within {within:g}s") from err
         except (QMPError, OSError) as err:
             await self._disconnect()
-            self.record_failure(err, time.monotonic() - started)
-            return
+            self._record_failure(err, time.monotonic() - started)
+
+    async def _poll(self, started: float) -> None:
+        try:
+            if self._client is None or self._client.closed:
+                if self._client is not None:
+                    reason = self._client.close_reason
+                    await self._disconnect()
+                    if reason is not None and self._state.up:
+                        raise reason
+                await self._connect()
+            client = self._client
+            assert client is not None  # _connect() sets it or raises
+            state = await self._query(client)
+        finally:
+            if not self._held:
+                await self._disconnect()
         self._succeeded(state, time.monotonic() - started)
 
     async def _connect(self) -> None:
-        on_event = self._event if self.monitor.mode == "persistent" else None
+        on_event = self._event if self._held else None
         client = await connect(
             self.monitor.address,
             timeout=self.settings.timeout,
@@ -330,7 +349,7 @@ class MonitorPoller:
                 self._events.setdefault(name, 0)
         self._counters = self._count()
         self._collectors = await choose_collectors(
-            client, self.monitor.collectors, self._collectors
+            client, self.monitor.collectors, self._collectors, self._host
         )
         self._prefetch = poll_commands(self._collectors)
 
@@ -415,11 +434,11 @@ class MonitorPoller:
 
     def _succeeded(self, state: VMState, duration: float) -> None:
         if not self._state.up and (self._state.last_poll or self._failures):
-            log.info("%s: up (%s)", self.name, self.monitor.address)
+            self._log.info("%s: up (%s)", self.name, self.monitor.address)
         self._failures = 0
         self._publish(dataclasses.replace(state, counters=self._counters, poll_duration=duration))
 
-    def record_failure(self, error: BaseException, duration: float) -> None:
+    def _record_failure(self, error: BaseException, duration: float) -> None:
         """Count a failed poll, publish the VM as down, and log once per change."""
         reason = error_reason(error)
         self._errors[reason] += 1
@@ -428,8 +447,8 @@ class MonitorPoller:
         previous = self._state
         message = describe_failure(error)
         if previous.up or previous.error_reason != reason or not previous.last_poll:
-            log.warning("%s: down (%s): %s", self.name, reason, message)
-        log.debug("%s: poll failed", self.name, exc_info=error)
+            self._log.warning("%s: down (%s): %s", self.name, reason, message)
+        self._log.debug("%s: poll failed", self.name, exc_info=error)
         self._publish(
             VMState(
                 self.monitor,
@@ -460,6 +479,6 @@ class MonitorPoller:
                 try:
                     self._on_event(self.monitor, each)
                 except Exception:
-                    log.exception("%s: event handler failed on %s", self.name, each.name)
+                    self._log.exception("%s: event handler failed on %s", self.name, each.name)
         if event.name in REPOLL_EVENTS:
             self._wake_now()

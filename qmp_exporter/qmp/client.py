@@ -25,7 +25,6 @@ from qmp_exporter.qmp.errors import (
 from qmp_exporter.qmp.events import DEFAULT_EVENT_QUEUE_SIZE, Event, EventQueue
 from qmp_exporter.qmp.framing import DEFAULT_MAX_LINE_BYTES, LineDecoder, encode_command
 from qmp_exporter.qmp.greeting import Greeting
-from qmp_exporter.qmp.peer import peer_pid
 from qmp_exporter.qmp.transport import open_transport
 
 log = logging.getLogger(__name__)
@@ -65,9 +64,6 @@ class QMPClient:
         self._on_event = on_event
         self._decoder = LineDecoder(max_line)
         self._transport: asyncio.Transport | None = None
-        #: The PID of the process serving this connection (QEMU, for a monitor it listens
-        #: on), read once at connect; ``None`` where it cannot be known (see ``qmp.peer``).
-        self.peer_pid: int | None = None
         #: id -> (command, future, deadline on the loop's clock, timeout)
         self._pending: dict[int, tuple[str, asyncio.Future[Any], float, float]] = {}
         # Ids of commands given up (timeout, cancellation) whose answer has not come yet:
@@ -92,6 +88,15 @@ class QMPClient:
     def close_reason(self) -> QMPError | None:
         """Why the connection ended (``None`` while open)."""
         return self._closed.result() if self._closed.done() else None
+
+    @property
+    def socket(self) -> Any:
+        """The connected socket (asyncio's ``TransportSocket``), for a caller that asks the OS
+        who is at the other end; ``None`` once closed. After the greeting the server has
+        accepted the connection, so a TCP connection's server side belongs to its process."""
+        if self._transport is None or self._transport.is_closing():
+            return None
+        return self._transport.get_extra_info("socket")
 
     async def wait_closed(self) -> QMPError:
         """Wait until the connection ends; return why."""
@@ -218,10 +223,6 @@ class QMPClient:
                 self._transport.abort()
             self._finish(ConnectionClosedError("closed by the client while connecting"))
             raise
-        # After the greeting: by then the server has accepted the connection, so a TCP
-        # connection's server side belongs to its process (before, it sits in the backlog).
-        sock = None if self._transport is None else self._transport.get_extra_info("socket")
-        self.peer_pid = None if sock is None else peer_pid(sock)
 
     async def _greet_and_negotiate(self, deadline: float) -> None:
         remaining = max(deadline - time.monotonic(), 0.001)

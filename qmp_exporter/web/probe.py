@@ -10,7 +10,6 @@ probe-able monitors.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import json
 import logging
@@ -20,21 +19,20 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
+from typing import Any
 
 from qmp_exporter.config import Config, MonitorConfig
 from qmp_exporter.exposition.families import CONNECTIONS, EVENTS, POLL_ERRORS, assemble
 from qmp_exporter.exposition.render import vm_lines
+from qmp_exporter.fleet.state import VMState
+from qmp_exporter.host import Host
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
-from qmp_exporter.polling.state import VMState
 from qmp_exporter.qmp import AddressError, TCPAddress, UnixAddress, parse_address
 from qmp_exporter.textformat import CONTENT_TYPE
 from qmp_exporter.web.probe_limits import ProbeLimiter
 from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)
-#: Set while a probe polls: the poller's records are then demoted to debug (a failed probe
-#: is not the configured VM going down).
-_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("probing", default=False)
 #: How often a probe looks for the first state of a watched VM that has not polled yet.
 FIRST_POLL_CHECK = 0.05
 
@@ -52,22 +50,16 @@ MAX_TARGET_LENGTH = 512
 _ONE_SHOT_COUNTERS = frozenset({CONNECTIONS.name, EVENTS.name, POLL_ERRORS.name})
 
 
-class _DemoteProbeRecords(logging.Filter):
-    """On the poller's logger: records made during a probe go out at debug, or not at all."""
+class ProbeLog(logging.LoggerAdapter[logging.Logger]):
+    """The logger of a probe's poller: its records go out at debug, marked ``probe:`` (a
+    failed probe is not the configured VM going down)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _PROBING.get() or record.levelno <= logging.DEBUG:
-            return True
-        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
-            return False
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        record.msg = f"probe: {record.msg}"
-        return True
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, f"probe: {msg}", *args, **kwargs)
 
 
-_POLLER_LOG = logging.getLogger(MonitorPoller.__module__)
-if not any(isinstance(f, _DemoteProbeRecords) for f in _POLLER_LOG.filters):
-    _POLLER_LOG.addFilter(_DemoteProbeRecords())
+#: Takes the records of every probe's poller.
+PROBE_LOG = ProbeLog(logging.getLogger(f"{__name__}.poller"))
 
 
 class TargetError(ValueError):
@@ -212,28 +204,21 @@ async def probe(
 
 
 async def probe_state(
-    monitor: MonitorConfig, timeout: float, max_line: int | None = None
+    monitor: MonitorConfig, timeout: float, max_line: int | None = None, host: Host | None = None
 ) -> VMState:
     """Poll ``monitor`` once now within ``timeout`` seconds, taking lines of at most
-    ``max_line`` bytes (the config's ``qmp_max_line_bytes``; ``None``: its default); the state
-    it ends in. What the poller logs meanwhile goes out at debug."""
+    ``max_line`` bytes (the config's ``qmp_max_line_bytes``; ``None``: its default) and reading
+    its process through ``host``; the state it ends in. What the poller logs goes out at
+    debug."""
     settings = PollSettings(interval=timeout, timeout=timeout, start_spread=0)
     if max_line is not None:
         settings = dataclasses.replace(settings, max_line=max_line)
-    poller = MonitorPoller(monitor, settings)
-    token = _PROBING.set(True)
+    poller = MonitorPoller(monitor, settings, host=host, logger=PROBE_LOG)
     # One poll through the same code the fleet runs; in poll mode it closes its connection.
-    started = asyncio.get_running_loop().time()
     try:
-        await asyncio.wait_for(poller.poll_once(), timeout)
-    except TimeoutError:
-        await poller.stop()
-        elapsed = asyncio.get_running_loop().time() - started
-        poller.record_failure(
-            TimeoutError(f"{monitor.address}: probe timed out after {timeout:g}s"), elapsed
-        )
+        await poller.poll_once(within=timeout)
     finally:
-        _PROBING.reset(token)
+        await poller.stop()
     return poller.state
 
 
@@ -241,7 +226,8 @@ class ProbeEndpoint:
     """The ``/probe`` and ``/discovery`` handlers; ``monitors`` gives the configured and
     discovered monitors as they are now, ``config`` the running configuration, ``states``
     the fleet's latest published states by VM name, and ``on_failure`` hears the reason of
-    every probe that failed or was refused (``qmp_exporter_probe_failures_total``)."""
+    every probe that failed or was refused (``qmp_exporter_probe_failures_total``); ``host``
+    reads the host figures of a monitor probed live."""
 
     def __init__(
         self,
@@ -250,8 +236,10 @@ class ProbeEndpoint:
         states: Callable[[], Mapping[str, VMState]] = dict,
         on_failure: Callable[[str], None] = lambda reason: None,
         limiter: ProbeLimiter | None = None,
+        host: Host | None = None,
     ) -> None:
         self._config = config
+        self._host = host
         self._monitors = monitors
         self._states = states
         self._on_failure = on_failure
@@ -339,7 +327,8 @@ class ProbeEndpoint:
                 labels=known.labels if known else (),
                 collectors=known.collectors if known else None,
             )
-            state = await probe_state(monitor, max(deadline - loop.time(), 0.01), max_line)
+            remaining = max(deadline - loop.time(), 0.01)
+            state = await probe_state(monitor, remaining, max_line, self._host)
         finally:
             self._slots.release()
         if not state.up:

@@ -1,24 +1,24 @@
 """The host figures of QEMU processes that a process scan (``- processes: true``) finds but
 nothing watches: no monitor, libvirt's own, or a name taken. Read on each rescan, in the
-scan's thread, by the host collector's own reader, never on a scrape.
+scan's thread, by the same process reader as the host collector's, never on a scrape.
 
 Without QMP the vCPU threads are unknown, so an unwatched process has no per-vCPU families;
-everything else of :class:`~qmp_exporter.collectors.host.HostCollector` (CPU time by mode,
+everything else of :class:`~qmp_exporter.host.process.ProcessReader` (CPU time by mode,
 memory, swap, start time, I/O, tap traffic) it has. A process whose ``exe`` is not a QEMU
 binary installed by root is never read.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from qmp_exporter.collectors.host import HostCollector, note_missing
-from qmp_exporter.collectors.hostproc import ReadError
+from qmp_exporter.host.procfs import ReadError
 from qmp_exporter.textformat import Sample
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from qmp_exporter.host.machine import Host
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,7 @@ class UnwatchedHost:
     samples: tuple[Sample, ...]
 
 
-def read_unwatched(
-    processes: Iterable[tuple[int, str]], proc_root: str = "/proc", sys_root: str = "/sys"
-) -> tuple[UnwatchedHost, ...]:
+def read_unwatched(host: Host, processes: Iterable[tuple[int, str]]) -> tuple[UnwatchedHost, ...]:
     """The figures of each trusted process of ``processes`` ((pid, vm) pairs), by PID; of
     two with the same ``vm`` the lower PID only (one series per VM and figure). A process
     gone or untrusted is left out (logged once)."""
@@ -41,16 +39,18 @@ def read_unwatched(
     seen: set[str] = set()
     for pid, vm in sorted(processes):
         if vm in seen:
-            note_missing(pid, "host", f"vm label {vm!r} taken by another QEMU process")
+            host.note_missing(pid, "host", f"vm label {vm!r} taken by another QEMU process")
             continue
-        collector = HostCollector.trusted(None, pid, proc_root, sys_root)
-        if collector is None:
+        reader = host.trusted_process(pid)
+        if reader is None:
             continue
         try:
-            samples = collector.read(())
+            samples = reader.read(())
         except ReadError as err:
-            note_missing(pid, "host", err.reason)
+            host.note_missing(pid, "host", err.reason)
             continue
+        finally:
+            reader.close()
         seen.add(vm)
         hosts.append(UnwatchedHost(pid, vm, tuple(samples)))
     return tuple(hosts)

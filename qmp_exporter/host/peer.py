@@ -5,8 +5,8 @@ monitor QEMU serves itself, QEMU. A TCP connection to a loopback address is look
 the kernel tells it: our connection's server side in ``/proc/net/tcp{,6}`` gives its inode,
 and the process holding ``socket:[inode]`` is found in ``/proc/*/fd`` (milliseconds, more on
 a host of many processes, so the process found last time for that address is looked at
-first; other users' fd lists need ``CAP_SYS_PTRACE``). Read once per connection: a restarted
-QEMU is a new connection and so a new PID.
+first; other users' fd lists need ``CAP_SYS_PTRACE``). Looked up once per connection, only
+for a collector that reads the peer: a restarted QEMU is a new connection and so a new PID.
 """
 
 from __future__ import annotations
@@ -33,14 +33,16 @@ class PeerSocket(Protocol):
     def getpeername(self) -> Any: ...
 
 
-def peer_pid(sock: PeerSocket, proc_root: str = "/proc") -> int | None:
+def peer_pid(
+    sock: PeerSocket, proc_root: str = "/proc", hints: PeerHints | None = None
+) -> int | None:
     """The PID of the process at the other end of ``sock``, or ``None`` where it cannot be
     known (not Linux, another host, another PID namespace, unreadable ``/proc``)."""
     try:
         if sock.family == socket.AF_UNIX:
             return unix_peer_pid(sock)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
-            return tcp_peer_pid(sock.getsockname(), sock.getpeername(), proc_root)
+            return tcp_peer_pid(sock.getsockname(), sock.getpeername(), proc_root, hints)
     except (OSError, ValueError):
         return None
     return None
@@ -55,30 +57,44 @@ def unix_peer_pid(sock: PeerSocket) -> int | None:
     return pid if pid > 0 else None
 
 
-def tcp_peer_pid(ours: Any, theirs: Any, proc_root: str = "/proc") -> int | None:
+def tcp_peer_pid(
+    ours: Any, theirs: Any, proc_root: str = "/proc", hints: PeerHints | None = None
+) -> int | None:
     """The process holding the server side of the TCP connection ``ours`` -> ``theirs``,
-    when ``theirs`` is a loopback address."""
+    when ``theirs`` is a loopback address; ``hints`` name the process to look at first."""
     if not ipaddress.ip_address(theirs[0]).is_loopback:
         return None
     server = (theirs[0], theirs[1])
     inode = _tcp_inode(server, (ours[0], ours[1]), proc_root)
     if inode is None:
         return None
-    hint = _last_owner.get((proc_root, server))
+    hint = None if hints is None else hints.get(server)
     if hint is not None and _holds(hint, f"socket:[{inode}]", proc_root):
         return hint  # the same QEMU as last time: its fds only, not every process's
     pid = _pid_of_socket(inode, proc_root)
-    if pid is not None:
-        if len(_last_owner) >= _MAX_REMEMBERED:
-            _last_owner.clear()
-        _last_owner[(proc_root, server)] = pid
+    if pid is not None and hints is not None:
+        hints.remember(server, pid)
     return pid
 
 
-#: The process that served each TCP monitor address last (a ``poll``-mode monitor connects
-#: for every poll): looked at first, so a lookup lists one process's fds, not every process's.
-_last_owner: dict[tuple[str, tuple[str, int]], int] = {}
-_MAX_REMEMBERED = 4096
+class PeerHints:
+    """The process that served each TCP monitor address last (a ``poll``-mode monitor connects
+    for every poll): looked at first, so a lookup lists one process's fds, not every process's."""
+
+    __slots__ = ("_owners",)
+    #: Addresses remembered at most (then forgotten all at once).
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._owners: dict[tuple[str, int], int] = {}
+
+    def get(self, server: tuple[str, int]) -> int | None:
+        return self._owners.get(server)
+
+    def remember(self, server: tuple[str, int], pid: int) -> None:
+        if len(self._owners) >= self.LIMIT:
+            self._owners.clear()
+        self._owners[server] = pid
 
 
 def _hex_address(host: str, port: int) -> str:

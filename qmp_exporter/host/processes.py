@@ -2,10 +2,10 @@
 
 :func:`find_qemu_processes` scans ``/proc`` for processes whose name looks like QEMU
 (``qemu-system-*``, ``qemu-kvm``, ``kvm``), keeps those whose ``exe`` is not known to be
-something else (see :func:`~qmp_exporter.collectors.hostproc.check_qemu`), and reads each one's
-monitors, name and UUID from its command line (:mod:`qmp_exporter.polling.cmdline`).
-:func:`process_monitors` turns them into monitors to watch: the first usable QMP monitor of
-each process, Proxmox VE's in ``poll`` mode with a ``vmid`` label, libvirt's own never.
+something else (see :func:`~qmp_exporter.host.trust.check_qemu`), and reads each one's
+monitors, name and UUID from its command line (:mod:`qmp_exporter.host.cmdline`). Which
+monitor discovery watches each through is discovery's choice
+(:mod:`qmp_exporter.discovery.processes`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from qmp_exporter.collectors.hostproc import UNTRUSTED, check_qemu
-from qmp_exporter.config import DiscoveryConfig, MonitorConfig
-from qmp_exporter.polling import cmdline
+from qmp_exporter.host import cmdline
+from qmp_exporter.host.procfs import UNTRUSTED
+from qmp_exporter.host.trust import check_qemu
 
 #: Names (``comm``, at most 15 characters) of QEMU processes.
 QEMU_COMMS = ("qemu-system-", "qemu-kvm", "kvm")
@@ -75,29 +75,3 @@ def find_qemu_processes(
         if line is not None and line.binary:
             found.append(QemuProcess(pid, line))
     return found
-
-
-def process_monitors(
-    entry: DiscoveryConfig, processes: list[QemuProcess]
-) -> list[tuple[QemuProcess, MonitorConfig | None]]:
-    """Each process with the monitor to watch it through (``None``: it has none usable)."""
-    result: list[tuple[QemuProcess, MonitorConfig | None]] = []
-    for process in processes:
-        monitor = process.monitor
-        if monitor is None or monitor.address is None:
-            result.append((process, None))
-            continue
-        labels = dict(entry.labels)
-        mode = entry.mode
-        if monitor.vmid is not None:
-            labels["vmid"] = monitor.vmid
-            mode = "poll"  # Proxmox connects per command; QEMU serves one client
-        config = MonitorConfig(
-            name=process.vm,
-            address=monitor.address,
-            mode=mode,
-            labels=tuple(sorted(labels.items())),
-            collectors=entry.collectors,
-        )
-        result.append((process, config))
-    return result

@@ -1,4 +1,4 @@
-"""Reading one QEMU process from ``/proc`` and ``/sys`` (Linux): the host's view of a VM.
+"""Reading small ``/proc`` and ``/sys`` files (Linux) and parsing what they say of a process.
 
 Every read raises :class:`ReadError` with one of ``REASONS`` when it cannot be done, so a
 figure that cannot be read is left out, never guessed. ``proc_root`` and ``sys_root`` are
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import resource
 
 #: Why a figure is missing.
@@ -22,9 +21,6 @@ UNSUPPORTED = "unsupported"  # the kernel lacks the file (CONFIG_TASK_IO_ACCOUNT
 UNTRUSTED = "untrusted"  # the process is not a QEMU binary installed by root
 REASONS = (GONE, PERMISSION, NOT_LINUX, MALFORMED, UNSUPPORTED, UNTRUSTED)
 
-#: Basenames of a QEMU executable.
-QEMU_EXE = re.compile(r"qemu-system-[A-Za-z0-9_.+-]+|qemu-kvm|kvm")
-_DELETED = " (deleted)"  # the link of a binary replaced since (a package upgrade)
 TUN_DEVICE = "/dev/net/tun"
 
 CLOCK_TICKS: int = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -40,7 +36,8 @@ class ReadError(ValueError):
         self.reason = reason
 
 
-def _reason(err: OSError) -> str:
+def reason_of(err: OSError) -> str:
+    """The reason (one of ``REASONS``) a failed read of a process's file stands for."""
     if err.errno in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
         return GONE
     if err.errno in (errno.EACCES, errno.EPERM):
@@ -53,7 +50,7 @@ def read_bytes(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
-        raise ReadError(_reason(err), path) from None
+        raise ReadError(reason_of(err), path) from None
     try:
         chunks = []
         while chunk := os.read(fd, 8192):
@@ -62,47 +59,68 @@ def read_bytes(path: str) -> bytes:
                 break
         return b"".join(chunks)
     except OSError as err:  # ESRCH: the process exited between open and read
-        raise ReadError(_reason(err), path) from None
+        raise ReadError(reason_of(err), path) from None
     finally:
         os.close(fd)
+
+
+class FileBudget:
+    """How many files all :class:`HeldFiles` of one exporter may hold open: what its sockets
+    leave (:meth:`limit`), else half the open-files limit."""
+
+    __slots__ = ("_limit", "held")
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.held = 0
+        self._limit = limit
+
+    def limit(self, files: int) -> None:
+        """Hold at most ``files`` files from now on (those held already stay open)."""
+        self._limit = max(0, files)
+
+    def allows_one_more(self) -> bool:
+        if self._limit is None:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            self._limit = 1 << 16 if soft == resource.RLIM_INFINITY else soft // 2
+        return self.held < self._limit
 
 
 class HeldFiles:
     """Files read again on every poll, kept open and re-read from the start with one
     ``pread`` (procfs and sysfs regenerate the text at offset 0): a third of the cost of
     opening each time, and a held ``/proc/PID`` file never reads another process after the
-    PID is reused. At most :func:`set_hold_budget` files (else half the open-files
-    limit) are held by all of them; past that, files are opened for each read."""
+    PID is reused. Past the ``budget``, files are opened for each read. Held until
+    :meth:`close_all`."""
 
-    __slots__ = ("_fds",)
-    _held = 0  # fds held by every instance
+    __slots__ = ("_budget", "_fds")
 
-    def __init__(self) -> None:
+    def __init__(self, budget: FileBudget) -> None:
         self._fds: dict[str, int] = {}
+        self._budget = budget
 
     def read(self, path: str) -> bytes:
         """The file whole (up to 8 KiB); :class:`ReadError` when it cannot be read."""
         fd = self._fds.get(path)
         if fd is None:
-            if HeldFiles._held >= _hold_budget():
+            if not self._budget.allows_one_more():
                 return read_bytes(path)
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as err:
-                raise ReadError(_reason(err), path) from None
+                raise ReadError(reason_of(err), path) from None
             self._fds[path] = fd
-            HeldFiles._held += 1
+            self._budget.held += 1
         try:
             return os.pread(fd, 8192, 0)
         except OSError as err:  # gone: open it again next time (a tap of the same name)
             self.close(path)
-            raise ReadError(_reason(err), path) from None
+            raise ReadError(reason_of(err), path) from None
 
     def close(self, path: str) -> None:
         """Stop holding ``path``."""
         fd = self._fds.pop(path, None)
         if fd is not None:
-            HeldFiles._held -= 1
+            self._budget.held -= 1
             os.close(fd)
 
     def close_all(self) -> None:
@@ -110,41 +128,16 @@ class HeldFiles:
         for path in list(self._fds):
             self.close(path)
 
-    def __del__(self) -> None:
-        self.close_all()
 
-
-_budget: list[int] = []
-
-
-def set_hold_budget(files: int) -> None:
-    """Hold at most ``files`` files in all (the exporter gives what its sockets leave)."""
-    _budget[:] = [max(0, files)]
-
-
-def _hold_budget() -> int:
-    if not _budget:
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        _budget.append(1 << 16 if soft == resource.RLIM_INFINITY else soft // 2)
-    return _budget[0]
-
-
-_boot_times: dict[str, float] = {}
-
-
-def boot_time(proc_root: str = "/proc") -> float:
-    """The host's boot time (``btime`` of ``/proc/stat``, epoch seconds), read once."""
-    cached = _boot_times.get(proc_root)
-    if cached is not None:
-        return cached
+def read_boot_time(proc_root: str = "/proc") -> float:
+    """The host's boot time (``btime`` of ``/proc/stat``, epoch seconds)."""
     try:
         data = read_bytes(f"{proc_root}/stat")
     except ReadError as err:
         raise ReadError(NOT_LINUX if err.reason == GONE else err.reason, "/proc/stat") from None
     for line in data.splitlines():
         if line.startswith(b"btime "):
-            _boot_times[proc_root] = value = float(line.split()[1])
-            return value
+            return float(line.split()[1])
     raise ReadError(MALFORMED, "no btime in /proc/stat")
 
 
@@ -226,24 +219,6 @@ def parse_schedstat(data: bytes) -> tuple[float, float]:
         raise ReadError(MALFORMED, f"schedstat: {err}") from None
 
 
-def check_qemu(pid: int, proc_root: str = "/proc") -> str | None:
-    """``None`` when process ``pid`` runs a QEMU binary: its ``exe`` (not its name, which
-    any user sets) is called ``qemu-system-*``, ``qemu-kvm`` or ``kvm``, and that file is
-    root's and not writable by group or others. Else the reason it is not trusted."""
-    link = f"{proc_root}/{pid}/exe"
-    try:
-        target = os.readlink(link)
-        st = os.stat(link)  # the binary itself, even when deleted since
-    except OSError as err:
-        return _reason(err)
-    target = target.removesuffix(_DELETED)
-    if QEMU_EXE.fullmatch(os.path.basename(target)) is None:
-        return UNTRUSTED
-    if st.st_uid != 0 or st.st_mode & 0o022:
-        return UNTRUSTED
-    return None
-
-
 def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
     """The tap interfaces process ``pid`` holds: its ``/dev/net/tun`` fds, named by the
     ``iff:`` line of their fdinfo (one name once, however many queues)."""
@@ -251,7 +226,7 @@ def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
     try:
         fds = os.listdir(fd_dir)
     except OSError as err:
-        raise ReadError(_reason(err), fd_dir) from None
+        raise ReadError(reason_of(err), fd_dir) from None
     names: list[str] = []
     for fd in fds:
         try:
@@ -266,9 +241,11 @@ def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
                 if name and name not in names:
                     names.append(name)
     return names
-def read_counter(path: str, files: HeldFiles | None = None) -> int:
-    """One integer file (a sysfs statistic), through ``files`` when given."""
+
+
+def read_counter(path: str) -> int:
+    """One integer file (a sysfs statistic)."""
     try:
-        return int(read_bytes(path) if files is None else files.read(path))
+        return int(read_bytes(path))
     except ValueError as err:
         raise ReadError(MALFORMED, f"{path}: {err}") from None

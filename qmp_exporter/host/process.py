@@ -1,0 +1,247 @@
+"""One QEMU process as the host sees it: CPU, memory, I/O, per-vCPU time and run-queue delay,
+and tap traffic, read from ``/proc`` and ``/sys`` (never on a scrape).
+
+Sample output::
+
+    qemu_process_cpu_seconds_total{vm="web1",mode="user"} 812.4
+    qemu_vcpu_delay_seconds_total{vm="web1",vcpu="0"} 3.2519
+    qemu_network_receive_bytes_total{vm="web1",interface="vnet3"} 1.2e+09
+
+Whatever cannot be read is left out, with one log line per process, figure and cause.
+Samples are built as plain tuples, not through ``Family.sample``: this runs for every VM on
+every poll, and the families' names are fixed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from qmp_exporter.host.procfs import (
+    GONE,
+    MALFORMED,
+    UNSUPPORTED,
+    FileBudget,
+    HeldFiles,
+    ReadError,
+    find_taps,
+    parse_io,
+    parse_schedstat,
+    parse_start,
+    parse_stat_times,
+    parse_swap,
+    read_bytes,
+    read_counter,
+)
+from qmp_exporter.textformat import Family, Labels, Sample
+
+if TYPE_CHECKING:
+    from qmp_exporter.host.machine import Host
+
+CPU_SECONDS = Family(
+    "qemu_process_cpu_seconds_total", "counter", "Host CPU time used by the QEMU process, by mode."
+)
+RESIDENT_BYTES = Family(
+    "qemu_process_resident_memory_bytes", "gauge", "Host memory resident for the QEMU process."
+)
+SWAP_BYTES = Family("qemu_process_swap_bytes", "gauge", "QEMU process memory swapped out.")
+START_TIME = Family(
+    "qemu_process_start_time_seconds", "gauge", "Start of the QEMU process, seconds since epoch."
+)
+IO_READ = Family(
+    "qemu_process_io_read_bytes_total", "counter", "Bytes the QEMU process read from storage."
+)
+IO_WRITE = Family(
+    "qemu_process_io_write_bytes_total", "counter", "Bytes the QEMU process wrote to storage."
+)
+VCPU_SECONDS = Family(
+    "qemu_vcpu_cpu_seconds_total", "counter", "Host CPU time used by the vCPU's thread."
+)
+VCPU_DELAY = Family(
+    "qemu_vcpu_delay_seconds_total",
+    "counter",
+    "Time the vCPU's thread was runnable but waited for a host CPU (the guest's steal time).",
+)
+#: (family, host-side statistic file): the guest's direction, as libvirt gives it; what the
+#: guest received is what the host side of its tap transmitted.
+NETWORK = (
+    (Family("qemu_network_receive_bytes_total", "counter", "Bytes the guest received."),
+     "tx_bytes"),
+    (Family("qemu_network_receive_packets_total", "counter", "Packets the guest received."),
+     "tx_packets"),
+    (Family("qemu_network_transmit_bytes_total", "counter", "Bytes the guest sent."),
+     "rx_bytes"),
+    (Family("qemu_network_transmit_packets_total", "counter", "Packets the guest sent."),
+     "rx_packets"),
+)  # fmt: skip
+#: Read every ``SLOW_EVERY`` polls only (they rarely move): half the sysfs reads per tap
+#: (swap, from ``status``, likewise).
+NETWORK_SLOW = (
+    (Family("qemu_network_receive_errors_total", "counter", "Receive errors of the guest's tap."),
+     "tx_errors"),
+    (Family("qemu_network_receive_drops_total", "counter", "Frames for the guest dropped."),
+     "tx_dropped"),
+    (Family("qemu_network_transmit_errors_total", "counter", "Send errors of the guest's tap."),
+     "rx_errors"),
+    (Family("qemu_network_transmit_drops_total", "counter", "Frames from the guest dropped."),
+     "rx_dropped"),
+)  # fmt: skip
+#: Every family a process reader may produce.
+FAMILIES = (
+    CPU_SECONDS, RESIDENT_BYTES, SWAP_BYTES, START_TIME, IO_READ, IO_WRITE,
+    VCPU_SECONDS, VCPU_DELAY, *(f for f, _ in NETWORK), *(f for f, _ in NETWORK_SLOW),
+)  # fmt: skip
+SLOW_EVERY = 10
+#: Taps are looked for again every so many polls (a NIC hot-plugged).
+TAP_SCAN_EVERY = 60
+
+_USER: Labels = (("mode", "user"),)
+_SYSTEM: Labels = (("mode", "system"),)
+
+
+class ProcessReader:
+    """Reads one trusted QEMU process, again on every :meth:`read`; holds its files open
+    until :meth:`close`. Made by :meth:`Host.trusted_process
+    <qmp_exporter.host.machine.Host.trusted_process>`."""
+
+    def __init__(self, host: Host, pid: int, budget: FileBudget) -> None:
+        self.host = host
+        self.pid = pid
+        self._base = f"{host.proc_root}/{pid}"
+        self._stat_path = f"{self._base}/stat"
+        self._io_path = f"{self._base}/io"
+        self._start: list[Sample] | None = None  # fixed for the life of the process
+        self._started: float | None = None  # its start, seconds after boot, once read
+        #: The last poll's vCPU threads, and (schedstat path, labels) of each.
+        self._threads: Sequence[tuple[int, int]] = ()
+        self._vcpus: list[tuple[str, Labels]] = []
+        #: (tap, its labels, (family, statistic file) to read each poll), once found.
+        self._taps: list[tuple[str, Labels, list[tuple[str, str]]]] | None = None
+        self._polls = 0
+        self._slow: list[Sample] = []  # tap errors and drops, read every SLOW_EVERY polls
+        self._slow_process: list[Sample] = []  # swap, likewise
+        self._skip: set[str] = set()  # figures that failed for good for this reader
+        self._files = HeldFiles(budget)  # stat, io, schedstat and tap counters, kept open
+
+    def close(self) -> None:
+        """Close the files held open (a later :meth:`read` opens them again)."""
+        self._files.close_all()
+
+    def is_process(self, pid: int | None) -> bool:
+        """Whether ``pid`` is the process this reader reads (same PID, same start): a
+        ``poll``-mode monitor then keeps its open files, tap list and cadence instead of
+        doing the first poll's work on every poll."""
+        if pid != self.pid or self._started is None:
+            return False
+        try:
+            started = parse_start(self._files.read(self._stat_path))
+        except ReadError:
+            return False
+        return started == self._started
+
+    def read(self, threads: Sequence[tuple[int, int]]) -> list[Sample]:
+        """Samples for the process and its vCPU ``threads`` ((index, thread id) pairs)."""
+        read = self._files.read
+        stat = read(self._stat_path)  # ReadError: the whole read failed
+        user, system, resident = parse_stat_times(stat)
+        samples: list[Sample] = [
+            (CPU_SECONDS.name, _USER, user),
+            (CPU_SECONDS.name, _SYSTEM, system),
+            (RESIDENT_BYTES.name, (), resident),
+        ]
+        if self._start is None:
+            self._start = self._start_time(stat)
+        samples.extend(self._start)
+        if self._polls % SLOW_EVERY == 0:
+            self._slow_process = self._swap()
+        samples.extend(self._slow_process)
+        if "io" not in self._skip:
+            self._io(samples)
+        if threads != self._threads:
+            self._threads = threads
+            self._vcpus = [
+                (f"{self._base}/task/{tid}/schedstat", self.host.vcpu_labels(index))
+                for index, tid in threads
+            ]
+        for path, labels in self._vcpus:
+            try:
+                run, delay = parse_schedstat(read(path))
+            except ReadError as err:
+                self.host.note_missing(self.pid, "vcpu", err.reason)
+                continue
+            samples.append((VCPU_SECONDS.name, labels, run))
+            samples.append((VCPU_DELAY.name, labels, delay))
+        if "network" not in self._skip:
+            self._network(samples)
+        self._polls += 1
+        return samples
+
+    def _start_time(self, stat: bytes) -> list[Sample]:
+        """The process's start, from its first ``stat`` (a held ``stat`` never reads another
+        process)."""
+        try:
+            self._started = started = parse_start(stat)
+            return [(START_TIME.name, (), self.host.boot_time() + started)]
+        except ReadError as err:
+            self.host.note_missing(self.pid, "start time", err.reason)
+            return []
+
+    def _swap(self) -> list[Sample]:
+        try:
+            swap = parse_swap(read_bytes(f"{self._base}/status"))
+        except ReadError as err:
+            self.host.note_missing(self.pid, "swap", err.reason)
+            return []
+        return [] if swap is None else [SWAP_BYTES.sample((), swap)]
+
+    def _io(self, samples: list[Sample]) -> None:
+        try:
+            read, written = parse_io(self._files.read(self._io_path))
+        except ReadError as err:
+            reason = UNSUPPORTED if err.reason == GONE else err.reason
+            self.host.note_missing(self.pid, "io", reason)
+            self._skip.add("io")
+            return
+        samples.append((IO_READ.name, (), read))
+        samples.append((IO_WRITE.name, (), written))
+
+    def _network(self, samples: list[Sample]) -> None:
+        sys_root = self.host.sys_root
+        if self._taps is None or self._polls % TAP_SCAN_EVERY == 0:
+            try:
+                taps = find_taps(self.pid, self.host.proc_root)
+            except ReadError as err:
+                self.host.note_missing(self.pid, "network", err.reason)
+                self._skip.add("network")
+                return
+            if self._taps is not None and taps != [tap for tap, _, _ in self._taps]:
+                self._files.close_all()  # a tap went: reopened as needed
+            self._taps = [
+                (
+                    tap,
+                    (("interface", tap),),
+                    [
+                        (family.name, f"{sys_root}/class/net/{tap}/statistics/{stat}")
+                        for family, stat in NETWORK
+                    ],
+                )
+                for tap in taps
+            ]
+        slow = self._polls % SLOW_EVERY == 0
+        if slow:
+            self._slow = []
+        read = self._files.read
+        for tap, labels, counters in self._taps:
+            try:
+                for family_name, path in counters:
+                    samples.append((family_name, labels, int(read(path))))
+                if slow:
+                    directory = f"{sys_root}/class/net/{tap}/statistics/"
+                    for family, stat in NETWORK_SLOW:
+                        value = read_counter(directory + stat)
+                        self._slow.append(family.sample(labels, value))
+            except ReadError as err:
+                self.host.note_missing(self.pid, f"network {tap}", err.reason)
+            except ValueError:
+                self.host.note_missing(self.pid, f"network {tap}", MALFORMED)
+        samples.extend(self._slow)
