@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from qmp_exporter.config import DiscoveryConfig, MonitorConfig, parse_config
-from qmp_exporter.polling.discovery import Discoverer, scan
+from qmp_exporter.discovery import Discoverer, Scan, scan
+from qmp_exporter.host import Host
 
 
 @pytest.fixture
@@ -38,9 +39,10 @@ def test_scan_finds_only_sockets_and_names_them_by_stem(tmp_path, sockets):
     (tmp_path / "notes.qmp").write_text("a regular file")
     (tmp_path / "sub.qmp").mkdir()
     entry = DiscoveryConfig(glob=f"{tmp_path}/*.qmp", labels=(("site", "lab"),))
-    found, problems = scan([entry], [])
-    assert problems == []
-    assert [(m.name, m.address, m.mode, m.labels) for m in found] == [
+    found = scan([entry], [], Host())
+    assert found.problems == ()
+    assert found.processes is None, "no process scan"
+    assert [(m.name, m.address, m.mode, m.labels) for m in found.monitors] == [
         ("db", f"unix:{tmp_path}/db.qmp", "persistent", (("site", "lab"),)),
         ("web1", f"unix:{tmp_path}/web1.qmp", "persistent", (("site", "lab"),)),
     ]
@@ -57,9 +59,9 @@ def test_scan_name_template_and_clashes_are_reported(tmp_path, sockets):
         DiscoveryConfig(glob=f"{tmp_path}/b/*.qmp", name="b-{name}"),
         DiscoveryConfig(glob=f"{tmp_path}/a/x*", name="again-{stem}"),
     ]
-    found, problems = scan(entries, configured)
-    assert [m.name for m in found] == ["x", "b-x.qmp"]
-    assert problems == [
+    found = scan(entries, configured, Host())
+    assert [m.name for m in found.monitors] == ["x", "b-x.qmp"]
+    assert list(found.problems) == [
         f"discovery[0]: {tmp_path}/a/taken.qmp: name 'taken' is already used by a configured "
         "monitor; not monitored (set a name template)",
         f"discovery[1]: {tmp_path}/b/x.qmp: name 'x' is already used by discovery[0] "
@@ -71,8 +73,8 @@ def test_scan_name_template_and_clashes_are_reported(tmp_path, sockets):
 def test_scan_skips_sockets_a_configured_monitor_already_watches(tmp_path, sockets):
     path = sockets(tmp_path / "vm.qmp")
     configured = [MonitorConfig(name="mine", address=f"unix:{path}")]
-    found, problems = scan([DiscoveryConfig(glob=f"{tmp_path}/*.qmp")], configured)
-    assert (found, problems) == ([], [])
+    found = scan([DiscoveryConfig(glob=f"{tmp_path}/*.qmp")], configured, Host())
+    assert found == Scan()
 
 
 def test_scan_proxmox_layout_sets_vmid_and_poll(tmp_path, sockets, monkeypatch):
@@ -88,9 +90,11 @@ def test_scan_proxmox_layout_sets_vmid_and_poll(tmp_path, sockets, monkeypatch):
     entry = DiscoveryConfig(
         glob=f"{tmp_path}/*.qmp", name=entry.name, mode=entry.mode, proxmox=True
     )
-    found, problems = scan([entry], [])
-    assert [(m.name, m.mode, m.labels) for m in found] == [("pve101", "poll", (("vmid", "101"),))]
-    assert problems == [
+    found = scan([entry], [], Host())
+    assert [(m.name, m.mode, m.labels) for m in found.monitors] == [
+        ("pve101", "poll", (("vmid", "101"),))
+    ]
+    assert list(found.problems) == [
         f"discovery[0]: {tmp_path}/guest.qmp: not a Proxmox VM socket (expected <vmid>.qmp)"
     ]
 
@@ -100,7 +104,9 @@ def test_rescan_returns_the_discovered_and_reports_problems_once(tmp_path, socke
     config = parse_config(
         {"monitors": [configured], "discovery": [{"glob": f"{tmp_path}/*.qmp", "rescan": "1s"}]}
     )
-    discoverer = Discoverer(config)
+    discoverer = Discoverer(config, Host())
+    heard: list[Scan] = []
+    discoverer.subscribe(type("Listener", (), {"scanned": lambda self, scan: heard.append(scan)})())
 
     async def scenario() -> list[list[str]]:
         found = []
@@ -111,10 +117,12 @@ def test_rescan_returns_the_discovered_and_reports_problems_once(tmp_path, socke
         found.append(await discoverer.rescan())
         os.unlink(tmp_path / "new.qmp")
         found.append(await discoverer.rescan())
-        return [[m.name for m in monitors] for monitors in found]
+        return [[m.name for m in scan.monitors] for scan in found]
 
     assert asyncio.run(scenario()) == [[], [], ["new"], []]
-    assert discoverer.discovered == ()
+    assert [[m.name for m in scan.monitors] for scan in heard] == [[], [], ["new"], []], (
+        "listeners hear the scan at hand, then each one that differs from the last"
+    )
     clash = [r for r in caplog.records if "'static' is already used" in r.getMessage()]
     assert len(clash) == 1, "a lasting problem is logged once, not every rescan"
 
@@ -124,11 +132,11 @@ def test_changes_yields_sockets_added_and_removed_within_one_rescan(tmp_path, so
     config = parse_config({"discovery": [{"glob": f"{tmp_path}/*.qmp", "rescan": "1s"}]})
 
     async def follow(discoverer: Discoverer) -> None:
-        async for monitors in discoverer.changes():
-            seen.append((time.monotonic(), [m.name for m in monitors]))
+        async for found in discoverer.changes():
+            seen.append((time.monotonic(), [m.name for m in found.monitors]))
 
     async def scenario() -> tuple[float, float]:
-        task = asyncio.create_task(follow(Discoverer(config)))
+        task = asyncio.create_task(follow(Discoverer(config, Host())))
         try:
             await asyncio.sleep(0.2)
             created = time.monotonic()
@@ -153,32 +161,42 @@ def test_changes_yields_sockets_added_and_removed_within_one_rescan(tmp_path, so
     assert seen[1][0] - removed <= 1.5
 
 
-def test_update_config_rescans_at_once(tmp_path, sockets):
+def test_a_reload_scans_once_and_retimes_the_next_scan(tmp_path, sockets, monkeypatch):
+    """A reload's own :meth:`Discoverer.rescan` is its one scan: ``changes()`` does not scan
+    again for it, and its next scan follows the reloaded ``rescan``."""
+    import qmp_exporter.discovery.discoverer as discoverer_module
+
     sockets(tmp_path / "a.qmp")
+    scans: list[float] = []
+    real_scan = discoverer_module.scan
+    monkeypatch.setattr(
+        discoverer_module, "scan", lambda *a: scans.append(time.monotonic()) or real_scan(*a)
+    )
     seen: list[list[str]] = []
     config = parse_config({"discovery": [{"glob": f"{tmp_path}/*.qmp", "rescan": "1h"}]})
-    discoverer = Discoverer(config)
+    discoverer = Discoverer(config, Host())
 
     async def follow() -> None:
-        async for monitors in discoverer.changes():
-            seen.append([m.name for m in monitors])
+        async for found in discoverer.changes():
+            seen.append([m.name for m in found.monitors])
 
-    async def scenario() -> None:
+    async def scenario() -> list[str]:
         task = asyncio.create_task(follow())
         await wait_until(lambda: seen == [["a"]])
-        discoverer.update_config(
-            parse_config(
-                {"discovery": [{"glob": f"{tmp_path}/*.qmp", "rescan": "1h", "name": "x-{stem}"}]}
-            )
-        )
-        await wait_until(lambda: len(seen) == 2)
+        reloaded = {"glob": f"{tmp_path}/*.qmp", "rescan": "1s", "name": "x-{stem}"}
+        discoverer.update_config(parse_config({"discovery": [reloaded]}))
+        found = await discoverer.rescan()  # what Exporter._reload does
+        await asyncio.sleep(0.3)
+        assert len(scans) == 2, "the reload's rescan, and no other"
+        await wait_until(lambda: len(scans) == 3)  # the reloaded 1s, not the old 1h
         task.cancel()
+        return [m.name for m in found.monitors]
 
-    async def wait_until(condition, limit: float = 3.0) -> None:
+    async def wait_until(condition, limit: float = 5.0) -> None:
         deadline = time.monotonic() + limit
         while not condition():
-            assert time.monotonic() < deadline, seen
+            assert time.monotonic() < deadline, (seen, scans)
             await asyncio.sleep(0.02)
 
-    asyncio.run(scenario())
-    assert seen == [["a"], ["x-a"]]
+    assert asyncio.run(scenario()) == ["x-a"]
+    assert seen == [["a"]], "the reload's scan is not yielded again"

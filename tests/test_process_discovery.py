@@ -20,10 +20,11 @@ import pytest
 
 from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from qmp_exporter.config import Config, DiscoveryConfig, MonitorConfig, parse_yaml
+from qmp_exporter.discovery import Discoverer, ProcessRow, Scan
+from qmp_exporter.discovery import scan as scan_host
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
-from qmp_exporter.polling import cmdline
-from qmp_exporter.polling.discovery import Discoverer, ProcessRow, scan_all
+from qmp_exporter.host import Host, cmdline
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.web.landing import ReloadStatus, render_landing_page
 from tests.helpers.images import wait_listening
@@ -118,9 +119,10 @@ def test_processes_found_from_their_command_lines(start_qemu, short_dir, monkeyp
     )
     bare = start_qemu("-name", f"bare-{tag}")  # fmt: skip
 
-    found, problems, rows = scan_all([PROCESSES], [])
-    by_pid = rows_by_pid(rows)
-    monitors = {m.address: m for m in found}
+    found = scan_host([PROCESSES], [], Host(), read_unwatched=False)
+    assert found.processes is not None
+    by_pid = rows_by_pid(list(found.processes))
+    monitors = {m.address: m for m in found.monitors}
 
     row = by_pid[plain.pid]
     assert (row.vm, row.name, row.problem, row.monitor) == (
@@ -147,7 +149,7 @@ def test_processes_found_from_their_command_lines(start_qemu, short_dir, monkeyp
 
     row = by_pid[bare.pid]
     assert (row.vm, row.problem, row.monitor) == (f"bare-{tag}", "no_monitor", "")
-    assert not any(str(plain.pid) in p for p in problems)
+    assert not any(str(plain.pid) in p for p in found.problems)
 
 
 def test_a_configured_monitor_wins(start_qemu, short_dir):
@@ -164,12 +166,13 @@ def test_a_configured_monitor_wins(start_qemu, short_dir):
         MonitorConfig(f"cfg-{tag}", f"unix:{tmp_path}/./qmp.sock"),
         MonitorConfig(f"taken-{tag}", "unix:/nonexistent/x.sock"),  # the name is taken
     ]
-    found, problems, rows = scan_all([PROCESSES], configured)
-    by_pid = rows_by_pid(rows)
+    found = scan_host([PROCESSES], configured, Host(), read_unwatched=False)
+    assert found.processes is not None
+    by_pid = rows_by_pid(list(found.processes))
     assert by_pid[process.pid].vm == f"cfg-{tag}" and by_pid[process.pid].watched
-    assert not any(m.address.endswith("/qmp.sock") for m in found)
+    assert not any(m.address.endswith("/qmp.sock") for m in found.monitors)
     assert by_pid[clash.pid].problem == "name_clash"
-    assert any(f"taken-{tag}" in p for p in problems)
+    assert any(f"taken-{tag}" in p for p in found.problems)
 
 
 def test_the_processes_entry_in_config():
@@ -207,10 +210,13 @@ def test_the_landing_page_says_what_to_add_to_an_unwatched_qemu():
 def test_the_process_rows_are_served_with_the_exporters_own_metrics():
     metrics = SelfMetrics()
     assert b"qemu_process" not in metrics.render(), "nothing without a process scan"
-    metrics.processes.rows = lambda: [
+    metrics.processes.scanned(Scan())
+    assert b"qemu_process" not in metrics.render(), "nothing from a scan without processes"
+    rows = (
         ProcessRow(4242, "web-01", "web-01", "", "unix:/run/qemu/web-01.qmp", ""),
         ProcessRow(5150, "qemu-5150", "", "", "", "no_monitor"),
-    ]
+    )
+    metrics.processes.scanned(Scan(processes=rows))
     text = metrics.render().decode()
     assert 'qemu_processes{watched="true"} 1.0' in text
     assert 'qemu_processes{watched="false"} 1.0' in text
@@ -239,10 +245,15 @@ def test_an_unwatched_qemus_host_figures_are_rendered_within_the_vms_families(
     twin = start_qemu("-name", watched_name)  # no monitor, and the watched VM's name
     collectors = DEFAULT_COLLECTORS
     monitor = MonitorConfig(watched_name, f"unix:{sock}", "poll", collectors=collectors)
-    poller = MonitorPoller(monitor, PollSettings(interval=60, timeout=10, start_spread=0))
+    host = Host()
+    settings = PollSettings(interval=60, timeout=10, start_spread=0)
+    poller = MonitorPoller(monitor, settings, host=host)
     config = Config(monitors=(monitor,), discovery=(PROCESSES,))
     renderer = FleetRenderer()
-    discoverer = Discoverer(config)
+    own = SelfMetrics()
+    discoverer = Discoverer(config, host)
+    discoverer.subscribe(renderer)
+    discoverer.subscribe(own.processes)
 
     async def scan() -> None:
         await poller.poll_once()
@@ -251,9 +262,6 @@ def test_an_unwatched_qemus_host_figures_are_rendered_within_the_vms_families(
     asyncio.run(scan())
     assert poller.state.up, poller.state.error
     renderer.added(watched_name, poller.state)
-    renderer.unwatched(discoverer.unwatched)
-    own = SelfMetrics()
-    own.processes.rows = lambda: discoverer.processes
     text = renderer.body().decode() + own.render().decode()
 
     promtool = shutil.which("promtool")

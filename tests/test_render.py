@@ -7,9 +7,10 @@ import dataclasses
 import zlib
 
 from qmp_exporter.config import MonitorConfig
+from qmp_exporter.discovery import Scan
 from qmp_exporter.exposition.render import FleetRenderer
-from qmp_exporter.polling.state import Counters, Identity, VMState
-from qmp_exporter.polling.unwatched import UnwatchedHost
+from qmp_exporter.fleet.state import Counters, Identity, VMState
+from qmp_exporter.host.unwatched import UnwatchedHost
 
 NO_ERRORS = (("connect", 0), ("busy", 0), ("timeout", 0), ("protocol", 0), ("command", 0))
 #: Up and running, one collector, one event counter, one configured label.
@@ -196,13 +197,12 @@ def test_unwatched_processes_share_the_vms_families_and_never_take_a_vms_name() 
     renderer = FleetRenderer()
     renderer.added("b", dataclasses.replace(A, monitor=MonitorConfig("b", "unix:/run/b.qmp")))
     cpu = "qemu_process_cpu_seconds_total"
-    renderer.unwatched(
-        [
-            UnwatchedHost(20, "c", ((cpu, (("mode", "user"),), 7.0),)),
-            UnwatchedHost(30, "b", ((cpu, (("mode", "user"),), 9.0),)),  # a VM's name
-            UnwatchedHost(10, "a", ((cpu, (("mode", "user"),), 5.0),)),
-        ]
+    unwatched = (
+        UnwatchedHost(20, "c", ((cpu, (("mode", "user"),), 7.0),)),
+        UnwatchedHost(30, "b", ((cpu, (("mode", "user"),), 9.0),)),  # a VM's name
+        UnwatchedHost(10, "a", ((cpu, (("mode", "user"),), 5.0),)),
     )
+    renderer.scanned(Scan(unwatched=unwatched))
     text = renderer.body().decode()
     assert text.count(f"# TYPE {cpu} counter\n") == 1
     block = text[text.index(f"# TYPE {cpu}") :]
@@ -214,5 +214,7 @@ def test_unwatched_processes_share_the_vms_families_and_never_take_a_vms_name() 
     renderer.added("c", B)  # a VM of that name now: the process's lines go
     text = renderer.body().decode()
     assert f'{cpu}{{vm="c"' not in text and f'{cpu}{{vm="a",mode="user"}} 5' in text
-    renderer.unwatched([])
+    renderer.removed("b")  # the VM left: the process of that name shows, whatever the order
+    assert f'{cpu}{{vm="b",mode="user"}} 9' in renderer.body().decode()
+    renderer.scanned(Scan())
     assert cpu not in renderer.body().decode()

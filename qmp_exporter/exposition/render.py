@@ -4,13 +4,14 @@ A scrape costs a join of cached chunks, not thousands of metric objects: each fa
 as bytes (and a gzip member) and rebuilt only when one of its lines changed; a VM's lines are
 re-rendered only when it changed, and only the per-poll lines after a routine poll. VMs are
 listed in every family sorted by name. The host figures of QEMU processes nothing watches
-(:meth:`FleetRenderer.unwatched`, from the process scan) are lines of the same families."""
+(:meth:`FleetRenderer.scanned`, from discovery's scans) are lines of the same families."""
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
 
+from qmp_exporter.discovery import Scan
 from qmp_exporter.exposition.families import (
     COLLECTOR_SUCCESS,
     CONNECTIONS,
@@ -32,8 +33,8 @@ from qmp_exporter.exposition.families import (
     header,
 )
 from qmp_exporter.exposition.gzipstream import deflate_piece, gzip_stream
-from qmp_exporter.polling.state import RUN_STATES, VMState
-from qmp_exporter.polling.unwatched import UnwatchedHost
+from qmp_exporter.fleet.state import RUN_STATES, VMState
+from qmp_exporter.host.unwatched import UnwatchedHost
 from qmp_exporter.textformat import (
     Family,
     Labels,
@@ -156,14 +157,16 @@ class _VMText(_Text):
 
 class FleetRenderer:
     """The fleet's exposition as chunks, one per family, each rebuilt only when one of its
-    lines changed. A :class:`~qmp_exporter.polling.fleet.FleetListener`: subscribe it to a
+    lines changed. A :class:`~qmp_exporter.fleet.hub.FleetListener`: subscribe it to a
     fleet, and it knows only what the fleet tells it. Per-poll lines are rendered as each
     poll lands (two short lines), the rest when a scrape finds the VM changed (rare: a
     state change, an event, an error)."""
 
     def __init__(self) -> None:
         self._vms: dict[str, _VMText] = {}
-        #: Unwatched QEMU processes by ``vm`` label (never the name of a VM of the fleet).
+        #: The last scan's unwatched QEMU processes' lines by ``vm`` label, and those shown
+        #: (never under the name of a VM of the fleet).
+        self._unwatched_lines: dict[str, dict[str, str]] = {}
         self._unwatched: dict[str, _Text] = {}
         #: Family -> VM name -> that VM's lines of the family, sorted by VM name.
         self._lines: dict[str, dict[str, str]] = {}
@@ -186,13 +189,19 @@ class FleetRenderer:
     def added(self, name: str, state: VMState) -> None:
         """A VM joined: rendered at the next scrape (an unwatched process's lines under its
         name go)."""
-        self.removed(name)
+        self._drop_vm(name)
         self._drop_unwatched(name)
         self._vms[name] = _VMText(name, state)
         self._stale.add(name)
 
     def removed(self, name: str) -> None:
-        """A VM left: its lines go."""
+        """A VM left: its lines go (an unwatched process of that name shows again)."""
+        self._drop_vm(name)
+        lines = self._unwatched_lines.get(name)
+        if lines is not None:
+            self._show_unwatched(name, lines)
+
+    def _drop_vm(self, name: str) -> None:
         text = self._vms.pop(name, None)
         if text is None:
             return
@@ -213,24 +222,30 @@ class FleetRenderer:
         for family in PER_POLL_NAMES:
             self._set(text, family, fresh.get(family))
 
-    # -- what the process scan tells --------------------------------------------------------
+    # -- what discovery tells ------------------------------------------------------------------
 
-    def unwatched(self, hosts: Iterable[UnwatchedHost]) -> None:
-        """The host figures of the QEMU processes nothing watches, replacing the last ones:
-        lines of the same families as the VMs' own. One whose ``vm`` is the name of a VM of
-        the fleet (or of an earlier one of ``hosts``) is left out: one series per VM."""
+    def scanned(self, scan: Scan) -> None:
+        """A new scan: the host figures of the QEMU processes nothing watches replace the
+        last ones, as lines of the same families as the VMs' own. One whose ``vm`` is the
+        name of a VM of the fleet (or of an earlier one of the scan) is left out: one series
+        per VM."""
         fresh: dict[str, dict[str, str]] = {}
-        for host in hosts:
-            if host.vm not in self._vms and host.vm not in fresh:
+        for host in scan.unwatched:
+            if host.vm not in fresh:
                 fresh[host.vm] = host_lines(host)
+        self._unwatched_lines = fresh
         for name in self._unwatched.keys() - fresh.keys():
             self._drop_unwatched(name)
         for name, lines in fresh.items():
-            text = self._unwatched.get(name)
-            if text is None:
-                text = self._unwatched[name] = _Text(name)
-            for family in text.lines.keys() | lines.keys():
-                self._set(text, family, lines.get(family))
+            if name not in self._vms:
+                self._show_unwatched(name, lines)
+
+    def _show_unwatched(self, name: str, lines: dict[str, str]) -> None:
+        text = self._unwatched.get(name)
+        if text is None:
+            text = self._unwatched[name] = _Text(name)
+        for family in text.lines.keys() | lines.keys():
+            self._set(text, family, lines.get(family))
 
     def _drop_unwatched(self, name: str) -> None:
         text = self._unwatched.pop(name, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -13,19 +13,23 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from qmp_exporter import __version__
+from qmp_exporter.discovery import ProcessRow, Scan
 from qmp_exporter.exposition.families import PROCESS_INFO, PROCESSES
-from qmp_exporter.polling.discovery import ProcessRow
 
 
 class QemuProcesses(Collector):
-    """``qemu_processes`` and ``qemu_process_info`` from the last process scan (``rows``:
-    set by the app to the discoverer's rows; ``None``: no process scan configured)."""
+    """``qemu_processes`` and ``qemu_process_info`` from the last scan: a
+    :class:`~qmp_exporter.discovery.ScanListener` (nothing without a process scan)."""
 
     def __init__(self) -> None:
-        self.rows: Callable[[], Sequence[ProcessRow] | None] = lambda: None
+        self._rows: tuple[ProcessRow, ...] | None = None
+
+    def scanned(self, scan: Scan) -> None:
+        """Take the QEMU processes of a new scan."""
+        self._rows = scan.processes
 
     def collect(self) -> Iterator[Metric]:
-        rows = self.rows()
+        rows = self._rows
         if rows is None:
             return
         counts = GaugeMetricFamily(PROCESSES.name, PROCESSES.help, labels=["watched"])

@@ -26,6 +26,9 @@ from typing import Any, TextIO, TypeVar
 import yaml
 
 from qmp_exporter.config import ConfigError, MonitorConfig, load_config
+from qmp_exporter.discovery import scan
+from qmp_exporter.fleet.state import VncState
+from qmp_exporter.host import Host
 from qmp_exporter.polling.answers import (
     MalformedAnswerError,
     parse_name,
@@ -34,8 +37,6 @@ from qmp_exporter.polling.answers import (
     parse_version_answer,
     parse_vnc,
 )
-from qmp_exporter.polling.discovery import scan
-from qmp_exporter.polling.state import VncState
 from qmp_exporter.qmp import AddressError, CommandError, QMPError, connect
 
 FORMATS = ("table", "json", "yaml")
@@ -315,10 +316,10 @@ def run_inventory(
         except ConfigError as err:
             print(f"qmp-exporter inventory: {err}", file=stderr)
             return 2
-        discovered, problems = scan(config.discovery, config.monitors)
-        for problem in problems:
+        found = scan(config.discovery, config.monitors, Host(), read_unwatched=False)
+        for problem in found.problems:
             print(f"qmp-exporter inventory: {problem}", file=stderr)
-        targets = [*config.monitors, *discovered, *targets]
+        targets = [*config.monitors, *found.monitors, *targets]
         if timeout is None:
             timeout = config.timeout
     if timeout is None:

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from qmp_exporter.polling.discovery import ProcessRow
-from qmp_exporter.polling.state import VMState
+from qmp_exporter.discovery import ProcessRow
+from qmp_exporter.fleet.state import VMState
 
 #: What to add to a QEMU the process scan found but cannot watch, by problem.
 RECIPES = {
