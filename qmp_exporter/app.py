@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from qmp_exporter import DEFAULT_PORT, __version__
 from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.coalesce import Coalescer
-from qmp_exporter.collectors.hostproc import set_hold_budget
 from qmp_exporter.config import (
     AlertingConfig,
     Config,
@@ -24,11 +23,13 @@ from qmp_exporter.config import (
     load_config_if_changed,
 )
 from qmp_exporter.config.schema import shorten
+from qmp_exporter.discovery import Discoverer, Scan
 from qmp_exporter.exposition.render import FleetRenderer
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
 from qmp_exporter.fdlimit import raise_fd_limit
-from qmp_exporter.polling.discovery import Discoverer, ProcessRow
-from qmp_exporter.polling.fleet import Fleet
+from qmp_exporter.fleet.hub import Fleet
+from qmp_exporter.host import Host
+from qmp_exporter.polling.monitors import MonitorSource
 from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
 from qmp_exporter.textformat import CONTENT_TYPE
@@ -101,7 +102,16 @@ class Exporter:
         self.options = options
         self.extra_monitors = extra_monitors
         self.self_metrics = SelfMetrics()
-        self.fleet = Fleet(PollSettings.from_config(config), on_event=self._on_event)
+        #: The host's processes, read by the host collector, discovery and live probes.
+        self.host = Host()
+        # Sources publish into the fleet; the first given its output wins a clash of names.
+        self.fleet = Fleet()
+        self.monitor_source = MonitorSource(
+            self.fleet.source("qmp"),
+            PollSettings.from_config(config),
+            on_event=self._on_event,
+            host=self.host,
+        )
         self.renderer = FleetRenderer()
         self.fleet.subscribe(self.renderer)
         self.landing = LandingCache(self._render_landing)
@@ -127,15 +137,21 @@ class Exporter:
         # Reloads are coalesced: one in flight, one queued (a burst of SIGHUPs is two).
         self._reloads = Coalescer(self._reload_once)
         self._config_digest: str | None = None  # of the file last loaded by a reload
-        self.discoverer = Discoverer(config)
-        self.self_metrics.processes.rows = self._process_rows
+        #: The last scan discovery told of, and the part of one the fleet was last applied for.
+        self._scan = Scan()
+        self._applied: tuple[object, ...] | None = None
+        self.discoverer = Discoverer(config, self.host)
+        self.discoverer.subscribe(self.renderer)
+        self.discoverer.subscribe(self.self_metrics.processes)
+        self.discoverer.subscribe(self)
         # Probe-able: the configured and discovered monitors (not the demo's).
         # Watched ones are answered from the fleet's latest states.
         self.probes = ProbeEndpoint(
             lambda: self.config,
-            lambda: watched_monitors(self.config.monitors, self.discoverer.discovered),
+            lambda: watched_monitors(self.config.monitors, self._scan.monitors),
             states=lambda: self.fleet.states,
             on_failure=self.self_metrics.probe_failures.count,
+            host=self.host,
         )
         self._discovery_task: asyncio.Task[None] | None = None
         self._own_metrics_task: asyncio.Task[None] | None = None
@@ -159,16 +175,19 @@ class Exporter:
 
     def monitors(self) -> tuple[MonitorConfig, ...]:
         """Every monitor to watch now: see :func:`watched_monitors`."""
-        return watched_monitors(
-            self.config.monitors, self.discoverer.discovered, self.extra_monitors
-        )
+        return watched_monitors(self.config.monitors, self._scan.monitors, self.extra_monitors)
+
+    def scanned(self, scan: Scan) -> None:
+        """Discovery found something new: the monitors to watch follow it at the next
+        apply, the landing page (which lists the QEMU processes) at once."""
+        self._scan = scan
+        self.landing.invalidate()
 
     async def _apply_monitors(self, settings: PollSettings | None = None) -> None:
-        """Make the fleet watch :meth:`monitors` (call with the reload lock held), then
-        render the unwatched QEMU processes' host figures beside them."""
-        await self.fleet.apply(self.monitors(), settings)
-        self.self_metrics.monitors.set(len(self.fleet.states))
-        self.renderer.unwatched(self.discoverer.unwatched)
+        """Make the fleet watch :meth:`monitors` (call with the reload lock held)."""
+        self._applied = (self._scan.monitors, self._scan.processes)
+        await self.monitor_source.apply(self.monitors(), settings)
+        self.self_metrics.monitors.set(len(self.monitor_source))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -176,7 +195,7 @@ class Exporter:
         """Start polling and listening."""
         monitors = self.monitors()
         limit = raise_fd_limit(len(monitors) + FD_RESERVE)
-        set_hold_budget((limit - len(monitors) - FD_RESERVE) // 2)  # host files kept open
+        self.host.limit_held_files((limit - len(monitors) - FD_RESERVE) // 2)
         if len(monitors) + FD_RESERVE > limit:
             log.warning(
                 "open-files limit %d is too low for %d monitors: raise LimitNOFILE",
@@ -212,7 +231,7 @@ class Exporter:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.fleet.close()
+        await self.monitor_source.close()
         if self.pusher is not None:
             await asyncio.to_thread(self.pusher[0].close)
 
@@ -234,26 +253,15 @@ class Exporter:
             except Exception:  # never let a sampling failure stop the loop
                 log.exception("sampling the exporter's own metrics failed")
 
-    def _process_rows(self) -> tuple[ProcessRow, ...] | None:
-        """The QEMU processes of the last scan, or ``None`` without ``- processes: true``."""
-        if not any(entry.processes for entry in self.config.discovery):
-            return None
-        return self.discoverer.processes
-
     async def _follow_discovery(self) -> None:
-        """Apply the monitors whenever a rescan changed what discovery finds (the landing
-        page lists unwatched QEMU processes too, so it is rebuilt); when only the unwatched
-        processes' host figures changed, render those alone."""
-        last: tuple[object, ...] | None = None
-        async for found in self.discoverer.changes():
-            scanned = (found, self.discoverer.processes)
-            if scanned == last:
-                self.renderer.unwatched(self.discoverer.unwatched)
+        """Apply the monitors whenever a rescan changed what discovery finds (the monitors,
+        or the QEMU processes the exporter's own metrics list); the renderer and the own
+        metrics hear every scan from the discoverer itself."""
+        async for scan in self.discoverer.changes():
+            if (scan.monitors, scan.processes) == self._applied:
                 continue
-            last = scanned
             async with self._reload_lock:
                 await self._apply_monitors()
-            self.landing.invalidate()
             await self._sample_own_metrics()
 
     async def run(self) -> None:
@@ -317,7 +325,7 @@ class Exporter:
                 await self._replace_pusher(config.alerting)
             self.config = config
             self.discoverer.update_config(config)
-            await self.discoverer.rescan()
+            await self.discoverer.rescan()  # tells this exporter, as every scan does
             await self._apply_monitors(PollSettings.from_config(config))
             self._config_digest = digest
             self.reload_ok = True
@@ -328,7 +336,7 @@ class Exporter:
                 "reloaded %s%s: %d monitor(s)",
                 path,
                 " (unchanged)" if loaded is None else "",
-                len(self.fleet.states),
+                len(self.monitor_source),
             )
             return True
 
@@ -369,8 +377,11 @@ class Exporter:
             return text_response(200, "config reloaded")
         return text_response(500, "reload failed; the running config is kept (see the log)")
 
+    def _reload_status(self) -> ReloadStatus:
+        return ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time)
+
     async def _landing(self, request: Request) -> Response:
-        status = ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time)
+        status = self._reload_status()
         if status != self._landing_status:
             self._landing_status = status
             self.landing.invalidate()
@@ -383,9 +394,8 @@ class Exporter:
     def _render_landing(self) -> bytes:
         return render_landing_page(
             self.fleet.states.values(),
-            self._landing_status
-            or ReloadStatus(self.options.config_path, self.reload_ok, self.reload_time),
+            self._landing_status or self._reload_status(),
             version=__version__,
             poll_interval=self.config.poll_interval,
-            processes=self._process_rows() or (),
+            processes=self._scan.processes or (),
         )

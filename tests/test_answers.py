@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qmp_exporter.fleet.state import Identity, VncState
 from qmp_exporter.polling.answers import (
     MalformedAnswerError,
     parse_identity,
@@ -14,7 +15,6 @@ from qmp_exporter.polling.answers import (
     parse_vnc,
     returned,
 )
-from qmp_exporter.polling.state import Identity, VncState
 from qmp_exporter.qmp import CommandError
 from tests.helpers import qmp_answers as recorded
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qmp_exporter.polling.state import RUN_STATES
+from qmp_exporter.fleet.state import RUN_STATES
 from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.qemu import QemuVM, qmp_command
 from tests.helpers.rfb import rfb_handshake, vnc_tcp_connect

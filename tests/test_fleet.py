@@ -1,5 +1,5 @@
-"""The fleet's listener API (``added``, ``changed(timing_only)``, ``removed``) with real
-pollers against a scripted monitor."""
+"""The fleet's listener API (``added``, ``changed(timing_only)``, ``removed``) with the QMP
+monitor source's real pollers against a scripted monitor."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.polling.fleet import Fleet
+from qmp_exporter.fleet.hub import Fleet
+from qmp_exporter.fleet.state import VMState
+from qmp_exporter.polling.monitors import MonitorSource
 from qmp_exporter.polling.poller import PollSettings
-from qmp_exporter.polling.state import VMState
 from tests.helpers.scripted_monitor import ScriptedMonitor
 
 SETTINGS = PollSettings(interval=0.05, timeout=2.0, start_spread=0)
@@ -36,6 +37,11 @@ class Recorder:
         return [(s, t) for _, _, s, t in self.heard if s is not None and t is not None]
 
 
+def monitors_in(fleet: Fleet) -> MonitorSource:
+    """The QMP monitors' source of ``fleet``."""
+    return MonitorSource(fleet.source("qmp"), SETTINGS)
+
+
 async def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
     deadline = time.monotonic() + limit
     while not condition():
@@ -46,12 +52,13 @@ async def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None
 def test_listener_hears_added_then_changes_then_removed(tmp_path: Path) -> None:
     async def scenario() -> Recorder:
         async with ScriptedMonitor(str(tmp_path / "vm.qmp")) as monitor:
-            fleet = Fleet(SETTINGS)
+            fleet = Fleet()
+            source = monitors_in(fleet)
             recorder = Recorder()
             fleet.subscribe(recorder)
-            await fleet.apply([MonitorConfig("vm", monitor.address, labels=(("team", "ops"),))])
+            await source.apply([MonitorConfig("vm", monitor.address, labels=(("team", "ops"),))])
             await wait_until(lambda: any(t for _, t in recorder.changes()))
-            await fleet.apply([])
+            await source.apply([])
             return recorder
 
     recorder = asyncio.run(scenario())
@@ -67,13 +74,14 @@ def test_listener_hears_added_then_changes_then_removed(tmp_path: Path) -> None:
 
 def test_late_subscriber_hears_every_vm_added(tmp_path: Path) -> None:
     async def scenario() -> tuple[Recorder, list[str]]:
-        fleet = Fleet(SETTINGS)
+        fleet = Fleet()
+        source = monitors_in(fleet)
         monitors = [MonitorConfig(n, f"unix:{tmp_path}/{n}.qmp", "poll") for n in ("x", "y")]
-        await fleet.apply(monitors)
+        await source.apply(monitors)
         recorder = Recorder()
         fleet.subscribe(recorder)
         names = sorted(fleet.states)
-        await fleet.close()
+        await source.close()
         return recorder, names
 
     recorder, names = asyncio.run(scenario())
@@ -87,14 +95,15 @@ def test_late_subscriber_hears_every_vm_added(tmp_path: Path) -> None:
 def test_changed_monitor_is_published_with_its_counters_kept(tmp_path: Path) -> None:
     async def scenario() -> tuple[Recorder, int]:
         async with ScriptedMonitor(str(tmp_path / "vm.qmp")) as monitor:
-            fleet = Fleet(SETTINGS)
+            fleet = Fleet()
+            source = monitors_in(fleet)
             recorder = Recorder()
             fleet.subscribe(recorder)
-            await fleet.apply([MonitorConfig("vm", monitor.address)])
+            await source.apply([MonitorConfig("vm", monitor.address)])
             await wait_until(lambda: any(s.up for s, _ in recorder.changes()))
-            await fleet.apply([MonitorConfig("vm", monitor.address, labels=(("team", "db"),))])
+            await source.apply([MonitorConfig("vm", monitor.address, labels=(("team", "db"),))])
             relabelled = len(recorder.heard)
-            await fleet.close()
+            await source.close()
             return recorder, relabelled
 
     recorder, relabelled = asyncio.run(scenario())

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from qmp_exporter.config import MonitorConfig
-from qmp_exporter.polling.state import Identity, VMState, VncState
+from qmp_exporter.fleet.state import Identity, VMState, VncState
 from qmp_exporter.web.landing import ReloadStatus, render_landing_page
 from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.rfb import rfb_handshake

@@ -6,9 +6,18 @@ Every ``import`` counts, at module level or inside a function. The rules:
 * the entry points are on top: nothing imports ``cli`` but ``__main__``, nothing imports
   ``app`` but the entry points (``__main__``, ``cli``);
 * ``tools`` and ``sim`` load no server code (``app``, ``web``, ``exposition.render``,
-  ``polling.fleet``, ``alerting``), not even through another module;
-* ``collectors`` load only ``qmp``, ``textformat`` and themselves;
+  ``fleet.hub``, ``polling.monitors``, ``alerting``), not even through another module;
+* ``collectors`` load only ``qmp``, ``host``, ``textformat`` and themselves;
+* ``host`` loads only ``textformat`` and itself;
 * no two modules import each other, directly or round a longer cycle.
+
+And three rules read from the source itself:
+
+* ``qmp`` uses only the standard library's networking, JSON, asyncio and plain-data modules
+  (no ``os``: no process reading; it asks no one who is at the other end);
+* nothing outside ``host`` names a ``/proc`` or ``/sys`` path: every read of them is there;
+* the app wires the renderer (subscribes it to the fleet and to discovery) and serves its
+  chunks; no other module imports it, and nothing pushes into it.
 
 "Load" follows imports transitively and counts the package ``__init__`` modules an import
 runs. A violation names each import on the way with its file and line.
@@ -29,14 +38,26 @@ SERVER = (
     "qmp_exporter.app",
     "qmp_exporter.web",
     "qmp_exporter.exposition.render",
-    "qmp_exporter.polling.fleet",
+    "qmp_exporter.fleet.hub",
+    "qmp_exporter.polling.monitors",
     "qmp_exporter.alerting",
 )
 COLLECTORS_MAY_LOAD = (
     "qmp_exporter.collectors",
+    "qmp_exporter.host",
     "qmp_exporter.qmp",
     "qmp_exporter.textformat",
 )
+HOST_MAY_LOAD = ("qmp_exporter.host", "qmp_exporter.textformat")
+#: The standard-library modules ``qmp`` may import: networking, JSON, asyncio, plain data.
+QMP_STDLIB = frozenset(
+    {"__future__", "asyncio", "collections", "dataclasses", "errno", "json", "logging",
+     "math", "socket", "threading", "time", "typing", "enum", "abc", "contextlib",
+     "functools", "itertools", "re", "types"}
+)  # fmt: skip
+#: Where the renderer is made and wired, and what may be asked of it there.
+RENDERER_OWNER = "qmp_exporter.app"
+RENDERER_SERVES = frozenset({"chunks", "gzip_chunks"})
 
 
 @dataclass(frozen=True, order=True)
@@ -211,6 +232,97 @@ def collectors_outside_imports(graph: Graph) -> list[str]:
     )
 
 
+def host_outside_imports(graph: Graph) -> list[str]:
+    """What ``host`` loads besides ``textformat`` and itself."""
+    allowed_packages = {p for layer in HOST_MAY_LOAD for p in parents(layer)}
+    return forbidden_loads(
+        graph,
+        ["qmp_exporter.host"],
+        lambda m: m not in allowed_packages and not within_any(m, HOST_MAY_LOAD),
+    )
+
+
+def _sources(package_dir: Path = PACKAGE_DIR) -> dict[str, tuple[str, ast.Module]]:
+    """Module name -> (file as the graph names it, its syntax tree)."""
+    return {
+        module_name(path, package_dir): (
+            str(path.relative_to(package_dir.parent)),
+            ast.parse(path.read_text(), str(path)),
+        )
+        for path in sorted(package_dir.rglob("*.py"))
+    }
+
+
+def qmp_stdlib_imports(sources: Mapping[str, tuple[str, ast.Module]]) -> list[str]:
+    """Standard-library imports of ``qmp`` outside :data:`QMP_STDLIB`."""
+    problems = []
+    for module, (file, tree) in sources.items():
+        if not within(module, "qmp_exporter.qmp"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top != PACKAGE and top not in QMP_STDLIB:
+                    problems.append(f"{file}:{node.lineno}: {module} imports {name}")
+    return problems
+
+
+def proc_and_sys_outside_host(sources: Mapping[str, tuple[str, ast.Module]]) -> list[str]:
+    """String constants (f-string parts included; docstrings not) naming a ``/proc`` or
+    ``/sys`` path in a module outside ``host``."""
+    problems = []
+    for module, (file, tree) in sources.items():
+        if within(module, "qmp_exporter.host"):
+            continue
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and node.value.lstrip("f").startswith(("/proc", "/sys"))
+            ):
+                problems.append(f"{file}:{node.lineno}: {module} names {node.value!r}")
+    return problems
+
+
+def renderer_side_doors(sources: Mapping[str, tuple[str, ast.Module]]) -> list[str]:
+    """Modules besides the app that import ``FleetRenderer``, and the app's uses of its
+    renderer other than subscribing it and serving its chunks."""
+    problems = []
+    for module, (file, tree) in sources.items():
+        if module in (RENDERER_OWNER, "qmp_exporter.exposition.render"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and any(
+                alias.name == "FleetRenderer" for alias in node.names
+            ):
+                problems.append(f"{file}:{node.lineno}: {module} imports FleetRenderer")
+    file, tree = sources[RENDERER_OWNER]
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "renderer"
+            and node.attr not in RENDERER_SERVES
+        ):
+            problems.append(f"{file}:{node.lineno}: the app asks the renderer for {node.attr}")
+    return problems
+
+
 def import_cycles(graph: Graph) -> list[str]:
     """One cycle from each group of modules that import each other at run time, as its
     imports. A type-only import (under ``if TYPE_CHECKING:``) is how a module names a type of
@@ -298,9 +410,8 @@ RULES: dict[str, Callable[[Graph], list[str]]] = {
     "qmp imports only itself": qmp_outside_imports,
     "only the entry points import cli and app": entry_point_imports,
     "tools and sim import no server code": server_imports_of_tools_and_sim,
-    "collectors import only qmp, textformat and themselves": (
-        collectors_outside_imports
-    ),
+    "collectors import only qmp, host, textformat and themselves": (collectors_outside_imports),
+    "host imports only textformat and itself": host_outside_imports,
     "no import cycles": import_cycles,
 }
 
@@ -334,6 +445,48 @@ def test_tools_and_sim_import_no_server_code() -> None:
 
 def test_collectors_import_only_qmp_textformat_and_themselves() -> None:
     assert_none(collectors_outside_imports(read_graph()))
+
+
+def test_host_imports_only_textformat_and_itself() -> None:
+    assert_none(host_outside_imports(read_graph()))
+
+
+def test_qmp_uses_only_networking_json_and_asyncio_of_the_standard_library() -> None:
+    assert_none(qmp_stdlib_imports(_sources()))
+
+
+def test_nothing_outside_host_names_proc_or_sys() -> None:
+    assert_none(proc_and_sys_outside_host(_sources()))
+
+
+def test_only_the_app_wires_the_renderer() -> None:
+    assert_none(renderer_side_doors(_sources()))
+
+
+def test_the_source_rules_name_what_breaks_them(tmp_path: Path) -> None:
+    package = tmp_path / PACKAGE
+    (package / "qmp").mkdir(parents=True)
+    (package / "qmp" / "client.py").write_text("import os\nimport socket\n")
+    (package / "tools").mkdir()
+    (package / "tools" / "top.py").write_text(
+        '"""Reads /proc."""\nfrom qmp_exporter.exposition.render import FleetRenderer\n'
+        'STAT = f"/proc/{1}/stat"\n'
+    )
+    (package / "app.py").write_text(
+        "class App:\n    def go(self):\n        self.renderer.chunks()\n"
+        "        self.renderer.scanned(1)\n"
+    )
+    sources = _sources(package)
+    assert qmp_stdlib_imports(sources) == [
+        "qmp_exporter/qmp/client.py:1: qmp_exporter.qmp.client imports os"
+    ]
+    assert proc_and_sys_outside_host(sources) == [
+        "qmp_exporter/tools/top.py:3: qmp_exporter.tools.top names '/proc/'"
+    ]
+    assert renderer_side_doors(sources) == [
+        "qmp_exporter/tools/top.py:2: qmp_exporter.tools.top imports FleetRenderer",
+        "qmp_exporter/app.py:4: the app asks the renderer for scanned",
+    ]
 
 
 def test_no_import_cycles() -> None:
@@ -383,16 +536,16 @@ def test_a_package_init_on_the_way_counts_as_loaded() -> None:
     graph = synthetic(
         ("qmp_exporter.sim.simulator", "qmp_exporter.web.landing", 5),
         ("qmp_exporter.tools.shell", "qmp_exporter.polling.discovery", 6),
-        ("qmp_exporter.polling", "qmp_exporter.polling.fleet", 7),
+        ("qmp_exporter.polling", "qmp_exporter.polling.monitors", 7),
     )
     assert server_imports_of_tools_and_sim(graph) == [
         "qmp_exporter.sim.simulator loads qmp_exporter.web.landing: "
         "qmp_exporter/sim/simulator.py:5: qmp_exporter.sim.simulator imports "
         "qmp_exporter.web.landing",
-        "qmp_exporter.tools.shell loads qmp_exporter.polling.fleet: "
+        "qmp_exporter.tools.shell loads qmp_exporter.polling.monitors: "
         "qmp_exporter/tools/shell.py:6: qmp_exporter.tools.shell imports "
         "qmp_exporter.polling.discovery; then qmp_exporter/polling.py:7: "
-        "qmp_exporter.polling imports qmp_exporter.polling.fleet",
+        "qmp_exporter.polling imports qmp_exporter.polling.monitors",
     ]
 
 

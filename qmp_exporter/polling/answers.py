@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from qmp_exporter.collectors.values import MAX_LABEL_CHARS, bounded
-from qmp_exporter.polling.state import Identity, VncState
+from qmp_exporter.fleet.state import Identity, VncState
 from qmp_exporter.qmp import CommandError, ProtocolError, parse_version
 
 #: Longest RunState kept (the longest QAPI value is 14 characters).

@@ -1,9 +1,9 @@
 """What the exporter knows about one VM: immutable, replaced whole after every poll and
-every event, and published by its poller (see :mod:`qmp_exporter.polling.fleet`)."""
+every event, and published by its source (see :mod:`qmp_exporter.fleet.source`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.textformat import Sample
@@ -98,17 +98,15 @@ class VMState:
         return self.monitor.name
 
     def same_but_timing(self, other: VMState) -> bool:
-        """Equal in everything but when the poll happened and how long it took."""
-        return (
-            (self.monitor is other.monitor or self.monitor == other.monitor)
-            and (self.counters is other.counters or self.counters == other.counters)
-            and self.up == other.up
-            and self.status == other.status
-            and self.running == other.running
-            and self.vnc == other.vnc
-            and self.identity == other.identity
-            and self.samples == other.samples
-            and self.collector_results == other.collector_results
-            and self.error_reason == other.error_reason
-            and self.error == other.error
-        )
+        """Equal in everything but when the poll happened and how long it took: every field
+        but :data:`TIMING_FIELDS`, so a field added later is compared without being listed."""
+        for name in _COMPARED_BUT_TIMING:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine is not theirs and mine != theirs:
+                return False
+        return True
+
+
+#: The fields of :class:`VMState` that a routine poll changes, and nothing else.
+TIMING_FIELDS = ("last_success", "last_poll", "poll_duration")
+_COMPARED_BUT_TIMING = tuple(f.name for f in fields(VMState) if f.name not in TIMING_FIELDS)
