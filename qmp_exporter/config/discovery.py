@@ -10,10 +10,11 @@ from typing import Any
 
 from qmp_exporter.config.fields import MODES, collectors_field, duration_field, labels_field
 from qmp_exporter.config.schema import Errors, excerpt, join, kind, list_items, mapping
+from qmp_exporter.host.cmdline import PROXMOX_DIR
 
-#: Where Proxmox VE keeps one QMP socket per VM, named ``<vmid>.qmp``; its tools connect
-#: per command, so the exporter must use ``poll`` mode there.
-PROXMOX_DIRS = ("/var/run/qemu-server", "/run/qemu-server")
+#: Where Proxmox VE keeps one QMP socket per VM, named ``<vmid>.qmp`` (``/var/run`` is
+#: ``/run``); its tools connect per command, so the exporter must use ``poll`` mode there.
+PROXMOX_DIRS = (f"/var{PROXMOX_DIR}", PROXMOX_DIR)
 #: Fields a discovery ``name`` template may use (``vmid`` only in the Proxmox layout).
 NAME_FIELDS = ("stem", "name")
 PROXMOX_NAME_FIELDS = ("stem", "name", "vmid")
