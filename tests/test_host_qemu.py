@@ -78,11 +78,11 @@ def send_frames(tap: str, count: int) -> None:
             sender.send(FRAME)
 
 
-def new_poller(vm: QemuVM) -> MonitorPoller:
+def new_poller(vm: QemuVM, host: Host | None = None) -> MonitorPoller:
     collectors = DEFAULT_COLLECTORS
     monitor = MonitorConfig("host-test", vm.qmp_address(), "poll", collectors=collectors)
     settings = PollSettings(interval=60, timeout=10, start_spread=0)
-    return MonitorPoller(monitor, settings, host=Host())
+    return MonitorPoller(monitor, settings, host=host or Host())
 
 
 def test_host_figures_of_two_busy_guests_with_taps(qemu_factory, tmp_path, taps):
@@ -161,14 +161,20 @@ def test_a_poll_mode_monitor_keeps_reading_the_same_process(qemu_factory, tmp_pa
 
     monkeypatch.setattr(HostCollector, "for_connection", counted)
     vm = busy_vm(qemu_factory, tmp_path, "user,id=n0")
-    poller = new_poller(vm)
+    host = Host()
+    poller = new_poller(vm, host)
     assert poller.monitor.mode == "poll"
     for _ in range(3):
         assert ("qemu_process_cpu_seconds_total", (("mode", "user"),)) in poll(poller)
     assert made == [vm.pid], "one host reader for the process, kept across connections"
+    held = host.files.held
+    assert held > 0, "stat, io and schedstat are held open"
     vm.restart()
     poll(poller)
     assert made[1:] == [vm.pid], "a new process gets a new one"
+    assert host.files.held <= held, "the old reader's files were closed, not left to the GC"
+    asyncio.run(poller.stop())
+    assert host.files.held == 0, "a stopped poller holds no file"
 
 
 def proc_start_time(pid: int) -> float:

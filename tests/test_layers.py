@@ -221,25 +221,23 @@ def server_imports_of_tools_and_sim(graph: Graph) -> list[str]:
     )
 
 
-def collectors_outside_imports(graph: Graph) -> list[str]:
-    """What ``collectors`` load besides ``qmp``, ``textformat`` and themselves
-    (the packages those sit in run their ``__init__``, which is followed too)."""
-    allowed_packages = {p for layer in COLLECTORS_MAY_LOAD for p in parents(layer)}
+def loads_beyond(graph: Graph, layer: str, may_load: Sequence[str]) -> list[str]:
+    """What ``layer`` loads besides the layers ``may_load`` (the packages those sit in run
+    their ``__init__``, which is followed too)."""
+    allowed_packages = {p for allowed in may_load for p in parents(allowed)}
     return forbidden_loads(
-        graph,
-        ["qmp_exporter.collectors"],
-        lambda m: m not in allowed_packages and not within_any(m, COLLECTORS_MAY_LOAD),
+        graph, [layer], lambda m: m not in allowed_packages and not within_any(m, may_load)
     )
+
+
+def collectors_outside_imports(graph: Graph) -> list[str]:
+    """What ``collectors`` load besides ``qmp``, ``host``, ``textformat`` and themselves."""
+    return loads_beyond(graph, "qmp_exporter.collectors", COLLECTORS_MAY_LOAD)
 
 
 def host_outside_imports(graph: Graph) -> list[str]:
     """What ``host`` loads besides ``textformat`` and itself."""
-    allowed_packages = {p for layer in HOST_MAY_LOAD for p in parents(layer)}
-    return forbidden_loads(
-        graph,
-        ["qmp_exporter.host"],
-        lambda m: m not in allowed_packages and not within_any(m, HOST_MAY_LOAD),
-    )
+    return loads_beyond(graph, "qmp_exporter.host", HOST_MAY_LOAD)
 
 
 def _sources(package_dir: Path = PACKAGE_DIR) -> dict[str, tuple[str, ast.Module]]:

@@ -285,5 +285,7 @@ def test_an_unwatched_qemus_host_figures_are_rendered_within_the_vms_families(
         ), pid
 
     renderer.removed(watched_name)
-    renderer.unwatched(())
+    twin_cpu = f'qemu_process_cpu_seconds_total{{vm="{watched_name}",mode="user"}} '
+    assert twin_cpu in renderer.body().decode(), "the twin's figures show once the VM is gone"
+    renderer.scanned(Scan())
     assert f"bare-{tag}" not in renderer.body().decode(), "gone with the next scan"

@@ -15,7 +15,7 @@ every poll, and the families' names are fixed here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from qmp_exporter.host.procfs import (
     GONE,
@@ -35,8 +35,22 @@ from qmp_exporter.host.procfs import (
 )
 from qmp_exporter.textformat import Family, Labels, Sample
 
-if TYPE_CHECKING:
-    from qmp_exporter.host.machine import Host
+
+class ReaderHost(Protocol):
+    """What a reader uses of its :class:`~qmp_exporter.host.machine.Host`."""
+
+    @property
+    def proc_root(self) -> str: ...
+
+    @property
+    def sys_root(self) -> str: ...
+
+    def boot_time(self) -> float: ...
+
+    def vcpu_labels(self, index: int) -> Labels: ...
+
+    def note_missing(self, pid: int, figure: str, reason: str) -> None: ...
+
 
 CPU_SECONDS = Family(
     "qemu_process_cpu_seconds_total", "counter", "Host CPU time used by the QEMU process, by mode."
@@ -104,7 +118,7 @@ class ProcessReader:
     until :meth:`close`. Made by :meth:`Host.trusted_process
     <qmp_exporter.host.machine.Host.trusted_process>`."""
 
-    def __init__(self, host: Host, pid: int, budget: FileBudget) -> None:
+    def __init__(self, host: ReaderHost, pid: int, budget: FileBudget) -> None:
         self.host = host
         self.pid = pid
         self._base = f"{host.proc_root}/{pid}"

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from qmp_exporter.host.process import ProcessReader
 from qmp_exporter.host.procfs import ReadError
 from qmp_exporter.textformat import Sample
 
-if TYPE_CHECKING:
-    from qmp_exporter.host.machine import Host
+
+class TrustingHost(Protocol):
+    """What is used of the :class:`~qmp_exporter.host.machine.Host`."""
+
+    def trusted_process(self, pid: int) -> ProcessReader | None: ...
+
+    def note_missing(self, pid: int, figure: str, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,9 @@ class UnwatchedHost:
     samples: tuple[Sample, ...]
 
 
-def read_unwatched(host: Host, processes: Iterable[tuple[int, str]]) -> tuple[UnwatchedHost, ...]:
+def read_unwatched(
+    host: TrustingHost, processes: Iterable[tuple[int, str]]
+) -> tuple[UnwatchedHost, ...]:
     """The figures of each trusted process of ``processes`` ((pid, vm) pairs), by PID; of
     two with the same ``vm`` the lower PID only (one series per VM and figure). A process
     gone or untrusted is left out (logged once)."""

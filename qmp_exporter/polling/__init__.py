@@ -1,1 +1,2 @@
-"""Watching monitors: one poller per VM, the fleet of them, discovery, what a poll learnt."""
+"""The QMP monitors as a source of VM states: one poller per monitor (``MonitorSource``), what a
+poll asks and learns, and the collectors chosen and run in each poll."""
