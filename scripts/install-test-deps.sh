@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, without pip-installing into the system Python
 # (PEP 668): QEMU (the system's 7.2, and 10.0 from bookworm-backports unpacked beside it by
-# scripts/fetch-qemu10.sh: docs/qemu-versions.md), Prometheus + promtool, Alertmanager, Chromium, systemd-analyze,
-# libvirt (daemon, QEMU driver and virsh; no system service), and the
-# Python libraries from the distribution (apt-get, as root), then a virtual environment .venv
-# that sees them (--system-site-packages) and holds only the test tools from PyPI.
+# scripts/fetch-qemu10.sh: docs/qemu-versions.md), Prometheus + promtool, Alertmanager,
+# Chromium, systemd-analyze, lintian, libvirt (daemon, QEMU driver and virsh; no system
+# service), and the Python libraries from the distribution (apt-get, as root), then a
+# virtual environment .venv that sees them (--system-site-packages) and holds only the test
+# tools from PyPI.
 # Where python3 is not the distribution's (no apt-get), .venv gets everything from PyPI.
 # scripts/test.sh runs the tests with .venv/bin/python.
 set -euo pipefail
@@ -36,6 +37,7 @@ if command -v apt-get >/dev/null; then
     command -v tmux >/dev/null || need_apt+=(tmux)
     command -v curl >/dev/null || need_apt+=(curl)
     command -v man >/dev/null || need_apt+=(man-db)
+    command -v lintian >/dev/null || need_apt+=(lintian)  # tests/test_debian_package.py
     command -v systemd-analyze >/dev/null || need_apt+=(systemd)
     # libvirt for tests/test_libvirt_side_by_side.py, which runs libvirtd in session mode as its
     # own child: the daemon and its QEMU driver without libvirt-daemon-system (no service, no
