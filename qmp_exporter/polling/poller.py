@@ -299,18 +299,24 @@ class MonitorPoller:
         calls it; so does ``/probe``."""
         started = time.monotonic()
         self._last_poll_started = started
-        deadline = asyncio.timeout(within)
         try:
-            try:
-                async with deadline:
-                    await self._poll(started)
-            except TimeoutError as err:
-                if not deadline.expired():
-                    raise  # a step's own timeout
-                raise TimeoutError(f"{self.monitor.address}: no answer within {within:g}s") from err
+            if within is None:  # the background loop: each step has its own bound
+                await self._poll(started)
+            else:
+                await self._poll_within(started, within)
         except (QMPError, OSError) as err:
             await self._disconnect()
             self._record_failure(err, time.monotonic() - started)
+
+    async def _poll_within(self, started: float, within: float) -> None:
+        deadline = asyncio.timeout(within)
+        try:
+            async with deadline:
+                await self._poll(started)
+        except TimeoutError as err:
+            if not deadline.expired():
+                raise  # a step's own timeout
+            raise TimeoutError(f"{self.monitor.address}: no answer within {within:g}s") from err
 
     async def _poll(self, started: float) -> None:
         try:
