@@ -29,7 +29,6 @@ from qmp_exporter.collectors.spice import SpiceCollector
 from qmp_exporter.collectors.vcpu import VcpuCollector
 from qmp_exporter.host import Host
 from qmp_exporter.host.process import ProcessReader
-from qmp_exporter.host.procfs import FileBudget
 from qmp_exporter.qmp import CommandError
 from qmp_exporter.textformat import sample_line
 from tests.helpers import qmp_answers as real
@@ -39,7 +38,7 @@ def made(cls: type[Collector]) -> Collector:
     """A collector of ``cls`` for a VM whose commands are unknown; the host collector reads
     this process (untrusted, so built directly)."""
     if cls is HostCollector:
-        return HostCollector(None, ProcessReader(Host(), os.getpid(), FileBudget()))
+        return HostCollector(None, ProcessReader(Host(), os.getpid()))
     return cls(None)
 
 

@@ -24,7 +24,7 @@ DEFAULT_RESCAN = 30.0
 @dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
     """Monitors found by globbing for sockets, or (``processes``) in the command lines of
-    the host's QEMU processes; see :mod:`qmp_exporter.polling.discovery`."""
+    the host's QEMU processes; see :mod:`qmp_exporter.discovery`."""
 
     glob: str
     #: A ``str.format`` template over ``{stem}``, ``{name}`` (and ``{vmid}`` for Proxmox).

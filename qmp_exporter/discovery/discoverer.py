@@ -61,13 +61,14 @@ class Discoverer:
         failing scan is logged and changes nothing."""
         config = self._config
         before = self._last
-        self._scanned_at = asyncio.get_running_loop().time()
         try:
             found = await asyncio.to_thread(scan, config.discovery, config.monitors, self._host)
         except Exception as err:
             log.warning("discovery: rescan failed: %s", err)
             log.debug("discovery: rescan failed", exc_info=True)
             return before
+        finally:
+            self._scanned_at = asyncio.get_running_loop().time()  # the next waits from here
         for problem in sorted(set(found.problems) - set(before.problems)):
             log.warning("discovery: %s", problem)
         if found == before:

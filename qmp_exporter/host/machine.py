@@ -51,7 +51,7 @@ class Host:
         if problem is not None:
             self.note_missing(pid, "host", f"exe {problem}")
             return None
-        return ProcessReader(self, pid, self.files)
+        return ProcessReader(self, pid)
 
     def qemu_processes(self, proxmox_dir: str | None = None) -> list[QemuProcess]:
         """The QEMU processes running now, by PID (see :func:`find_qemu_processes`)."""

@@ -45,6 +45,9 @@ class ReaderHost(Protocol):
     @property
     def sys_root(self) -> str: ...
 
+    @property
+    def files(self) -> FileBudget: ...
+
     def boot_time(self) -> float: ...
 
     def vcpu_labels(self, index: int) -> Labels: ...
@@ -118,7 +121,7 @@ class ProcessReader:
     until :meth:`close`. Made by :meth:`Host.trusted_process
     <qmp_exporter.host.machine.Host.trusted_process>`."""
 
-    def __init__(self, host: ReaderHost, pid: int, budget: FileBudget) -> None:
+    def __init__(self, host: ReaderHost, pid: int) -> None:
         self.host = host
         self.pid = pid
         self._base = f"{host.proc_root}/{pid}"
@@ -135,7 +138,7 @@ class ProcessReader:
         self._slow: list[Sample] = []  # tap errors and drops, read every SLOW_EVERY polls
         self._slow_process: list[Sample] = []  # swap, likewise
         self._skip: set[str] = set()  # figures that failed for good for this reader
-        self._files = HeldFiles(budget)  # stat, io, schedstat and tap counters, kept open
+        self._files = HeldFiles(host.files)  # stat, io, schedstat and tap counters, kept open
 
     def close(self) -> None:
         """Close the files held open (a later :meth:`read` opens them again)."""

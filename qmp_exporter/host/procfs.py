@@ -155,8 +155,9 @@ def parse_stat_times(data: bytes) -> tuple[float, float, int]:
 
 
 def parse_start(data: bytes) -> float:
-    """Seconds after boot the process of ``/proc/PID/stat`` started (add :func:`boot_time`
-    for epoch seconds): with the PID, what tells one process from a later one."""
+    """Seconds after boot the process of ``/proc/PID/stat`` started (add the boot time,
+    :func:`read_boot_time`, for epoch seconds): with the PID, what tells one process from a
+    later one."""
     try:
         return int(_stat_fields(data)[19]) / CLOCK_TICKS
     except (ValueError, IndexError) as err:

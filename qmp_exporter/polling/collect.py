@@ -35,7 +35,8 @@ async def choose_collectors(
 ) -> tuple[Collector, ...]:
     """The collectors named (``None``: the defaults) that this VM supports, in the order
     named, for the life of ``client``'s connection; one of the ``earlier`` connection's that
-    :meth:`~Collector.serves_again` is kept, the others are closed. Asks ``query-commands``
+    :meth:`~Collector.serves_again` is kept, the others are closed (on failure the
+    caller still holds them all). Asks ``query-commands``
     once (not at all for no names); a QEMU without it runs every named collector. The
     process behind the monitor is looked up (through ``host``) only when a chosen collector
     needs it; without ``host`` no collector reads the host."""
@@ -53,7 +54,6 @@ async def choose_collectors(
     except CommandError:
         available = None
     except TypeError as err:
-        _close_all(earlier)
         raise MalformedAnswerError(f"query-commands: {err}") from err
     classes = [
         cls for cls in (COLLECTORS.get(name) for name in names) if cls and cls.supported(available)
