@@ -236,9 +236,7 @@ def whole_exporter(count: int, seconds: float) -> None:
                     sizes[label] = len(requests.get(url, timeout=10).content)
                 time.sleep(1)
             elapsed = time.monotonic() - began
-            used = {
-                label: cpu_seconds(p.pid) - start[label] for label, (p, _) in exporters.items()
-            }
+            used = {label: cpu_seconds(p.pid) - start[label] for label, (p, _) in exporters.items()}
         polls = count * elapsed  # one poll per VM per second
         result = {label: used[label] / polls * 1e6 for label in exporters}
         report(
