@@ -3,16 +3,15 @@ and durations."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from qmp_exporter.collectors import COLLECTORS
+from qmp_exporter.config.alert_labels import LABEL_NAME
 from qmp_exporter.config.durations import parse_duration
 from qmp_exporter.config.schema import Errors, excerpt, join, kind, list_items
 
 MODES = ("persistent", "poll")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Label names the exporter sets itself on ``qemu_vm_info``.
 RESERVED_LABELS = frozenset({"vm", "name", "uuid", "job", "instance"})
 
@@ -43,7 +42,7 @@ def labels_field(value: Any, path: str, errors: Errors) -> tuple[tuple[str, str]
     labels = []
     for key, label_value in value.items():
         key_path = join(path, str(key))
-        if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
+        if not isinstance(key, str) or not LABEL_NAME.match(key) or key.startswith("__"):
             errors.add(key_path, "not a valid Prometheus label name")
         elif key in RESERVED_LABELS:
             errors.add(key_path, f"label name is reserved ({', '.join(sorted(RESERVED_LABELS))})")
