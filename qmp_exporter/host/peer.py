@@ -50,11 +50,18 @@ def peer_pid(
 
 def unix_peer_pid(sock: PeerSocket) -> int | None:
     """``SO_PEERCRED``'s PID (0, a peer in a PID namespace not mapped into ours: ``None``)."""
+    credentials = unix_peer_credentials(sock)
+    return None if credentials is None else credentials[0]
+
+
+def unix_peer_credentials(sock: PeerSocket) -> tuple[int, int] | None:
+    """``SO_PEERCRED``'s (PID, UID): who called ``listen()`` (``None``: not Linux, or a peer
+    in a PID namespace not mapped into ours)."""
     so_peercred = getattr(socket, "SO_PEERCRED", None)
     if so_peercred is None:
         return None
-    pid = int(_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, so_peercred, _UCRED.size))[0])
-    return pid if pid > 0 else None
+    pid, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, so_peercred, _UCRED.size))
+    return (int(pid), int(uid)) if pid > 0 else None
 
 
 def tcp_peer_pid(
