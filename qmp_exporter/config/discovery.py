@@ -3,6 +3,8 @@ the host's QEMU processes (:class:`DiscoveryConfig`)."""
 
 from __future__ import annotations
 
+import pwd
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ PROXMOX_DIRS = (f"/var{PROXMOX_DIR}", PROXMOX_DIR)
 NAME_FIELDS = ("stem", "name")
 PROXMOX_NAME_FIELDS = ("stem", "name", "vmid")
 DEFAULT_RESCAN = 30.0
+#: A user name as useradd(8) takes it.
+USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,9 @@ class DiscoveryConfig:
     proxmox: bool = False
     #: ``- processes: true``: scan the host's QEMU processes (``glob`` is then empty).
     processes: bool = False
+    #: With ``processes``: the users (besides root) whose QEMUs are VMs; ``None``: root,
+    #: ``libvirt-qemu`` and ``qemu`` where they exist.
+    trusted_users: tuple[str, ...] | None = None
 
 
 def is_proxmox_glob(pattern: str) -> bool:
@@ -106,9 +113,10 @@ def _discovery_entry(value: Any, path: str, errors: Errors) -> DiscoveryConfig |
 
 
 def _process_entry(value: Mapping[str, Any], path: str, errors: Errors) -> DiscoveryConfig | None:
-    """``- processes: true`` with optional ``mode``, ``labels``, ``collectors``, ``rescan``
-    (the ``vm`` label comes from each command line, so no ``name``)."""
-    raw = mapping(value, path, errors, {"processes", "mode", "labels", "rescan", "collectors"})
+    """``- processes: true`` with optional ``mode``, ``labels``, ``collectors``, ``rescan``,
+    ``trusted_users`` (the ``vm`` label comes from each command line, so no ``name``)."""
+    allowed = {"processes", "mode", "labels", "rescan", "collectors", "trusted_users"}
+    raw = mapping(value, path, errors, allowed)
     if raw.get("processes") is not True:
         errors.add(join(path, "processes"), f"expected true, got {raw.get('processes')!r}")
         return None
@@ -119,7 +127,30 @@ def _process_entry(value: Mapping[str, Any], path: str, errors: Errors) -> Disco
     labels = labels_field(raw.get("labels"), join(path, "labels"), errors)
     rescan = duration_field(raw.get("rescan"), join(path, "rescan"), errors, DEFAULT_RESCAN, 1.0)
     collectors = collectors_field(raw.get("collectors"), join(path, "collectors"), errors)
-    return DiscoveryConfig("", "", mode, labels, rescan, collectors, processes=True)
+    users = _trusted_users(raw.get("trusted_users"), join(path, "trusted_users"), errors)
+    return DiscoveryConfig(
+        "", "", mode, labels, rescan, collectors, processes=True, trusted_users=users
+    )
+
+
+def _trusted_users(value: Any, path: str, errors: Errors) -> tuple[str, ...] | None:
+    """User names or ids; a name must be one this host knows (root is always trusted)."""
+    if value is None:
+        return None
+    users: list[str] = []
+    for item_path, item in list_items(value, path, errors, "a list of user names or ids"):
+        if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+            users.append(str(item))
+        elif isinstance(item, str) and USER_NAME.fullmatch(item):
+            try:
+                pwd.getpwnam(item)
+            except KeyError:
+                errors.add(item_path, f"no user {item!r} on this host")
+                continue
+            users.append(item)
+        else:
+            errors.add(item_path, f"expected a user name or id, got {excerpt(item)}")
+    return tuple(dict.fromkeys(users))
 
 
 def parse_discovery(value: Any, errors: Errors) -> tuple[DiscoveryConfig, ...]:

@@ -22,6 +22,10 @@ class MonitorConfig:
     labels: tuple[tuple[str, str], ...] = ()
     #: Optional collectors to run (``None``: the defaults in ``collectors.DEFAULT_COLLECTORS``).
     collectors: tuple[str, ...] | None = None
+    #: For a monitor read from a process's command line: that process's PID and user ids
+    #: (real, effective), which the socket's peer must match once connected (``None``: a
+    #: configured or globbed monitor, not checked).
+    process: tuple[int, tuple[int, int]] | None = None
 
     @property
     def label_dict(self) -> dict[str, str]:

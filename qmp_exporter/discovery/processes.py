@@ -1,9 +1,11 @@
 """Monitors found in the command lines of the host's QEMU processes (``- processes: true``):
 the first usable QMP monitor of each process, Proxmox VE's in ``poll`` mode with a ``vmid``
-label, libvirt's own never; and a :class:`ProcessRow` for every process, watched or not."""
+label, libvirt's own never, each bound to its process (the peer the poller expects); and a
+:class:`ProcessRow` for every VM, watched or not."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qmp_exporter.config import DiscoveryConfig, MonitorConfig
@@ -28,7 +30,7 @@ class ProcessRow:
 
 
 def process_monitors(
-    entry: DiscoveryConfig, processes: list[QemuProcess]
+    entry: DiscoveryConfig, processes: Sequence[QemuProcess]
 ) -> list[tuple[QemuProcess, MonitorConfig | None]]:
     """Each process with the monitor to watch it through (``None``: it has none usable)."""
     result: list[tuple[QemuProcess, MonitorConfig | None]] = []
@@ -48,6 +50,7 @@ def process_monitors(
             mode=mode,
             labels=tuple(sorted(labels.items())),
             collectors=entry.collectors,
+            process=(process.pid, process.uids),
         )
         result.append((process, config))
     return result

@@ -2,9 +2,10 @@
 frozen :class:`Scan`.
 
 :func:`scan` is a pure function of the configuration, the filesystem and the host's
-processes. Configured monitors win every clash; among discovered ones the first entry and
-path (sorted) win. One VM is one VM however found: keyed by the resolved socket path (and a
-process by its PID).
+processes. Configured monitors win every clash; then the globs, the first entry and path
+(sorted) first; then the processes, the oldest first. Only processes that are VMs by the
+trust model take part (``docs/security.md``). One VM is one VM however found: keyed by the
+resolved socket path (and a process by its PID).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from qmp_exporter.config import DiscoveryConfig, MonitorConfig
 from qmp_exporter.discovery.processes import ProcessRow, process_monitors
 from qmp_exporter.discovery.sockets import address_key, is_socket, monitor_for
 from qmp_exporter.host import Host
+from qmp_exporter.host.processes import QemuProcess, SkippedProcess
 from qmp_exporter.host.unwatched import UnwatchedHost
 
 CONFIGURED = "a configured monitor"
@@ -35,6 +37,9 @@ class Scan:
     unwatched: tuple[UnwatchedHost, ...] = ()
     #: What could not be watched, and why (a name or address clash, a socket with no name).
     problems: tuple[str, ...] = ()
+    #: The processes named like QEMU that are not VMs, and why (see
+    #: :func:`~qmp_exporter.host.trust.check_vm_process`).
+    skipped: tuple[SkippedProcess, ...] = ()
 
 
 class _Claims:
@@ -63,21 +68,26 @@ def scan(
     """The monitors the globs and the process scan find now, a row per QEMU process, the
     unwatched processes' host figures (unless not ``read_unwatched``) and the problems met."""
     claims = _Claims(configured)
-    rows: list[ProcessRow] | None = None
-    for index, entry in enumerate(discovery):
-        where = f"discovery[{index}]"
-        if entry.processes:
-            rows = [*(rows or ()), *_scan_processes(entry, where, host, claims)]
-        else:
+    entries = [(f"discovery[{index}]", entry) for index, entry in enumerate(discovery)]
+    for where, entry in entries:
+        if not entry.processes:
             _scan_glob(entry, where, claims)
+    rows: list[ProcessRow] | None = None
+    skipped: tuple[SkippedProcess, ...] = ()
+    for where, entry in entries:  # after the globs: a configured or globbed name wins
+        if entry.processes:
+            found = host.qemu_processes(entry.trusted_users)
+            rows = _scan_processes(entry, where, found.processes, claims)
+            skipped = found.skipped
     unwatched: tuple[UnwatchedHost, ...] = ()
     if rows and read_unwatched:
         unwatched = host.read_unwatched((row.pid, row.vm) for row in rows if not row.watched)
     return Scan(
         tuple(claims.found),
-        None if rows is None else tuple(rows),
+        None if rows is None else tuple(sorted(rows, key=lambda row: row.pid)),
         unwatched,
         tuple(claims.problems),
+        skipped,
     )
 
 
@@ -106,10 +116,13 @@ def _scan_glob(entry: DiscoveryConfig, where: str, claims: _Claims) -> None:
 
 
 def _scan_processes(
-    entry: DiscoveryConfig, where: str, host: Host, claims: _Claims
+    entry: DiscoveryConfig, where: str, processes: Sequence[QemuProcess], claims: _Claims
 ) -> list[ProcessRow]:
+    """A row per VM, the oldest process first: names are claimed in that order (a QEMU
+    restarted or migrated on this host never takes the name of the one running)."""
     rows = []
-    for process, monitor in process_monitors(entry, host.qemu_processes()):
+    by_age = sorted(processes, key=lambda p: (p.start, p.pid))
+    for process, monitor in process_monitors(entry, by_age):
         line = process.command_line
         uuid = line.uuid or line.smbios_uuid or ""
         address = "" if monitor is None else monitor.address

@@ -58,6 +58,11 @@ PROCESS_INFO = Family(
     "gauge",
     "One series per QEMU process found on the host; problem is empty when it is watched.",
 )
+PROCESSES_SKIPPED = Family(
+    "qmp_exporter_processes_skipped_total",
+    "counter",
+    "Processes named like QEMU that the process scan did not take as VMs, by reason.",
+)
 
 CORE_FAMILIES: tuple[Family, ...] = (
     UP,

@@ -14,7 +14,8 @@ from prometheus_client.registry import Collector
 
 from qmp_exporter import __version__
 from qmp_exporter.discovery import ProcessRow, Scan
-from qmp_exporter.exposition.families import PROCESS_INFO, PROCESSES
+from qmp_exporter.exposition.families import PROCESS_INFO, PROCESSES, PROCESSES_SKIPPED
+from qmp_exporter.host.trust import SKIP_REASONS
 
 
 class QemuProcesses(Collector):
@@ -23,10 +24,18 @@ class QemuProcesses(Collector):
 
     def __init__(self) -> None:
         self._rows: tuple[ProcessRow, ...] | None = None
+        self.skipped = dict.fromkeys(SKIP_REASONS, 0)
+        self._skipped_before: frozenset[tuple[int, float]] = frozenset()
 
     def scanned(self, scan: Scan) -> None:
-        """Take the QEMU processes of a new scan."""
+        """Take the QEMU processes of a new scan; count each process it skipped once (by PID
+        and start), however many scans skip it."""
         self._rows = scan.processes
+        now = frozenset((s.pid, s.start) for s in scan.skipped)
+        for skipped in scan.skipped:
+            if (skipped.pid, skipped.start) not in self._skipped_before:
+                self.skipped[skipped.reason] = self.skipped.get(skipped.reason, 0) + 1
+        self._skipped_before = now
 
     def collect(self) -> Iterator[Metric]:
         rows = self._rows
@@ -42,6 +51,12 @@ class QemuProcesses(Collector):
         for r in rows:
             info.add_metric([r.vm, str(r.pid), r.name, r.uuid, r.monitor, r.problem], 1)
         yield info
+        skipped = CounterMetricFamily(
+            PROCESSES_SKIPPED.name.removesuffix("_total"), PROCESSES_SKIPPED.help, labels=["reason"]
+        )
+        for reason, count in self.skipped.items():
+            skipped.add_metric([reason], count)
+        yield skipped
 
 
 #: The ``reason`` label of ``qmp_exporter_probe_failures_total`` (all exist at 0): the poll

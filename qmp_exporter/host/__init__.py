@@ -2,7 +2,9 @@
 makes, in one home.
 
 - :mod:`~qmp_exporter.host.machine`: :class:`Host`, the one object an exporter makes;
-- :mod:`~qmp_exporter.host.trust`: which processes are QEMU (the one trust check);
+- :mod:`~qmp_exporter.host.trust`: which processes are VMs (the one trust check);
+- :mod:`~qmp_exporter.host.listeners`: whether a monitor a command line names is that
+  process's own;
 - :mod:`~qmp_exporter.host.peer`: the process behind a connected monitor socket;
 - :mod:`~qmp_exporter.host.processes`, :mod:`~qmp_exporter.host.cmdline`: the host's QEMU
   processes and what their command lines say;

@@ -86,6 +86,8 @@ def normalize_path(path: str) -> str:
     """The key of a socket path: normalised, /var/run -> /run (a symlink on every systemd
     host). Not realpath: the exporter may not see the same mount namespace as QEMU."""
     path = os.path.normpath(path)
+    if path.startswith("//"):  # POSIX keeps a leading "//"; Linux reads it as "/"
+        path = "/" + path.lstrip("/")
     if path == "/var/run" or path.startswith("/var/run/"):
         path = path[len("/var") :]
     return path
@@ -125,10 +127,6 @@ class QemuCommandLine:
         if self.owner == "libvirt":
             return OWNED_BY_LIBVIRT
         return NO_MONITOR
-
-    @property
-    def vm_label(self) -> str | None:
-        return self.name or self.uuid
 
 
 def _chardev_address(spec: dict[str, str], cwd: str | None) -> tuple[str | None, str | None]:
@@ -262,13 +260,21 @@ def _classify(monitor: Monitor, result: QemuCommandLine, proxmox_dir: str) -> Mo
         return Monitor(
             monitor.address, monitor.source, monitor.chardev, monitor.problem or OWNED_BY_LIBVIRT
         )
-    directory, _, file = path.rpartition("/")
-    vmid = file.removesuffix(".qmp")
-    if directory == proxmox_dir and file.endswith(".qmp") and vmid.isdigit():
+    vmid = proxmox_vmid(path, proxmox_dir)
+    if vmid is not None:
         result.owner = "proxmox"
         result.proxmox_vmid = result.proxmox_vmid or vmid
         return Monitor(monitor.address, monitor.source, monitor.chardev, monitor.problem, vmid)
     return monitor
+
+
+def proxmox_vmid(path: str, proxmox_dir: str | None = None) -> str | None:
+    """The VM id of a Proxmox VE socket path (``<proxmox_dir>/<vmid>.qmp``), else ``None``."""
+    directory, _, file = path.rpartition("/")
+    vmid = file.removesuffix(".qmp")
+    if directory == normalize_path(proxmox_dir or PROXMOX_DIR) and file != vmid and vmid.isdigit():
+        return vmid
+    return None
 
 
 #: Value-less options that appear on real QEMU command lines (the rest take one value).

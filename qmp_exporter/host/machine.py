@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from qmp_exporter.host import peer
+from qmp_exporter.host import listeners, peer
 from qmp_exporter.host.process import ProcessReader
-from qmp_exporter.host.processes import QemuProcess, find_qemu_processes
+from qmp_exporter.host.processes import ProcessScan, find_qemu_processes
 from qmp_exporter.host.procfs import FileBudget, read_boot_time
-from qmp_exporter.host.trust import check_qemu
+from qmp_exporter.host.trust import check_qemu, trusted_uids
 from qmp_exporter.host.unwatched import UnwatchedHost, read_unwatched
 from qmp_exporter.textformat import Labels
 
@@ -53,9 +53,14 @@ class Host:
             return None
         return ProcessReader(self, pid)
 
-    def qemu_processes(self, proxmox_dir: str | None = None) -> list[QemuProcess]:
-        """The QEMU processes running now, by PID (see :func:`find_qemu_processes`)."""
-        return find_qemu_processes(self.proc_root, proxmox_dir)
+    def qemu_processes(
+        self, trusted_users: Sequence[str] | None = None, proxmox_dir: str | None = None
+    ) -> ProcessScan:
+        """The VMs among the processes running now, by PID, and the processes named like
+        QEMU that are not: those of users other than root and ``trusted_users`` (``None``:
+        :data:`~qmp_exporter.host.trust.DEFAULT_TRUSTED_USERS`), looked up now; see
+        :func:`find_qemu_processes`."""
+        return find_qemu_processes(trusted_uids(trusted_users), self.proc_root, proxmox_dir)
 
     def read_unwatched(self, processes: Iterable[tuple[int, str]]) -> tuple[UnwatchedHost, ...]:
         """The figures of QEMU processes nothing watches (see :func:`read_unwatched`)."""
@@ -70,6 +75,17 @@ class Host:
         if sock.family == socket.AF_UNIX:
             return peer.peer_pid(sock)
         return await asyncio.to_thread(peer.peer_pid, sock, self.proc_root, self._peer_hints)
+
+    async def peer_mismatch(
+        self, sock: peer.PeerSocket | None, pid: int, uids: tuple[int, int]
+    ) -> str | None:
+        """``None`` when the peer of a connected monitor socket is process ``pid`` running as
+        one of ``uids``, else what it is instead (see :func:`listeners.peer_mismatch`)."""
+        if sock is None:
+            return "it closed"
+        if sock.family == socket.AF_UNIX:
+            return listeners.peer_mismatch(sock, pid, uids, self.proc_root)
+        return await asyncio.to_thread(listeners.peer_mismatch, sock, pid, uids, self.proc_root)
 
     # -- shared by the readers -----------------------------------------------------------------
 

@@ -170,6 +170,19 @@ def _stat_fields(data: bytes) -> list[bytes]:
     return data[data.rindex(b")") + 2 :].split(maxsplit=22)
 
 
+def parse_uids(data: bytes) -> tuple[int, int]:
+    """The real and effective user ids of ``/proc/PID/status`` (its ``Uid:`` line). Not the
+    owner of ``/proc/PID``, which is root for any process that made itself non-dumpable."""
+    start = data.find(b"\nUid:")
+    if start < 0:
+        raise ReadError(MALFORMED, "status: no Uid line")
+    try:
+        fields = data[start + 5 : data.index(b"\n", start + 5)].split()
+        return int(fields[0]), int(fields[1])
+    except (ValueError, IndexError) as err:
+        raise ReadError(MALFORMED, f"status: Uid: {err}") from None
+
+
 def parse_swap(data: bytes) -> int | None:
     """``VmSwap`` of ``/proc/PID/status`` in bytes (``None``: not reported)."""
     return _status_kb(data, b"\nVmSwap:")

@@ -40,12 +40,12 @@ class UnwatchedHost:
 def read_unwatched(
     host: TrustingHost, processes: Iterable[tuple[int, str]]
 ) -> tuple[UnwatchedHost, ...]:
-    """The figures of each trusted process of ``processes`` ((pid, vm) pairs), by PID; of
-    two with the same ``vm`` the lower PID only (one series per VM and figure). A process
-    gone or untrusted is left out (logged once)."""
+    """The figures of each trusted process of ``processes`` ((pid, vm) pairs, the oldest
+    process first), by PID; of two with the same ``vm`` the first only (one series per VM
+    and figure). A process gone or untrusted is left out (logged once)."""
     hosts: list[UnwatchedHost] = []
     seen: set[str] = set()
-    for pid, vm in sorted(processes):
+    for pid, vm in processes:
         if vm in seen:
             host.note_missing(pid, "host", f"vm label {vm!r} taken by another QEMU process")
             continue
@@ -61,4 +61,4 @@ def read_unwatched(
             reader.close()
         seen.add(vm)
         hosts.append(UnwatchedHost(pid, vm, tuple(samples)))
-    return tuple(hosts)
+    return tuple(sorted(hosts, key=lambda h: h.pid))

@@ -345,6 +345,7 @@ class MonitorPoller:
             event_queue_size=1,
         )
         self._client = client
+        await self._check_peer(client)
         if on_event is not None:
             client.add_close_callback(lambda reason: self._closed_by_peer(client))
         self._connections += 1
@@ -358,6 +359,19 @@ class MonitorPoller:
             client, self.monitor.collectors, self._collectors, self._host
         )
         self._prefetch = poll_commands(self._collectors)
+
+    async def _check_peer(self, client: QMPClient) -> None:
+        """For a monitor read from a process's command line: refuse a peer that is not that
+        process (a socket swapped for another's since the scan)."""
+        expected = self.monitor.process
+        if expected is None:
+            return
+        host = self._host if self._host is not None else Host()
+        problem = await host.peer_mismatch(client.socket, *expected)
+        if problem is not None:
+            raise ConnectError(
+                f"{self.monitor.address}: {problem}, whose command line named this monitor"
+            )
 
     def _closed_by_peer(self, client: QMPClient) -> None:
         """A held connection ended: poll at once to say so. When it ended inside a poll

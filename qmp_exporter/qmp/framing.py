@@ -72,8 +72,9 @@ def decode_line(line: bytes) -> dict[str, Any]:
         message = json.loads(line.decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         # RecursionError: nesting deeper than the decoder's limit (a short hostile line).
-        snippet = line[:80].decode("utf-8", "replace")
-        raise ProtocolError(f"not JSON: {snippet!r}") from err
+        # What was read is not shown: a peer that is not QMP may be any service, and its
+        # first bytes (a banner, a token) would reach the log and the landing page.
+        raise ProtocolError(f"not JSON ({len(line)} bytes)") from err
     if not isinstance(message, dict):
         raise ProtocolError(f"expected a JSON object, got {type(message).__name__}")
     return message
