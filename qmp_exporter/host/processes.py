@@ -28,7 +28,9 @@ QEMU_COMMS = ("qemu-system-", "qemu-kvm", "kvm")
 BAD_COMMAND_LINE = "bad_command_line"
 #: Problems that say the process's monitor is not to be believed (shown before
 #: ``no_monitor`` when no monitor is usable).
-_MONITOR_PROBLEMS = frozenset(("not_visible", "foreign_socket", "not_loopback"))
+_MONITOR_PROBLEMS = frozenset(
+    ("not_visible", "foreign_socket", "not_loopback", cmdline.OWNED_BY_LIBVIRT)
+)
 
 
 @dataclass(frozen=True)
