@@ -26,6 +26,13 @@ RECIPES = {
         "wait=off through &lt;qemu:commandline&gt; in the domain XML"
     ),
     "name_clash": "its name is taken by another monitor: give one of them another name",
+    "not_visible": (
+        "its socket is hidden from the exporter (the service's PrivateTmp/ProtectHome): "
+        "put the socket under /run"
+    ),
+    "foreign_socket": "something else than this QEMU listens where its command line says",
+    "not_loopback": "its TCP monitor is not on loopback: use a unix socket",
+    "bad_command_line": "its command line could not be read as QEMU's",
 }
 RECIPE_DOC = "docs/configuration.md, “Every QEMU on the host”"
 
