@@ -4,14 +4,17 @@ a PID namespace of its own, so the scan sees only them (:mod:`tests.helpers.trus
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import pytest
 
 from qmp_exporter.config import ConfigError, parse_yaml
-from qmp_exporter.discovery import Scan
+from qmp_exporter.discovery import Discoverer, Scan
 from qmp_exporter.exposition.selfmetrics import QemuProcesses
-from qmp_exporter.host.processes import SkippedProcess
+from qmp_exporter.host import Host
+from qmp_exporter.host.processes import ProcessScan, SkippedProcess
 from tests.helpers.pidns import run_isolated
 from tests.helpers.qemu_versions import QemuBuild
 
@@ -160,3 +163,36 @@ def test_trusted_users_in_config():
     assert "discovery[0].trusted_users[0]: no user 'no-such-user-here'" in message
     for index in (1, 2, 3):
         assert f"discovery[0].trusted_users[{index}]: expected a user name or id" in message
+
+
+class SkippingHost(Host):
+    """A host whose process scan finds only skipped processes (as many users' fakes)."""
+
+    def __init__(self, skipped: tuple[SkippedProcess, ...]) -> None:
+        super().__init__()
+        self.skipped = skipped
+
+    def qemu_processes(self, trusted_users=None, proxmox_dir=None) -> ProcessScan:
+        return ProcessScan((), self.skipped)
+
+
+def test_skipped_processes_are_logged_in_one_line_per_scan(caplog):
+    fakes = tuple(SkippedProcess(100 + i, 1.0, "untrusted_user") for i in range(500))
+    host = SkippingHost(fakes)
+
+    async def scans() -> None:
+        discoverer = Discoverer(parse_yaml("discovery:\n  - processes: true\n"), host)
+        await discoverer.rescan()
+        await discoverer.rescan()  # the same processes: nothing more
+        host.skipped = (*fakes, SkippedProcess(9, 2.0, "not_qemu"))
+        await discoverer.rescan()
+
+    with caplog.at_level(logging.INFO, logger="qmp_exporter.discovery"):
+        asyncio.run(scans())
+    lines = [r.getMessage() for r in caplog.records if "not VMs" in r.getMessage()]
+    assert lines == [
+        "discovery: 500 processes named like QEMU are not VMs (untrusted_user: 500; PIDs "
+        "100, 101, 102, 103, 104, 105, 106, 107, 108, 109, ...): docs/security.md",
+        "discovery: 1 processes named like QEMU are not VMs (not_qemu: 1; PIDs 9): "
+        "docs/security.md",
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -71,6 +72,7 @@ class Discoverer:
             self._scanned_at = asyncio.get_running_loop().time()  # the next waits from here
         for problem in sorted(set(found.problems) - set(before.problems)):
             log.warning("discovery: %s", problem)
+        _log_skipped(found, before)
         if found == before:
             return before
         if config.discovery and found.monitors != before.monitors:
@@ -100,3 +102,20 @@ class Discoverer:
                 except TimeoutError:
                     break
                 self._retime.clear()  # a reload scanned: wait from its scan, by its interval
+
+
+def _log_skipped(found: Scan, before: Scan) -> None:
+    """One line for the processes a scan skipped that the last did not (never one per
+    process: any user may start many)."""
+    earlier = {(s.pid, s.start) for s in before.skipped}
+    new = [s for s in found.skipped if (s.pid, s.start) not in earlier]
+    if not new:
+        return
+    reasons = Counter(s.reason for s in new)
+    pids = ", ".join(str(s.pid) for s in new[:10]) + (", ..." if len(new) > 10 else "")
+    log.info(
+        "discovery: %d processes named like QEMU are not VMs (%s; PIDs %s): docs/security.md",
+        len(new),
+        ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items())),
+        pids,
+    )
