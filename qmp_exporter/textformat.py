@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -12,6 +13,24 @@ Labels = tuple[tuple[str, str], ...]
 Sample = tuple[str, Labels, float]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Longest label value taken from outside (a monitor, a command line, a file name).
+MAX_LABEL_CHARS = 128
+#: Ends a label value that was cut to its bound.
+CUT_MARKER = "\u2026"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def label_text(value: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """``value`` made fit for a label where it enters: valid UTF-8 (a lone surrogate, from a
+    JSON ``\\udcff`` escape or bytes decoded with ``surrogateescape``, becomes U+FFFD) and at
+    most ``limit`` characters (else its first ``limit - 1`` and :data:`CUT_MARKER`)."""
+    if len(value) > limit:
+        value = value[: limit - 1] + CUT_MARKER
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = _SURROGATES.sub("\ufffd", value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from qmp_exporter.textformat import CUT_MARKER, MAX_LABEL_CHARS, label_text
+
+__all__ = [
+    "CUT_MARKER", "MAX_COUNTER", "MAX_LABEL_CHARS", "as_bool", "as_count", "as_dict", "as_list",
+    "as_number", "as_str", "bounded",
+]  # fmt: skip
+
 #: QEMU's counters are uint64; anything larger is not a real answer.
 MAX_COUNTER = 2**64 - 1
-#: Longest label value taken from a monitor (device ids, node names, qom-paths, VM names).
-MAX_LABEL_CHARS = 128
-#: Ends a label value that was cut to its bound.
-CUT_MARKER = "\u2026"
 
 
 def as_dict(value: Any, what: str) -> dict[str, Any]:
@@ -64,9 +67,7 @@ def as_str(value: Any, what: str) -> str:
 
 
 def bounded(value: str, limit: int = MAX_LABEL_CHARS) -> str:
-    """``value`` if it has at most ``limit`` characters, else its first ``limit - 1``
-    characters and :data:`CUT_MARKER`: a monitor cannot grow a label (or the exposition)
-    without bound."""
-    if len(value) <= limit:
-        return value
-    return value[: limit - 1] + CUT_MARKER
+    """``value`` valid UTF-8 and at most ``limit`` characters (see
+    :func:`~qmp_exporter.textformat.label_text`): a monitor can neither grow a label (or the
+    exposition) without bound nor send a lone surrogate that no exposition can encode."""
+    return label_text(value, limit)

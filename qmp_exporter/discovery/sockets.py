@@ -9,6 +9,7 @@ from pathlib import PurePosixPath
 
 from qmp_exporter.config import DiscoveryConfig, MonitorConfig
 from qmp_exporter.host.cmdline import normalize_path
+from qmp_exporter.textformat import label_text
 
 
 def is_socket(path: str) -> bool:
@@ -20,7 +21,10 @@ def is_socket(path: str) -> bool:
 
 
 def monitor_for(entry: DiscoveryConfig, path: str) -> MonitorConfig:
-    """The monitor for one discovered socket; ``ValueError`` when it cannot be named."""
+    """The monitor for one discovered socket; ``ValueError`` when it cannot be named (its
+    file name is not UTF-8: it could be neither connected to by that name nor shown)."""
+    if label_text(path, len(path)) != path:
+        raise ValueError("the path is not UTF-8")
     file = PurePosixPath(path)
     fields = {"stem": file.stem, "name": file.name}
     labels = dict(entry.labels)
@@ -29,7 +33,7 @@ def monitor_for(entry: DiscoveryConfig, path: str) -> MonitorConfig:
             raise ValueError("not a Proxmox VM socket (expected <vmid>.qmp)")
         fields["vmid"] = file.stem
         labels["vmid"] = file.stem
-    name = entry.name.format(**fields)
+    name = label_text(entry.name.format(**fields))
     if not name.strip():
         raise ValueError(f"name template {entry.name!r} gives an empty name")
     return MonitorConfig(

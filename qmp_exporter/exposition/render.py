@@ -349,7 +349,10 @@ class FleetRenderer:
             if lines:
                 if name not in self._chunks:
                     self._order = None
-                self._chunks[name] = (header(name) + "".join(lines.values())).encode()
+                # "replace": labels are made valid where they enter; should one slip through,
+                # one "?" costs less than a 500 for every VM
+                text = header(name) + "".join(lines.values())
+                self._chunks[name] = text.encode("utf-8", "replace")
             elif self._chunks.pop(name, None) is not None:
                 self._order = None
             self._deflated.pop(name, None)

@@ -23,6 +23,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from qmp_exporter.textformat import label_text
+
 #: Problems with a monitor (None: usable).
 FD_PASSED = "fd_passed"  # the monitor socket was passed as an fd: nothing on disk to connect to
 CLIENT_MODE = "client_mode"  # QEMU connects out (no server=on): not a listening socket
@@ -36,11 +38,22 @@ PROXMOX_DIR = "/run/qemu-server"
 NO_MONITOR = "no_monitor"
 
 
+#: Longest option value read (a ``-name``, a ``-netdev`` JSON): longer ones are ignored, so
+#: a command line of megabytes costs no more than its options' count.
+MAX_OPTION_CHARS = 64 * 1024
+#: Deepest nesting of an option's JSON (QEMU's own are 3 or 4 deep).
+MAX_JSON_DEPTH = 32
+#: Longest unix socket path (``sun_path``, its NUL included).
+MAX_SOCKET_PATH_BYTES = 107
+
+
 def split_cmdline(raw: bytes) -> list[str]:
-    """/proc/PID/cmdline -> argv (a trailing NUL ends the last argument)."""
+    """/proc/PID/cmdline -> argv (a trailing NUL ends the last argument); bytes that are not
+    UTF-8 become U+FFFD: a command line is any process's to write, and what is read from it
+    may end in a label."""
     if raw.endswith(b"\0"):
         raw = raw[:-1]
-    return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")] if raw else []
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")] if raw else []
 
 
 def keyval(text: str, implied: str | None = None) -> dict[str, str]:
@@ -76,6 +89,10 @@ def keyval(text: str, implied: str | None = None) -> dict[str, str]:
         else:
             out[key] = "on"
     return out
+
+
+def _label(value: str | None) -> str | None:
+    return None if value is None else label_text(value)
 
 
 def _on(value: str | None) -> bool:
@@ -139,9 +156,12 @@ def _chardev_address(spec: dict[str, str], cwd: str | None) -> tuple[str | None,
             if cwd is None:
                 return None, RELATIVE_PATH
             path = os.path.join(cwd, path)
-        address = f"unix:{normalize_path(path)}"
+        path = normalize_path(path)
+        if len(path.encode()) > MAX_SOCKET_PATH_BYTES or "\ufffd" in path:
+            return None, NOT_A_SOCKET  # no unix socket has such a path (or not as read)
+        address = f"unix:{path}"
     elif "port" in spec:
-        host = spec.get("host") or "127.0.0.1"  # empty host: every address, loopback too
+        host = label_text(spec.get("host") or "127.0.0.1")  # empty: every address, loopback too
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         address = f"tcp:[{host}]:{spec['port']}" if ":" in host else f"tcp:{host}:{spec['port']}"
@@ -171,15 +191,33 @@ def _legacy_chardev(text: str) -> dict[str, str]:
 
 def _json_or_keyval(text: str, implied: str) -> dict[str, str]:
     if text.startswith("{"):
+        if _json_depth(text) > MAX_JSON_DEPTH:
+            return {}
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
+            return {}
+        if not isinstance(data, dict):
             return {}
         return {
             str(k): ("on" if v is True else "off" if v is False else str(v))
             for k, v in data.items()
         }
     return keyval(text, implied=implied)
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of brackets in ``text`` (strings not told apart: an upper bound)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def parse(
@@ -199,7 +237,9 @@ def parse(
             arg = arg[1:]
         value = argv[i + 1] if i + 1 < len(argv) else ""
         takes_value = True
-        if arg in ("-qmp", "-qmp-pretty"):
+        if len(value) > MAX_OPTION_CHARS:
+            pass  # too long to be QEMU's: skipped with its option
+        elif arg in ("-qmp", "-qmp-pretty"):
             qmps.append((arg, value))
         elif arg == "-chardev":
             spec = _json_or_keyval(value, "backend")
@@ -208,18 +248,18 @@ def parse(
         elif arg == "-mon":
             mons.append(keyval(value, implied="chardev"))
         elif arg == "-name":
-            result.name = keyval(value, implied="guest").get("guest")
+            result.name = _label(keyval(value, implied="guest").get("guest"))
         elif arg == "-uuid":
-            result.uuid = value.lower()
+            result.uuid = _label(value.lower())
         elif arg == "-smbios":
-            result.smbios_uuid = keyval(value, implied="type").get("uuid")
+            result.smbios_uuid = _label(keyval(value, implied="type").get("uuid"))
         elif arg == "-id":  # Proxmox VE: qemu-server passes "-id <vmid>" (a pve-qemu option)
-            result.proxmox_vmid = value
+            result.proxmox_vmid = _label(value)
         elif arg in ("-netdev", "-net", "-nic"):
             spec = _json_or_keyval(value, "type")
             if spec.get("type") == "tap":
                 if "ifname" in spec:
-                    result.taps.append(spec["ifname"])
+                    result.taps.append(label_text(spec["ifname"], 16))  # IFNAMSIZ
                 elif "fd" in spec or "fds" in spec:
                     result.tap_fds += 1
         elif arg.startswith("-"):

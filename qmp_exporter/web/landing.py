@@ -250,7 +250,7 @@ def render_landing_page(
         "each VM; a page view sends nothing to any VM.</footer>"
         "</body></html>"
     )
-    return page.encode("utf-8")
+    return page.encode("utf-8", "replace")  # never a 500 for one bad character
 
 
 class LandingCache:

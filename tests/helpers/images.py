@@ -47,7 +47,7 @@ def wait_listening(path: str, timeout: float = 5.0) -> None:
     ``bind()`` and listens just after, so a connect in between is refused."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with open("/proc/net/unix") as table:
+        with open("/proc/net/unix", errors="surrogateescape") as table:  # any file name
             for line in table:
                 fields = line.split()
                 if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & _LISTENING:
