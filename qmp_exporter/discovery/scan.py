@@ -98,7 +98,7 @@ def _scan_glob(entry: DiscoveryConfig, where: str, claims: _Claims) -> None:
         try:
             monitor = monitor_for(entry, path)
         except (ValueError, KeyError) as err:
-            claims.problems.append(f"{where}: {path!a}: {err}")
+            claims.problems.append(f"{where}: {path}: {err}")
             continue
         key = address_key(monitor.address)
         if key in claims.addresses:

@@ -82,6 +82,7 @@ CORE_FAMILIES: tuple[Family, ...] = (
     COLLECTOR_SUCCESS,
     PROCESSES,
     PROCESS_INFO,
+    PROCESSES_SKIPPED,
 )
 
 #: Families whose values change on every poll: last in every exposition, so the rest of a
