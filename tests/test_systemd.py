@@ -60,6 +60,17 @@ def test_exposure_is_at_most_2_5(security_report: str) -> None:
     assert exposure <= MAX_EXPOSURE
 
 
+def test_the_documented_exposure_is_what_systemd_analyze_prints(security_report: str) -> None:
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security_report)
+    assert match, security_report[-2000:]
+    documented = re.search(
+        r"`systemd-analyze security --offline=true` rates its exposure \*\*(\d+\.\d+)\*\*",
+        (UNIT.parents[1] / "docs" / "operations.md").read_text(),
+    )
+    assert documented, "docs/operations.md states no exposure figure"
+    assert documented.group(1) == match.group(1)
+
+
 @pytest.mark.parametrize(
     "check",
     [
