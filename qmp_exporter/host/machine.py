@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Iterable
 
 from qmp_exporter.host import peer
 from qmp_exporter.host.process import ProcessReader
 from qmp_exporter.host.processes import QemuProcess, find_qemu_processes
-from qmp_exporter.host.procfs import FileBudget, read_boot_time
+from qmp_exporter.host.procfs import FileBudget, ReadError, read_boot_time
 from qmp_exporter.host.trust import check_qemu
 from qmp_exporter.host.unwatched import UnwatchedHost, read_unwatched
 from qmp_exporter.textformat import Labels
@@ -27,9 +26,14 @@ class Host:
     """The host's processes, read under ``proc_root`` and ``sys_root`` (injectable for tests
     and benchmarks)."""
 
-    def __init__(self, proc_root: str = "/proc", sys_root: str = "/sys") -> None:
+    def __init__(
+        self, proc_root: str = "/proc", sys_root: str = "/sys", *, peer_pidfd: bool = True
+    ) -> None:
         self.proc_root = proc_root
         self.sys_root = sys_root
+        #: Whether a unix peer is identified by ``SO_PEERPIDFD`` where the kernel has it
+        #: (false: by ``SO_PEERCRED``'s PID and UID, as before Linux 6.5; for tests).
+        self.peer_pidfd = peer_pidfd
         #: Files all process readers may hold open (see :meth:`limit_held_files`).
         self.files = FileBudget()
         self._boot_time: float | None = None
@@ -44,14 +48,25 @@ class Host:
 
     # -- who is a QEMU -------------------------------------------------------------------------
 
-    def trusted_process(self, pid: int) -> ProcessReader | None:
-        """A reader of ``pid`` if it runs a QEMU binary installed by root, else ``None``
-        (logged once)."""
-        problem = check_qemu(pid, self.proc_root)
-        if problem is not None:
-            self.note_missing(pid, "host", f"exe {problem}")
-            return None
-        return ProcessReader(self, pid)
+    def trusted_process(self, pid: int, started: float | None = None) -> ProcessReader | None:
+        """A reader of process ``pid`` (the one that ``started`` so many seconds after boot,
+        if given, as a :class:`~qmp_exporter.host.peer.Peer` says) if it runs a QEMU binary
+        installed by root, else ``None`` (logged once). The reader is bound to that process
+        before the binary is checked, and checked alive after: the binary checked is that
+        process's, not a later one's of the same PID."""
+        reader = ProcessReader(self, pid, started)
+        try:
+            reader.bind()
+            problem = check_qemu(pid, self.proc_root)
+            if problem is None:
+                reader.check_alive()
+                return reader
+            problem = f"exe {problem}"
+        except ReadError as err:
+            problem = err.reason
+        reader.close()
+        self.note_missing(pid, "host", problem)
+        return None
 
     def qemu_processes(self, proxmox_dir: str | None = None) -> list[QemuProcess]:
         """The QEMU processes running now, by PID (see :func:`find_qemu_processes`)."""
@@ -61,15 +76,24 @@ class Host:
         """The figures of QEMU processes nothing watches (see :func:`read_unwatched`)."""
         return read_unwatched(self, processes)
 
-    async def peer_pid(self, sock: peer.PeerSocket | None) -> int | None:
-        """The process behind a connected monitor socket (``None``: unknown). A unix socket
-        asks the kernel (``SO_PEERCRED``, one system call, on the loop); a TCP one reads
-        ``/proc`` off the event loop."""
+    async def peer(self, sock: peer.PeerSocket | None, vm: str = "") -> peer.Peer | None:
+        """The process behind a connected monitor socket, identified beyond its PID
+        (:func:`~qmp_exporter.host.peer.identify`, off the event loop: a few system calls and
+        ``/proc`` reads, once per connection); ``None`` when unknown or refused (logged once
+        per process and cause, with the VM's name ``vm``)."""
         if sock is None:
+            self._log_once(0, "peer", "no socket to ask", logging.INFO, vm)
             return None
-        if sock.family == socket.AF_UNIX:
-            return peer.peer_pid(sock)
-        return await asyncio.to_thread(peer.peer_pid, sock, self.proc_root, self._peer_hints)
+        try:
+            found = await asyncio.to_thread(
+                peer.identify, sock, self.proc_root, self.peer_pidfd, self._peer_hints
+            )
+        except peer.PeerUnknown as err:
+            self._log_once(err.pid, "peer", err.reason, logging.WARNING, vm)
+            return None
+        if found.unchecked:
+            self._log_once(found.pid, "holder", found.unchecked, logging.INFO, vm)
+        return found
 
     # -- shared by the readers -----------------------------------------------------------------
 
@@ -88,10 +112,25 @@ class Host:
 
     def note_missing(self, pid: int, figure: str, reason: str) -> None:
         """Log once per process, figure and cause why a figure is left out."""
-        key = (pid, figure, reason)
-        if key in self._logged:
+        if self._first_time((pid, figure, reason)):
+            log.info("QEMU process %d: no %s figures (%s)", pid, figure, reason)
+
+    def _log_once(self, pid: int, what: str, reason: str, level: int, vm: str) -> None:
+        """A monitor's peer refused (``what`` "peer") or not checked as the holder of the
+        connection ("holder"), logged once per process and cause."""
+        if not self._first_time((pid, what, reason)):
             return
+        subject = f"VM {vm!r}: " if vm else ""
+        if what == "peer":
+            log.log(level, "%smonitor peer refused, no host figures: %s", subject, reason)
+        else:
+            text = "%smonitor peer %d not checked as the socket's holder: %s"
+            log.log(level, text, subject, pid, reason)
+
+    def _first_time(self, key: tuple[int, str, str]) -> bool:
+        if key in self._logged:
+            return False
         if len(self._logged) > MAX_LOGGED:
             self._logged.clear()
         self._logged.add(key)
-        log.info("QEMU process %d: no %s figures (%s)", pid, figure, reason)
+        return True
