@@ -13,7 +13,8 @@ connection because it ``needs_peer``) and only when that process is a trusted QE
 The reading itself is :class:`~qmp_exporter.host.process.ProcessReader`'s, bound to that one
 process: once it is gone, the collector fails on every poll and is not kept for the next
 connection. ``collect`` adds the vCPU thread ids of the poll's ``query-cpus-fast`` answer
-(the batch the ``vcpu`` collector shares).
+(the batch the ``vcpu`` collector shares), the first
+:data:`~qmp_exporter.collectors.vcpu.MAX_VCPUS` of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Connection, Query
 from qmp_exporter.collectors.values import as_dict, as_list
+from qmp_exporter.collectors.vcpu import MAX_VCPUS
 from qmp_exporter.host.process import FAMILIES, ProcessReader
 from qmp_exporter.qmp import CommandError
 from qmp_exporter.textformat import Sample
@@ -65,16 +67,21 @@ class HostCollector(Collector):
             answer = await query("query-cpus-fast", None)
         except CommandError:  # QEMU before 2.12: the process without its vCPUs
             answer = []
-        return self.reader.read(vcpu_threads(answer))
+        threads = vcpu_threads(answer)
+        if len(answer) > MAX_VCPUS:  # a list, as vcpu_threads read it
+            host = self.reader.host
+            host.note_missing(self.reader.pid, "vcpu", f"more than {MAX_VCPUS} vCPUs listed")
+        return self.reader.read(threads)
 
     def close(self) -> None:
         self.reader.close()
 
 
 def vcpu_threads(answer: Any) -> list[tuple[int, int]]:
-    """(cpu index, host thread id) of each vCPU in a ``query-cpus-fast`` answer."""
+    """(cpu index, host thread id) of each vCPU in a ``query-cpus-fast`` answer, the first
+    :data:`~qmp_exporter.collectors.vcpu.MAX_VCPUS` listed."""
     threads = []
-    for position, cpu in enumerate(as_list(answer, "query-cpus-fast")):
+    for position, cpu in enumerate(as_list(answer, "query-cpus-fast")[:MAX_VCPUS]):
         if type(cpu) is not dict:
             as_dict(cpu, f"query-cpus-fast[{position}]")  # raises, naming the item
         index, tid = cpu.get("cpu-index"), cpu.get("thread-id")
