@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import signal
 import socket
 import struct
 from dataclasses import dataclass
@@ -90,6 +91,10 @@ class PeerUnknown(ValueError):
         self.pid = pid
 
 
+class NeedsScan(Exception):
+    """The holder check needs the peer's whole fd list (``identify(scan=False)``)."""
+
+
 class PeerSocket(Protocol):
     """What is used of a socket (``socket.socket`` and asyncio's ``TransportSocket``)."""
 
@@ -106,16 +111,21 @@ class PeerSocket(Protocol):
 
 
 def identify(
-    sock: PeerSocket, proc_root: str = "/proc", pidfd: bool = True, hints: PeerHints | None = None
+    sock: PeerSocket,
+    proc_root: str = "/proc",
+    pidfd: bool = True,
+    hints: PeerHints | None = None,
+    scan: bool = True,
 ) -> Peer:
     """The process at the other end of ``sock`` (see the module's docstring); ``pidfd``
     false: ``SO_PEERCRED`` even where the kernel has ``SO_PEERPIDFD``. :class:`PeerUnknown`
-    when it cannot be known or is refused. Several system calls and ``/proc`` reads: run it
-    off the event loop."""
+    when it cannot be known or is refused. ``scan`` false: :class:`NeedsScan` rather than
+    list all the fds of a unix peer (a few system calls and small reads then, about 40 µs:
+    fit for the event loop; a full scan, or any TCP lookup, is not)."""
     hints = hints if hints is not None else PeerHints()
     try:
         if sock.family == socket.AF_UNIX:
-            return _unix_peer(sock, proc_root, pidfd, hints)
+            return _unix_peer(sock, proc_root, pidfd, hints, scan)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             return _tcp_peer(sock.getsockname(), sock.getpeername(), proc_root, hints)
     except ReadError as err:
@@ -156,7 +166,9 @@ def unix_peer_credentials(sock: PeerSocket) -> tuple[int, int] | None:
     return (int(pid), int(uid)) if pid > 0 else None
 
 
-def _unix_peer(sock: PeerSocket, proc_root: str, use_pidfd: bool, hints: PeerHints) -> Peer:
+def _unix_peer(
+    sock: PeerSocket, proc_root: str, use_pidfd: bool, hints: PeerHints, scan: bool
+) -> Peer:
     credentials = unix_peer_credentials(sock)
     if credentials is None:
         raise PeerUnknown("peer unknown: no credentials (not Linux, or another PID namespace)")
@@ -167,7 +179,8 @@ def _unix_peer(sock: PeerSocket, proc_root: str, use_pidfd: bool, hints: PeerHin
         raise PeerUnknown(err.reason, pid) from None
     try:
         if pidfd is not None:
-            pid = _pidfd_pid(pidfd, proc_root, pid)
+            if not _alive(pidfd):
+                raise PeerUnknown("the process that made the listening socket has exited", pid)
         else:
             real, effective = _uids(pid, proc_root)
             if (real, effective) != (uid, uid):
@@ -183,13 +196,9 @@ def _unix_peer(sock: PeerSocket, proc_root: str, use_pidfd: bool, hints: PeerHin
         except OSError as err:
             unchecked = f"sock_diag refused: {err.strerror or err}"
         else:
-            unchecked = _check_holder(pid, inode, proc_root, hints)
+            unchecked = _check_holder(pid, inode, proc_root, hints, scan)
         # still the same process: the pidfd's is alive, or the PID's start is unchanged
-        if (
-            _pidfd_pid(pidfd, proc_root, pid) != pid
-            if pidfd is not None
-            else _started(pid, proc_root) != started
-        ):
+        if not _alive(pidfd) if pidfd is not None else _started(pid, proc_root) != started:
             raise PeerUnknown(f"process {pid} exited while it was looked at", pid)
     finally:
         if pidfd is not None:
@@ -212,22 +221,17 @@ def unix_peer_pidfd(sock: PeerSocket) -> int | None:
     return int(fd)
 
 
-def _pidfd_pid(pidfd: int, proc_root: str, credential_pid: int) -> int:
-    """The PID a pidfd names (its fdinfo's ``Pid:``), which must be ``SO_PEERCRED``'s;
-    :class:`PeerUnknown` when it names no live process (-1) or one outside our PID
-    namespace (0)."""
-    info = read_bytes(f"{proc_root}/self/fdinfo/{pidfd}")
-    for line in info.splitlines():
-        if line.startswith(b"Pid:"):
-            pid = int(line.split()[1])
-            if pid == -1:
-                raise PeerUnknown(
-                    "the process that made the listening socket has exited", credential_pid
-                )
-            if pid <= 0 or pid != credential_pid:
-                raise PeerUnknown(f"the listener's process is not PID {credential_pid} here")
-            return pid
-    raise PeerUnknown("pidfd without a PID (fdinfo)")
+def _alive(pidfd: int) -> bool:
+    """Whether the process of ``pidfd`` still runs (a zombie counts: its PID is not free).
+    While it does, ``SO_PEERCRED``'s PID (the same ``struct pid``) is that process's and no
+    other's."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)  # signal 0: the checks only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def _uids(pid: int, proc_root: str) -> tuple[int, int]:
@@ -256,9 +260,8 @@ def unix_peer_inode(sock: PeerSocket) -> int:
         _NLMSGHDR.size + len(request), SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0
     )
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as diag:
-        diag.settimeout(1)
         diag.sendto(header + request, (0, 0))
-        answer = diag.recv(8192)
+        answer = diag.recv(8192, socket.MSG_DONTWAIT)  # answered within sendto
     length, kind, _, _, _ = _NLMSGHDR.unpack_from(answer)
     if kind == _NLMSG_ERROR:
         (code,) = _INT.unpack_from(answer, _NLMSGHDR.size)
@@ -280,11 +283,11 @@ def unix_peer_inode(sock: PeerSocket) -> int:
     raise OSError(errno.ENOTCONN, "sock_diag: no peer")
 
 
-def _check_holder(pid: int, inode: int, proc_root: str, hints: PeerHints) -> str:
+def _check_holder(pid: int, inode: int, proc_root: str, hints: PeerHints, scan: bool) -> str:
     """``""`` when ``pid`` holds ``socket:[inode]``; why it could not be checked (another
     user's ``fd/`` unreadable); :class:`PeerUnknown` when it does not hold it."""
     try:
-        fd = _holding_fd(pid, f"socket:[{inode}]", proc_root, hints.fd_of(pid))
+        fd = _holding_fd(pid, f"socket:[{inode}]", proc_root, hints.fd_of(pid), scan)
     except PermissionError:
         return f"/proc/{pid}/fd unreadable"
     if fd is None:
@@ -409,17 +412,24 @@ def _holds(pid: int, target: str, proc_root: str, hints: PeerHints) -> bool:
     return fd is not None
 
 
-def _holding_fd(pid: int, target: str, proc_root: str, first: str | None = None) -> str | None:
+def _holding_fd(
+    pid: int, target: str, proc_root: str, first: str | None = None, scan: bool = True
+) -> str | None:
     """The fd of process ``pid`` whose link reads ``target`` (``first`` is tried first), or
     ``None``; ``OSError`` when its fds cannot be listed (``PermissionError``: another
-    user's, without ``CAP_SYS_PTRACE``)."""
+    user's, without ``CAP_SYS_PTRACE``); :class:`NeedsScan` when ``first`` is not it and
+    ``scan`` is false."""
     fd_dir = f"{proc_root}/{pid}/fd"
     if first is not None:
         try:
             if os.readlink(f"{fd_dir}/{first}") == target:
                 return first
+        except PermissionError:
+            raise
         except OSError:
             pass
+    if not scan:
+        raise NeedsScan
     for fd in os.listdir(fd_dir):
         try:
             if os.readlink(f"{fd_dir}/{fd}") == target:
