@@ -32,7 +32,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import signal
+import select
 import socket
 import struct
 from dataclasses import dataclass
@@ -222,16 +222,12 @@ def unix_peer_pidfd(sock: PeerSocket) -> int | None:
 
 
 def _alive(pidfd: int) -> bool:
-    """Whether the process of ``pidfd`` still runs (a zombie counts: its PID is not free).
-    While it does, ``SO_PEERCRED``'s PID (the same ``struct pid``) is that process's and no
-    other's."""
-    try:
-        signal.pidfd_send_signal(pidfd, 0)  # signal 0: the checks only
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
+    """Whether the process of ``pidfd`` still runs: a pidfd turns readable when its process
+    exits (no permission needed, unlike a signal). While it runs, ``SO_PEERCRED``'s PID (the
+    same ``struct pid``) is that process's and no other's."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return not poller.poll(0)
 
 
 def _uids(pid: int, proc_root: str) -> tuple[int, int]:
