@@ -26,6 +26,7 @@ import contextlib
 import gc
 import itertools
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -47,9 +48,10 @@ from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.fdlimit import raise_fd_limit
 from qmp_exporter.host import Host
+from qmp_exporter.host.peer import PIDFD, Peer
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from tests.helpers.exporter import free_port, parse_samples, wait_for
-from tests.helpers.procfs import FakeProcess, make_host
+from tests.helpers.procfs import TICKS, FakeProcess, make_host
 from tests.helpers.qemu import QemuVM
 from tests.helpers.taps import persistent_tap, tap_args
 
@@ -127,6 +129,9 @@ def kernel_taps(names: list[str]) -> Iterator[bool]:
 
 
 def simulated(vms: int, rounds: int) -> None:
+    # the generated /proc has no simulator process: each connection's peer is refused (and
+    # logged) before fake_process hands the collector a generated one
+    logging.getLogger("qmp_exporter.host").setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="qmpx-hostbench-"))
     processes = [
         FakeProcess(
@@ -144,7 +149,8 @@ def simulated(vms: int, rounds: int) -> None:
         host = Host(proc_root, sys_root)
 
         def fake_process(connection: Connection) -> Collector | None:
-            return real_for_connection(Connection(connection.available_commands, next(pids), host))
+            peer = Peer(next(pids), 0, FakeProcess.starttime / TICKS, PIDFD)
+            return real_for_connection(Connection(connection.available_commands, peer, host))
 
         sockets = workdir / "sockets"
         sockets.mkdir()

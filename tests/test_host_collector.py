@@ -4,6 +4,7 @@ of tap counters, the trust check, and figures left out (never wrong) when unread
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import socket
@@ -15,7 +16,7 @@ import pytest
 from qmp_exporter.collectors.base import Connection
 from qmp_exporter.collectors.host import HostCollector, vcpu_threads
 from qmp_exporter.host import Host, peer
-from qmp_exporter.host.peer import PeerHints, peer_pid
+from qmp_exporter.host.peer import PIDFD, Peer, PeerHints, peer_pid
 from qmp_exporter.host.process import SLOW_EVERY
 from qmp_exporter.host.procfs import UNTRUSTED
 from qmp_exporter.host.trust import check_qemu
@@ -40,6 +41,13 @@ def collect(collector: HostCollector, cpus: Any = CPUS) -> dict[tuple[str, tuple
     return got
 
 
+def peer_of(process: FakeProcess | int) -> Peer:
+    """The identity of a generated process (``Host.peer`` would give it for a real one)."""
+    if isinstance(process, int):
+        process = FakeProcess(pid=process)
+    return Peer(process.pid, 0, process.starttime / TICKS, PIDFD)
+
+
 def host(tmp_path: Path, **figures: Any) -> tuple[HostCollector, FakeProcess]:
     process = FakeProcess(
         pid=4321,
@@ -49,7 +57,7 @@ def host(tmp_path: Path, **figures: Any) -> tuple[HostCollector, FakeProcess]:
         **figures,
     )  # fmt: skip
     proc, sys = make_host(tmp_path, [process])
-    collector = HostCollector.for_connection(Connection(None, process.pid, Host(proc, sys)))
+    collector = HostCollector.for_connection(Connection(None, peer_of(process), Host(proc, sys)))
     assert collector is not None
     return collector, process
 
@@ -109,7 +117,9 @@ def test_unreadable_figures_are_absent_not_zero(tmp_path, caplog):
 
 
 def test_a_gone_process_fails_the_collector(tmp_path):
+    """(A generated file held open outlives its directory; procfs's fail: closed first.)"""
     collector, p = host(tmp_path)
+    collector.reader.close()
     shutil.rmtree(tmp_path / "proc" / str(p.pid))
     with pytest.raises(ValueError):
         collect(collector)
@@ -117,16 +127,43 @@ def test_a_gone_process_fails_the_collector(tmp_path):
 
 def test_a_collector_serves_again_only_the_same_process(tmp_path):
     collector, p = host(tmp_path)
-    assert not collector.serves_again(Connection(None, p.pid)), "not before it has read the process"
+    same = peer_of(p)
+    assert collector.serves_again(Connection(None, same))
     collect(collector)
-    assert collector.serves_again(Connection(None, p.pid))
-    assert not collector.serves_again(Connection(None, p.pid + 1))
+    assert collector.serves_again(Connection(None, same))
+    assert not collector.serves_again(Connection(None, dataclasses.replace(same, pid=p.pid + 1)))
     assert not collector.serves_again(Connection(None, None))
+    later = dataclasses.replace(same, started=same.started + 1)
+    assert not collector.serves_again(Connection(None, later)), "a new process with the same PID"
+
+
+def test_a_reader_seeing_another_start_is_gone_for_good(tmp_path):
+    """What a PID reused by another process looks like through a file opened by path (the
+    reader's files are opened through its /proc/PID directory, so only a generated /proc
+    can show it): the collector fails from then on and is not kept, even once the file
+    says the old start again."""
+    collector, p = host(tmp_path)
+    collect(collector)
     stat = tmp_path / "proc" / str(p.pid) / "stat"
-    fields = stat.read_text().split(" ")
+    text = stat.read_text()
+    fields = text.split(" ")
     fields[21] = str(int(fields[21]) + 100)  # field 22: the start, in ticks after boot
     stat.write_text(" ".join(fields))
-    assert not collector.serves_again(Connection(None, p.pid)), "a new process with the same PID"
+    with pytest.raises(ValueError, match="another process"):
+        collect(collector)
+    stat.write_text(text)
+    with pytest.raises(ValueError, match="gone"):
+        collect(collector)
+    assert not collector.serves_again(Connection(None, peer_of(p)))
+    assert collector.reader.host.files.held == 0, "its files were closed"
+
+
+def test_a_reader_is_made_only_for_the_process_identified(tmp_path):
+    proc, sys = make_host(tmp_path, [FakeProcess(pid=3)])
+    host = Host(proc, sys)
+    later = dataclasses.replace(peer_of(3), started=peer_of(3).started + 5)
+    assert HostCollector.for_connection(Connection(None, later, host)) is None
+    assert host.files.held == 0
 
 
 def test_vcpu_threads_of_an_answer():
@@ -154,10 +191,10 @@ def test_only_a_root_owned_qemu_binary_is_trusted(tmp_path):
     assert check_qemu(3, proc) is None
     host = Host(proc, sys)
     assert host.trusted_process(1) is None
-    assert HostCollector.for_connection(Connection(None, 1, host)) is None
+    assert HostCollector.for_connection(Connection(None, peer_of(1), host)) is None
     assert HostCollector.for_connection(Connection(None, None, host)) is None, "peer unknown"
-    assert HostCollector.for_connection(Connection(None, 3, None)) is None, "no host to read"
-    assert HostCollector.for_connection(Connection(None, 3, host)) is not None
+    assert HostCollector.for_connection(Connection(None, peer_of(3), None)) is None, "no host"
+    assert HostCollector.for_connection(Connection(None, peer_of(3), host)) is not None
     os.chmod(named_qemu, 0o755)
     os.chown(named_qemu, 0, 0)
     assert check_qemu(1, proc) is None

@@ -19,6 +19,7 @@ from qmp_exporter.collectors import DEFAULT_COLLECTORS
 from qmp_exporter.collectors.host import HostCollector
 from qmp_exporter.config import MonitorConfig
 from qmp_exporter.host import Host
+from qmp_exporter.host.peer import TCP, Peer
 from qmp_exporter.host.procfs import UNTRUSTED
 from qmp_exporter.host.trust import check_qemu
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
@@ -156,7 +157,7 @@ def test_a_poll_mode_monitor_keeps_reading_the_same_process(qemu_factory, tmp_pa
     for_connection = HostCollector.for_connection
 
     def counted(connection):
-        made.append(connection.peer_pid)
+        made.append(connection.peer.pid if connection.peer else None)
         return for_connection(connection)
 
     monkeypatch.setattr(HostCollector, "for_connection", counted)
@@ -206,8 +207,10 @@ def test_the_peer_of_a_loopback_tcp_monitor_is_found(qemu_factory):
     vm = qemu_factory(extra_args=["-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off"])
     wait_for(lambda: tcp_port_listening(port), 10, "the TCP monitor listens")
 
-    async def peer() -> int | None:
+    async def peer() -> Peer | None:
         async with await connect(parse_address(f"tcp:127.0.0.1:{port}")) as client:
-            return await Host().peer_pid(client.socket)
+            return await Host().peer(client.socket)
 
-    assert asyncio.run(peer()) == vm.pid
+    found = asyncio.run(peer())
+    assert found is not None and found.pid == vm.pid and found.how == TCP
+    assert found.started == pytest.approx(proc_start_time(vm.pid) - Host().boot_time(), abs=1e-6)

@@ -106,7 +106,7 @@ def test_one_bad_label_in_each_entry_harms_no_other_vm(qemu_binary: QemuBuild, t
                 info = [labels for name, labels in samples if name == "qemu_vm_info"]
                 assert (("name", "\ufffd"), ("uuid", ""), ("vm", "surrogate")) in info
                 assert exporter.get("/").status_code == 200
-                exporter.wait_for_log(r"vm\\udcff\.qmp': the path is not UTF-8", 10)
+                exporter.wait_for_log(r"vm\\udcff\.qmp: the path is not UTF-8", 10)
 
                 start_qemu(b"later", short / "later.qmp")  # discovery still runs
                 wait_for(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from qmp_exporter.host import Host
+from qmp_exporter.host.peer import Peer
 from qmp_exporter.textformat import Family, Sample
 
 #: Runs one read-only QMP command and returns its answer (raises on error or timeout).
@@ -20,11 +21,14 @@ class Connection:
 
     #: What ``query-commands`` listed (``None``: unknown).
     available_commands: frozenset[str] | None
-    #: The process behind the monitor; looked up only when a chosen collector
-    #: :attr:`~Collector.needs_peer` (``None``: unknown, or not looked up).
-    peer_pid: int | None = None
+    #: The process behind the monitor, identified beyond its PID; looked up only when a
+    #: chosen collector :attr:`~Collector.needs_peer` (``None``: unknown, refused, or not
+    #: looked up).
+    peer: Peer | None = None
     #: The host's reader, for collectors that read the host (``None``: no host figures).
     host: Host | None = None
+    #: The VM's name, for log lines (``""``: not told).
+    vm: str = ""
 
 
 class Collector(ABC):
@@ -46,7 +50,7 @@ class Collector(ABC):
     #: them together with its own queries in one write, and ``query`` then answers them
     #: from that batch; anything else ``collect`` asks goes to the VM as usual.
     poll_commands: ClassVar[tuple[str, ...]] = ()
-    #: Whether :meth:`for_connection` needs :attr:`Connection.peer_pid` (the host collector).
+    #: Whether :meth:`for_connection` needs :attr:`Connection.peer` (the host collector).
     needs_peer: ClassVar[bool] = False
 
     def __init__(self, available_commands: frozenset[str] | None) -> None:

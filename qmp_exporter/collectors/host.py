@@ -7,11 +7,14 @@ Sample output::
     qemu_network_receive_bytes_total{vm="web1",interface="vnet3"} 1.2e+09
 
 A sibling kind of collector: QMP answers alone cannot give these figures, so it is built per
-connection for the process behind the monitor (:attr:`Connection.peer_pid
-<qmp_exporter.collectors.base.Connection.peer_pid>`, looked up because it ``needs_peer``)
-and only when that process is a trusted QEMU binary. The reading itself is
-:class:`~qmp_exporter.host.process.ProcessReader`'s; ``collect`` adds the vCPU thread ids of
-the poll's ``query-cpus-fast`` answer (the batch the ``vcpu`` collector shares).
+connection for the process behind the monitor (:attr:`Connection.peer
+<qmp_exporter.collectors.base.Connection.peer>`, identified by PID and start time once per
+connection because it ``needs_peer``) and only when that process is a trusted QEMU binary.
+The reading itself is :class:`~qmp_exporter.host.process.ProcessReader`'s, bound to that one
+process: once it is gone, the collector fails on every poll and is not kept for the next
+connection. ``collect`` adds the vCPU thread ids of the poll's ``query-cpus-fast`` answer
+(the batch the ``vcpu`` collector shares), the first
+:data:`~qmp_exporter.collectors.vcpu.MAX_VCPUS` of them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from qmp_exporter.collectors.base import Collector, Connection, Query
 from qmp_exporter.collectors.values import as_dict, as_list
+from qmp_exporter.collectors.vcpu import MAX_VCPUS
 from qmp_exporter.host.process import FAMILIES, ProcessReader
 from qmp_exporter.qmp import CommandError
 from qmp_exporter.textformat import Sample
@@ -47,21 +51,26 @@ class HostCollector(Collector):
         host = connection.host
         if host is None:
             return None  # a caller that reads no host figures (inventory, a bare poller)
-        if connection.peer_pid is None:
-            host.note_missing(0, "host", "monitor peer unknown")
-            return None
-        reader = host.trusted_process(connection.peer_pid)
+        peer = connection.peer
+        if peer is None:
+            return None  # Host.peer logged why
+        reader = host.trusted_process(peer.pid, peer.started)
         return None if reader is None else cls(connection.available_commands, reader)
 
     def serves_again(self, connection: Connection) -> bool:
-        """Whether the new connection's peer is the process this collector reads."""
-        return self.reader.is_process(connection.peer_pid)
+        """Whether the new connection's peer is the process this collector reads (same PID
+        and start), and that process is still readable."""
+        return self.reader.is_process(connection.peer)
 
     async def collect(self, query: Query) -> Sequence[Sample]:
         try:
-            threads = vcpu_threads(await query("query-cpus-fast", None))
+            answer = await query("query-cpus-fast", None)
         except CommandError:  # QEMU before 2.12: the process without its vCPUs
-            threads = []
+            answer = []
+        threads = vcpu_threads(answer)
+        if len(answer) > MAX_VCPUS:  # a list, as vcpu_threads read it
+            host = self.reader.host
+            host.note_missing(self.reader.pid, "vcpu", f"more than {MAX_VCPUS} vCPUs listed")
         return self.reader.read(threads)
 
     def close(self) -> None:
@@ -69,9 +78,10 @@ class HostCollector(Collector):
 
 
 def vcpu_threads(answer: Any) -> list[tuple[int, int]]:
-    """(cpu index, host thread id) of each vCPU in a ``query-cpus-fast`` answer."""
+    """(cpu index, host thread id) of each vCPU in a ``query-cpus-fast`` answer, the first
+    :data:`~qmp_exporter.collectors.vcpu.MAX_VCPUS` listed."""
     threads = []
-    for position, cpu in enumerate(as_list(answer, "query-cpus-fast")):
+    for position, cpu in enumerate(as_list(answer, "query-cpus-fast")[:MAX_VCPUS]):
         if type(cpu) is not dict:
             as_dict(cpu, f"query-cpus-fast[{position}]")  # raises, naming the item
         index, tid = cpu.get("cpu-index"), cpu.get("thread-id")

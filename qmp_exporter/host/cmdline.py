@@ -131,6 +131,8 @@ class QemuCommandLine:
     taps: list[str] = field(default_factory=list)  # ifname= of tap netdevs
     tap_fds: int = 0  # tap netdevs passed as fd=/fds= (libvirt): names only via fdinfo
     owner: str | None = None  # "libvirt", "proxmox" or None
+    #: Options skipped as not QEMU's to write (a value over 64 KiB, JSON too deep or invalid).
+    skipped_options: int = 0
 
     @property
     def usable_monitors(self) -> list[Monitor]:
@@ -189,16 +191,17 @@ def _legacy_chardev(text: str) -> dict[str, str]:
     return {"backend": kind or text}
 
 
-def _json_or_keyval(text: str, implied: str) -> dict[str, str]:
+def _json_or_keyval(text: str, implied: str) -> dict[str, str] | None:
+    """The option's keys and values; ``None`` for JSON that is too deep or invalid."""
     if text.startswith("{"):
         if _json_depth(text) > MAX_JSON_DEPTH:
-            return {}
+            return None
         try:
             data = json.loads(text)
         except (ValueError, RecursionError):
-            return {}
+            return None
         if not isinstance(data, dict):
-            return {}
+            return None
         return {
             str(k): ("on" if v is True else "off" if v is False else str(v))
             for k, v in data.items()
@@ -238,12 +241,14 @@ def parse(
         value = argv[i + 1] if i + 1 < len(argv) else ""
         takes_value = True
         if len(value) > MAX_OPTION_CHARS:
-            pass  # too long to be QEMU's: skipped with its option
+            result.skipped_options += 1  # too long to be QEMU's: skipped with its option
         elif arg in ("-qmp", "-qmp-pretty"):
             qmps.append((arg, value))
         elif arg == "-chardev":
             spec = _json_or_keyval(value, "backend")
-            if "id" in spec:
+            if spec is None:
+                result.skipped_options += 1
+            elif "id" in spec:
                 chardevs[spec["id"]] = spec
         elif arg == "-mon":
             mons.append(keyval(value, implied="chardev"))
@@ -257,7 +262,9 @@ def parse(
             result.proxmox_vmid = _label(value)
         elif arg in ("-netdev", "-net", "-nic"):
             spec = _json_or_keyval(value, "type")
-            if spec.get("type") == "tap":
+            if spec is None:
+                result.skipped_options += 1
+            elif spec.get("type") == "tap":
                 if "ifname" in spec:
                     result.taps.append(label_text(spec["ifname"], 16))  # IFNAMSIZ
                 elif "fd" in spec or "fds" in spec:

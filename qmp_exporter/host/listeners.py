@@ -13,7 +13,8 @@ listens there:
   process's fds, or else is owned by the process's user;
 * the rules about libvirt's and Proxmox VE's sockets apply to the file the path resolves to.
 
-After connecting, the poller checks ``SO_PEERCRED`` against the process as well.
+After connecting, the poller checks the peer (:meth:`Host.check_peer
+<qmp_exporter.host.machine.Host.check_peer>`) against the process as well.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from qmp_exporter.host import cmdline
-from qmp_exporter.host.peer import PeerSocket, tcp_peer_pid, unix_peer_credentials
 
 #: Problems of a monitor named by a command line (beside :mod:`cmdline`'s).
 NOT_VISIBLE = "not_visible"  # the socket file does not exist for the exporter (its sandbox)
@@ -263,26 +263,3 @@ def _check_tcp(
     else:
         ours = any(uid in uids for _, uid in candidates)
     return monitor if ours else replace(monitor, problem=FOREIGN_SOCKET)
-
-
-def peer_mismatch(
-    sock: PeerSocket, pid: int, uids: tuple[int, int], proc_root: str = "/proc"
-) -> str | None:
-    """``None`` when the peer of the connected ``sock`` is process ``pid`` running as one of
-    ``uids`` (``SO_PEERCRED`` for unix, the TCP server side's holder where ``/proc`` tells
-    it), else what the peer is instead. Blocking for TCP (a ``/proc`` walk)."""
-    try:
-        if sock.family == socket.AF_UNIX:
-            credentials = unix_peer_credentials(sock)
-            if credentials is None:
-                return "its peer is unknown"
-            peer_pid, peer_uid = credentials
-            if peer_pid != pid or peer_uid not in uids:
-                return f"its peer is process {peer_pid} (uid {peer_uid}), not process {pid}"
-            return None
-        holder = tcp_peer_pid(sock.getsockname(), sock.getpeername(), proc_root)
-    except (OSError, ValueError) as err:
-        return f"its peer cannot be checked ({err})"
-    if holder is not None and holder != pid:  # None: not readable; the listener was checked
-        return f"its peer is process {holder}, not process {pid}"
-    return None

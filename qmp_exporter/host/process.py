@@ -14,9 +14,11 @@ every poll, and the families' names are fixed here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Protocol
 
+from qmp_exporter.host.peer import Peer
 from qmp_exporter.host.procfs import (
     GONE,
     MALFORMED,
@@ -25,10 +27,10 @@ from qmp_exporter.host.procfs import (
     HeldFiles,
     ReadError,
     find_taps,
+    open_process_dir,
     parse_io,
     parse_schedstat,
-    parse_start,
-    parse_stat_times,
+    parse_stat,
     parse_swap,
     read_bytes,
     read_counter,
@@ -119,16 +121,21 @@ _SYSTEM: Labels = (("mode", "system"),)
 class ProcessReader:
     """Reads one trusted QEMU process, again on every :meth:`read`; holds its files open
     until :meth:`close`. Made by :meth:`Host.trusted_process
-    <qmp_exporter.host.machine.Host.trusted_process>`."""
+    <qmp_exporter.host.machine.Host.trusted_process>`.
 
-    def __init__(self, host: ReaderHost, pid: int) -> None:
+    The process is the one of ``pid`` that started ``started`` seconds after boot (else the
+    one at ``pid`` when first read): every file is opened through its ``/proc/PID``
+    directory, held open (:func:`~qmp_exporter.host.procfs.open_process_dir`), and every
+    read compares ``stat``'s start with it. Once that process is gone the reader is gone
+    for good (:class:`ReadError` ``gone``): it never reads a later process of the same PID."""
+
+    def __init__(self, host: ReaderHost, pid: int, started: float | None = None) -> None:
         self.host = host
         self.pid = pid
-        self._base = f"{host.proc_root}/{pid}"
-        self._stat_path = f"{self._base}/stat"
-        self._io_path = f"{self._base}/io"
+        self._dir: int | None = None  # the process's /proc/PID, once opened
+        self._gone = False
         self._start: list[Sample] | None = None  # fixed for the life of the process
-        self._started: float | None = None  # its start, seconds after boot, once read
+        self._started = started  # its start, seconds after boot
         #: The last poll's vCPU threads, and (schedstat path, labels) of each.
         self._threads: Sequence[tuple[int, int]] = ()
         self._vcpus: list[tuple[str, Labels]] = []
@@ -141,33 +148,71 @@ class ProcessReader:
         self._files = HeldFiles(host.files)  # stat, io, schedstat and tap counters, kept open
 
     def close(self) -> None:
-        """Close the files held open (a later :meth:`read` opens them again)."""
+        """Close the files held open (a later :meth:`read` opens them again, for the same
+        process only)."""
         self._files.close_all()
+        if self._dir is not None:
+            os.close(self._dir)
+            self._dir = None
+            self.host.files.held -= 1
 
-    def is_process(self, pid: int | None) -> bool:
-        """Whether ``pid`` is the process this reader reads (same PID, same start): a
-        ``poll``-mode monitor then keeps its open files, tap list and cadence instead of
-        doing the first poll's work on every poll."""
-        if pid != self.pid or self._started is None:
-            return False
+    def bind(self) -> None:
+        """Open the process's directory and check (or learn) its start; :class:`ReadError`
+        when the process is gone or is another."""
+        self._stat()
+
+    def check_alive(self) -> None:
+        """:class:`ReadError` unless the process is still running (a zombie counts)."""
+        self._stat()
+
+    def is_process(self, peer: Peer | None) -> bool:
+        """Whether ``peer`` is the process this reader reads (same PID, same start), still
+        readable: a ``poll``-mode monitor then keeps its open files, tap list and cadence
+        instead of doing the first poll's work on every poll."""
+        return (
+            peer is not None
+            and not self._gone
+            and peer.pid == self.pid
+            and self._started is not None
+            and peer.started == self._started
+        )
+
+    def _stat(self) -> tuple[float, float, int, float]:
+        """The process's ``stat`` (:func:`parse_stat`), checked to be its own; the reader is
+        gone for good once it cannot be read or another process's start shows."""
+        if self._gone:
+            raise ReadError(GONE, f"process {self.pid}")
         try:
-            started = parse_start(self._files.read(self._stat_path))
-        except ReadError:
-            return False
-        return started == self._started
+            if self._dir is None:
+                self._dir = open_process_dir(self.pid, self.host.proc_root)
+                self.host.files.held += 1
+            stat = parse_stat(self._files.read("stat", self._dir))
+        except ReadError as err:
+            if err.reason == GONE:
+                self._die()
+            raise
+        started = stat[3]
+        if self._started is None:
+            self._started = started
+        elif started != self._started:  # the PID's process was not (or is no longer) ours
+            self._die()
+            raise ReadError(GONE, f"process {self.pid}: its PID is another process's now")
+        return stat
+
+    def _die(self) -> None:
+        self._gone = True
+        self.close()
 
     def read(self, threads: Sequence[tuple[int, int]]) -> list[Sample]:
         """Samples for the process and its vCPU ``threads`` ((index, thread id) pairs)."""
-        read = self._files.read
-        stat = read(self._stat_path)  # ReadError: the whole read failed
-        user, system, resident = parse_stat_times(stat)
+        user, system, resident, _ = self._stat()  # ReadError: the whole read failed
         samples: list[Sample] = [
             (CPU_SECONDS.name, _USER, user),
             (CPU_SECONDS.name, _SYSTEM, system),
             (RESIDENT_BYTES.name, (), resident),
         ]
         if self._start is None:
-            self._start = self._start_time(stat)
+            self._start = self._start_time()
         samples.extend(self._start)
         if self._polls % SLOW_EVERY == 0:
             self._slow_process = self._swap()
@@ -177,12 +222,12 @@ class ProcessReader:
         if threads != self._threads:
             self._threads = threads
             self._vcpus = [
-                (f"{self._base}/task/{tid}/schedstat", self.host.vcpu_labels(index))
-                for index, tid in threads
+                (f"task/{tid}/schedstat", self.host.vcpu_labels(index)) for index, tid in threads
             ]
+        read, directory = self._files.read, self._dir
         for path, labels in self._vcpus:
             try:
-                run, delay = parse_schedstat(read(path))
+                run, delay = parse_schedstat(read(path, directory))
             except ReadError as err:
                 self.host.note_missing(self.pid, "vcpu", err.reason)
                 continue
@@ -193,19 +238,18 @@ class ProcessReader:
         self._polls += 1
         return samples
 
-    def _start_time(self, stat: bytes) -> list[Sample]:
-        """The process's start, from its first ``stat`` (a held ``stat`` never reads another
-        process)."""
+    def _start_time(self) -> list[Sample]:
+        """The process's start as epoch seconds (fixed for its life)."""
+        assert self._started is not None  # read by _stat
         try:
-            self._started = started = parse_start(stat)
-            return [(START_TIME.name, (), self.host.boot_time() + started)]
+            return [(START_TIME.name, (), self.host.boot_time() + self._started)]
         except ReadError as err:
             self.host.note_missing(self.pid, "start time", err.reason)
             return []
 
     def _swap(self) -> list[Sample]:
         try:
-            swap = parse_swap(read_bytes(f"{self._base}/status"))
+            swap = parse_swap(read_bytes("status", self._dir))
         except ReadError as err:
             self.host.note_missing(self.pid, "swap", err.reason)
             return []
@@ -213,7 +257,7 @@ class ProcessReader:
 
     def _io(self, samples: list[Sample]) -> None:
         try:
-            read, written = parse_io(self._files.read(self._io_path))
+            read, written = parse_io(self._files.read("io", self._dir))
         except ReadError as err:
             reason = UNSUPPORTED if err.reason == GONE else err.reason
             self.host.note_missing(self.pid, "io", reason)
@@ -226,7 +270,7 @@ class ProcessReader:
         sys_root = self.host.sys_root
         if self._taps is None or self._polls % TAP_SCAN_EVERY == 0:
             try:
-                taps = find_taps(self.pid, self.host.proc_root)
+                taps = find_taps(self.pid, self.host.proc_root, self._dir)
             except ReadError as err:
                 self.host.note_missing(self.pid, "network", err.reason)
                 self._skip.add("network")

@@ -72,6 +72,8 @@ class QemuProcess:
         for monitor in self.monitors:
             if monitor.problem in _MONITOR_PROBLEMS:
                 return monitor.problem
+        if self.command_line.skipped_options:  # its monitor may be in what was skipped
+            return BAD_COMMAND_LINE
         return cmdline.NO_MONITOR
 
 

@@ -45,10 +45,10 @@ def reason_of(err: OSError) -> str:
     return MALFORMED
 
 
-def read_bytes(path: str) -> bytes:
-    """A small procfs or sysfs file whole."""
+def read_bytes(path: str, dir_fd: int | None = None) -> bytes:
+    """A small procfs or sysfs file whole (``path`` relative to ``dir_fd`` if given)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as err:
         raise ReadError(reason_of(err), path) from None
     try:
@@ -88,9 +88,15 @@ class FileBudget:
 class HeldFiles:
     """Files read again on every poll, kept open and re-read from the start with one
     ``pread`` (procfs and sysfs regenerate the text at offset 0): a third of the cost of
-    opening each time, and a held ``/proc/PID`` file never reads another process after the
-    PID is reused. Past the ``budget``, files are opened for each read. Held until
-    :meth:`close_all`."""
+    opening each time. Past the ``budget``, files are opened for each read. Held until
+    :meth:`close_all`.
+
+    A process's files are named relative to ``dir_fd``, an open ``/proc/PID`` directory
+    (:func:`open_process_dir`): that directory stays bound to the process it was opened for,
+    so a file opened through it, held or opened again after a failed read, is never another
+    process's (after the process is gone, every open through it fails with ``ESRCH``).
+    A path without ``dir_fd`` (a tap's sysfs counter) is opened again by name after a
+    failure: a tap of the same name."""
 
     __slots__ = ("_budget", "_fds")
 
@@ -98,21 +104,22 @@ class HeldFiles:
         self._fds: dict[str, int] = {}
         self._budget = budget
 
-    def read(self, path: str) -> bytes:
-        """The file whole (up to 8 KiB); :class:`ReadError` when it cannot be read."""
+    def read(self, path: str, dir_fd: int | None = None) -> bytes:
+        """The file whole (up to 8 KiB); :class:`ReadError` when it cannot be read. One
+        ``path`` is always read relative to the same ``dir_fd``."""
         fd = self._fds.get(path)
         if fd is None:
             if not self._budget.allows_one_more():
-                return read_bytes(path)
+                return read_bytes(path, dir_fd)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
             except OSError as err:
                 raise ReadError(reason_of(err), path) from None
             self._fds[path] = fd
             self._budget.held += 1
         try:
             return os.pread(fd, 8192, 0)
-        except OSError as err:  # gone: open it again next time (a tap of the same name)
+        except OSError as err:  # gone: opened again next time (through dir_fd, if any)
             self.close(path)
             raise ReadError(reason_of(err), path) from None
 
@@ -127,6 +134,18 @@ class HeldFiles:
         """Stop holding any file."""
         for path in list(self._fds):
             self.close(path)
+
+
+def open_process_dir(pid: int, proc_root: str = "/proc") -> int:
+    """An open ``/proc/PID`` directory: files opened relative to it (``dir_fd=``) are that
+    process's, or fail with ``ESRCH`` once it is gone, even when the PID is reused (procfs
+    binds the directory to the process, not to the number). :class:`ReadError` if the
+    process is gone already."""
+    path = f"{proc_root}/{pid}"
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise ReadError(reason_of(err), path) from None
 
 
 def read_boot_time(proc_root: str = "/proc") -> float:
@@ -144,11 +163,16 @@ def read_boot_time(proc_root: str = "/proc") -> float:
 def parse_stat_times(data: bytes) -> tuple[float, float, int]:
     """User and system seconds and resident bytes (the same count as ``VmRSS`` of
     ``status``) of ``/proc/PID/stat``: what moves from one poll to the next."""
+    return parse_stat(data)[:3]
+
+
+def parse_stat(data: bytes) -> tuple[float, float, int, float]:
+    """:func:`parse_stat_times` and :func:`parse_start` from one split of ``stat``."""
     try:
         fields = _stat_fields(data)
         return (
             int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS,
-            int(fields[21]) * PAGE_SIZE,
+            int(fields[21]) * PAGE_SIZE, int(fields[19]) / CLOCK_TICKS,
         )  # fmt: skip
     except (ValueError, IndexError) as err:
         raise ReadError(MALFORMED, f"stat: {err}") from None
@@ -233,20 +257,21 @@ def parse_schedstat(data: bytes) -> tuple[float, float]:
         raise ReadError(MALFORMED, f"schedstat: {err}") from None
 
 
-def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
+def find_taps(pid: int, proc_root: str = "/proc", dir_fd: int | None = None) -> list[str]:
     """The tap interfaces process ``pid`` holds: its ``/dev/net/tun`` fds, named by the
-    ``iff:`` line of their fdinfo (one name once, however many queues)."""
-    fd_dir = f"{proc_root}/{pid}/fd"
+    ``iff:`` line of their fdinfo (one name once, however many queues). With ``dir_fd``
+    (:func:`open_process_dir`), that process's only, whoever has the PID now."""
+    base = "" if dir_fd is not None else f"{proc_root}/{pid}/"
     try:
-        fds = os.listdir(fd_dir)
+        fds = _list_dir(f"{base}fd", dir_fd)
     except OSError as err:
-        raise ReadError(reason_of(err), fd_dir) from None
+        raise ReadError(reason_of(err), f"{proc_root}/{pid}/fd") from None
     names: list[str] = []
     for fd in fds:
         try:
-            if os.readlink(f"{fd_dir}/{fd}") != TUN_DEVICE:
+            if os.readlink(f"{base}fd/{fd}", dir_fd=dir_fd) != TUN_DEVICE:
                 continue
-            info = read_bytes(f"{proc_root}/{pid}/fdinfo/{fd}")
+            info = read_bytes(f"{base}fdinfo/{fd}", dir_fd)
         except (OSError, ReadError):
             continue  # closed meanwhile
         for line in info.splitlines():
@@ -255,6 +280,16 @@ def find_taps(pid: int, proc_root: str = "/proc") -> list[str]:
                 if name and name not in names:
                     names.append(name)
     return names
+
+
+def _list_dir(path: str, dir_fd: int | None) -> list[str]:
+    if dir_fd is None:
+        return os.listdir(path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def read_counter(path: str) -> int:

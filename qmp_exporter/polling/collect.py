@@ -10,6 +10,7 @@ from typing import Any
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.collectors.base import Collector, Connection
 from qmp_exporter.host import Host
+from qmp_exporter.host.peer import Peer
 from qmp_exporter.polling.answers import MalformedAnswerError, returned
 from qmp_exporter.qmp import (
     CommandError,
@@ -32,14 +33,18 @@ async def choose_collectors(
     names: Sequence[str] | None,
     earlier: Sequence[Collector] = (),
     host: Host | None = None,
+    *,
+    vm: str = "",
+    peer: Peer | None = None,
 ) -> tuple[Collector, ...]:
     """The collectors named (``None``: the defaults) that this VM supports, in the order
     named, for the life of ``client``'s connection; one of the ``earlier`` connection's that
     :meth:`~Collector.serves_again` is kept, the others are closed (on failure the
     caller still holds them all). Asks ``query-commands``
     once (not at all for no names); a QEMU without it runs every named collector. The
-    process behind the monitor is looked up (through ``host``) only when a chosen collector
-    needs it; without ``host`` no collector reads the host."""
+    process behind the monitor is identified (through ``host``, once per connection) only
+    when a chosen collector needs it, unless the caller identified it already (``peer``);
+    without ``host`` no collector reads the host. ``vm`` names the VM in log lines."""
     if names is None:
         names = DEFAULT_COLLECTORS
     if not names:
@@ -58,10 +63,9 @@ async def choose_collectors(
     classes = [
         cls for cls in (COLLECTORS.get(name) for name in names) if cls and cls.supported(available)
     ]
-    peer_pid = None
-    if host is not None and any(cls.needs_peer for cls in classes):
-        peer_pid = await host.peer_pid(client.socket)
-    connection = Connection(available, peer_pid, host)
+    if peer is None and host is not None and any(cls.needs_peer for cls in classes):
+        peer = await host.peer(client.socket, vm)
+    connection = Connection(available, peer, host, vm)
     chosen = []
     kept = {collector.name: collector for collector in earlier}
     for cls in classes:

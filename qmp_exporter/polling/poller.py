@@ -18,6 +18,7 @@ from qmp_exporter.collectors.base import Collector
 from qmp_exporter.config import EVENT_NAME, Config, MonitorConfig
 from qmp_exporter.fleet.state import Counters, Identity, VMState
 from qmp_exporter.host import Host
+from qmp_exporter.host.peer import Peer
 from qmp_exporter.polling.answers import (
     parse_identity,
     parse_status,
@@ -345,7 +346,7 @@ class MonitorPoller:
             event_queue_size=1,
         )
         self._client = client
-        await self._check_peer(client)
+        peer = await self._check_peer(client)
         if on_event is not None:
             client.add_close_callback(lambda reason: self._closed_by_peer(client))
         self._connections += 1
@@ -356,22 +357,24 @@ class MonitorPoller:
                 self._events.setdefault(name, 0)
         self._counters = self._count()
         self._collectors = await choose_collectors(
-            client, self.monitor.collectors, self._collectors, self._host
+            client, self.monitor.collectors, self._collectors, self._host, vm=self.name, peer=peer
         )
         self._prefetch = poll_commands(self._collectors)
 
-    async def _check_peer(self, client: QMPClient) -> None:
-        """For a monitor read from a process's command line: refuse a peer that is not that
-        process (a socket swapped for another's since the scan)."""
+    async def _check_peer(self, client: QMPClient) -> Peer | None:
+        """For a monitor read from a process's command line: the peer, identified, or
+        :class:`ConnectError` when it is not that process (a socket swapped for another's
+        since the scan); ``None`` for other monitors (identified later if a collector needs)."""
         expected = self.monitor.process
         if expected is None:
-            return
+            return None
         host = self._host if self._host is not None else Host()
-        problem = await host.peer_mismatch(client.socket, *expected)
+        peer, problem = await host.check_peer(client.socket, *expected, vm=self.name)
         if problem is not None:
             raise ConnectError(
                 f"{self.monitor.address}: {problem}, whose command line named this monitor"
             )
+        return peer
 
     def _closed_by_peer(self, client: QMPClient) -> None:
         """A held connection ended: poll at once to say so. When it ended inside a poll
