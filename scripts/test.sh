@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs them in two stages.
-#   1. ruff, mypy and the whole suite (extra args go to pytest) with .venv's Python: the
-#      distribution's Python and libraries where there is one (see scripts/install-test-deps.sh).
+#   1. ruff (check and format --check), mypy and the whole suite (extra args go to pytest)
+#      with .venv's Python: the distribution's Python and libraries where there is one (see
+#      scripts/install-test-deps.sh).
 #   2. A named subset (LATEST_LIBS below: the unit tests and one real-QEMU end-to-end test) in
 #      .venv-pypi: the same base Python without the distribution's libraries, the newest
 #      prometheus_client, PyYAML, requests and bcrypt from PyPI.
@@ -16,8 +17,9 @@ bash scripts/install-test-deps.sh
 export PATH="$PWD/.venv/bin:$PATH"
 base=$(.venv/bin/python -c 'import sys; print(sys._base_executable)')
 
-echo "=== test.sh stage 1: ruff, mypy, the whole suite with $base and its libraries (.venv)"
+echo "=== test.sh stage 1: ruff check, ruff format --check, mypy, the whole suite with $base and its libraries (.venv)"
 .venv/bin/python -m ruff check .
+.venv/bin/python -m ruff format --check .
 .venv/bin/python -m mypy
 main=0
 .venv/bin/python -m pytest "$@" || main=$?
