@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from qmp_exporter.web.http.http_limits import HTTPLimits
+from qmp_exporter.web.http.server import HTTPServer, Request, Response, text_response
 from qmp_exporter.web.landing import LandingCache
-from qmp_exporter.web.limits import HTTPLimits
-from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
 from tests.helpers.tls_certs import make_pki
 
 BIG_BODY = [b"x" * 65536] * 64  # 4 MiB in shared chunks

@@ -9,6 +9,7 @@ Every ``import`` counts, at module level or inside a function. The rules:
   ``fleet.hub``, ``polling.monitors``, ``alerting``), not even through another module;
 * ``collectors`` load only ``qmp``, ``host``, ``textformat`` and themselves;
 * ``host`` loads only ``textformat`` and itself;
+* ``web.http`` (the HTTP server) loads only itself;
 * no two modules import each other, directly or round a longer cycle.
 
 And three rules read from the source itself:
@@ -49,6 +50,7 @@ COLLECTORS_MAY_LOAD = (
     "qmp_exporter.textformat",
 )
 HOST_MAY_LOAD = ("qmp_exporter.host", "qmp_exporter.textformat")
+HTTP = "qmp_exporter.web.http"
 #: The standard-library modules ``qmp`` may import: networking, JSON, asyncio, plain data.
 QMP_STDLIB = frozenset(
     {"__future__", "asyncio", "collections", "dataclasses", "errno", "json", "logging",
@@ -240,6 +242,12 @@ def host_outside_imports(graph: Graph) -> list[str]:
     return loads_beyond(graph, "qmp_exporter.host", HOST_MAY_LOAD)
 
 
+def http_outside_imports(graph: Graph) -> list[str]:
+    """What the HTTP server (``web.http``) loads besides itself: it knows no route, metric
+    or web config."""
+    return loads_beyond(graph, HTTP, (HTTP,))
+
+
 def _sources(package_dir: Path = PACKAGE_DIR) -> dict[str, tuple[str, ast.Module]]:
     """Module name -> (file as the graph names it, its syntax tree)."""
     return {
@@ -410,6 +418,7 @@ RULES: dict[str, Callable[[Graph], list[str]]] = {
     "tools and sim import no server code": server_imports_of_tools_and_sim,
     "collectors import only qmp, host, textformat and themselves": (collectors_outside_imports),
     "host imports only textformat and itself": host_outside_imports,
+    "web.http imports only itself": http_outside_imports,
     "no import cycles": import_cycles,
 }
 
@@ -447,6 +456,10 @@ def test_collectors_import_only_qmp_textformat_and_themselves() -> None:
 
 def test_host_imports_only_textformat_and_itself() -> None:
     assert_none(host_outside_imports(read_graph()))
+
+
+def test_the_http_server_imports_only_itself() -> None:
+    assert_none(http_outside_imports(read_graph()))
 
 
 def test_qmp_uses_only_networking_json_and_asyncio_of_the_standard_library() -> None:
@@ -509,6 +522,7 @@ def test_each_rule_names_the_offending_import_with_file_and_line() -> None:
         ("qmp_exporter.polling.poller", "qmp_exporter.app", 12),
         ("qmp_exporter.tools.inventory", "qmp_exporter.polling.poller", 13),
         ("qmp_exporter.collectors.block", "qmp_exporter.exposition.render", 14),
+        ("qmp_exporter.web.http.server", "qmp_exporter.web.webconfig.guard", 15),
     )
     assert qmp_outside_imports(graph) == [
         "qmp_exporter.qmp.client loads qmp_exporter.config: qmp_exporter/qmp/client.py:11: "
@@ -527,6 +541,11 @@ def test_each_rule_names_the_offending_import_with_file_and_line() -> None:
         "qmp_exporter.collectors.block loads qmp_exporter.exposition.render: "
         "qmp_exporter/collectors/block.py:14: qmp_exporter.collectors.block imports "
         "qmp_exporter.exposition.render"
+    ]
+    assert http_outside_imports(graph) == [
+        "qmp_exporter.web.http.server loads qmp_exporter.web.webconfig.guard: "
+        "qmp_exporter/web/http/server.py:15: qmp_exporter.web.http.server imports "
+        "qmp_exporter.web.webconfig.guard"
     ]
 
 

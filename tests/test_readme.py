@@ -12,7 +12,7 @@ from qmp_exporter.alerting import AlertPusher
 from qmp_exporter.config import AlertingConfig, parse_yaml
 from qmp_exporter.exposition.families import all_families
 from qmp_exporter.exposition.selfmetrics import SelfMetrics
-from qmp_exporter.web.guard import auth_failure_counter
+from qmp_exporter.web.webconfig.guard import auth_failure_counter
 from tests.helpers.exporter import REPO
 
 README = (REPO / "README.md").read_text()

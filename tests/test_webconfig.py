@@ -17,9 +17,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from qmp_exporter.web.auth import basic_auth
-from qmp_exporter.web.auth.settings import WebConfig, WebConfigError, load_web_config
-from qmp_exporter.web.auth.watcher import WebConfigWatcher
+from qmp_exporter.web.webconfig import basic_auth
+from qmp_exporter.web.webconfig.settings import WebConfig, WebConfigError, load_web_config
+from qmp_exporter.web.webconfig.watcher import WebConfigWatcher
 from tests.helpers.tls_certs import PKI, make_pki
 
 PASSWORD = b"s3cret pass"
@@ -429,7 +429,7 @@ def test_a_broken_new_file_keeps_the_last_good_config(
 
     write(path, "basic_auth_users: {prometheus: plaintext, other: x}\n")
     clock[0] += 1.0
-    with caplog.at_level(logging.ERROR, logger="qmp_exporter.web.auth.watcher"):
+    with caplog.at_level(logging.ERROR, logger="qmp_exporter.web.webconfig.watcher"):
         assert watcher.current() is good
         clock[0] += 1.0
         os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))

@@ -29,8 +29,8 @@ from qmp_exporter.host import Host
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import AddressError, TCPAddress, UnixAddress, parse_address
 from qmp_exporter.textformat import CONTENT_TYPE
+from qmp_exporter.web.http.server import Request, Response, text_response
 from qmp_exporter.web.probe_limits import ProbeLimiter
-from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)
 #: How often a probe looks for the first state of a watched VM that has not polled yet.

@@ -8,9 +8,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from qmp_exporter.web.auth.checker import FAILURE_REASONS, BasicAuthChecker, Outcome
-from qmp_exporter.web.auth.watcher import WebConfigWatcher
-from qmp_exporter.web.server import Request, Response, text_response
+from qmp_exporter.web.http.server import Request, Response, text_response
+from qmp_exporter.web.webconfig.checker import FAILURE_REASONS, BasicAuthChecker, Outcome
+from qmp_exporter.web.webconfig.watcher import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 

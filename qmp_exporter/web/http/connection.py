@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from qmp_exporter.web.limits import HTTPLimits, release_freed_memory
+from qmp_exporter.web.http.http_limits import HTTPLimits, release_freed_memory
 
 
 class Stage(enum.IntEnum):

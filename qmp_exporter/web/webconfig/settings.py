@@ -11,7 +11,7 @@ from typing import Any
 
 from qmp_exporter.config import ConfigError
 from qmp_exporter.config.schema import Errors, kind, mapping, read_yaml
-from qmp_exporter.web.auth.basic_auth import (
+from qmp_exporter.web.webconfig.basic_auth import (
     BCRYPT_HASH,
     Attempt,
     AuthCache,
@@ -20,8 +20,8 @@ from qmp_exporter.web.auth.basic_auth import (
     decoy_hash,
     make_attempt,
 )
-from qmp_exporter.web.auth.tls import build_context
-from qmp_exporter.web.auth.tls_settings import TLSSettings, parse_tls_settings
+from qmp_exporter.web.webconfig.tls import build_context
+from qmp_exporter.web.webconfig.tls_settings import TLSSettings, parse_tls_settings
 
 #: Response headers the toolkit lets a config set, with their allowed values (None: any).
 EXTRA_HEADERS: dict[str, tuple[str, ...] | None] = {
