@@ -35,7 +35,8 @@ One module per job, as exporter-toolkit keeps them in separate files:
 - ``tls_settings``: the ``tls_server_config`` section and the Go name tables it uses.
 - ``tls``: build the server's SSL context; swap in a new one per connection (SNI callback).
 - ``basic_auth``: parse ``Authorization`` headers; bcrypt hashes, their cache and the decoy.
-- ``checker``: check credentials on the event loop, bcrypt in one worker, rate-limited.
+- ``checker``: check credentials on the event loop, bcrypt in one worker, rate-limited
+  (the token buckets are :mod:`qmp_exporter.web.ratelimit`'s).
 - ``watcher``: keep the config in force, re-reading it when its files change.
 - ``guard``: the HTTP server's guard and extra headers, from the config in force.
 """
