@@ -186,23 +186,6 @@ def exposition_of(state: VMState) -> bytes:
     ).encode()
 
 
-async def probe(
-    address: str,
-    collectors: tuple[str, ...] | None,
-    timeout: float,
-    *,
-    name: str | None = None,
-    labels: tuple[tuple[str, str], ...] = (),
-) -> bytes:
-    """Connect to one monitor now, poll it once with ``collectors`` (``None``: the
-    defaults) within ``timeout`` seconds, and return its exposition (``vm`` is ``name``, or
-    the address). A monitor that cannot be reached gives ``qemu_up 0``, not an error."""
-    monitor = MonitorConfig(
-        name=name or address, address=address, mode="poll", labels=labels, collectors=collectors
-    )
-    return exposition_of(await probe_state(monitor, timeout))
-
-
 async def probe_state(
     monitor: MonitorConfig, timeout: float, max_line: int | None = None, host: Host | None = None
 ) -> VMState:
