@@ -279,9 +279,6 @@ class Exporter:
                 loop.remove_signal_handler(sig)
             await self.stop()
 
-    def request_stop(self) -> None:
-        self._stopping.set()
-
     async def reload(self) -> bool:
         """Re-read the config file; keep the running config when the new one is invalid.
         Coalesced with other reloads asked for meanwhile (see :class:`Coalescer`); True
