@@ -111,6 +111,24 @@ def test_an_idle_keep_alive_connection_is_closed() -> None:
     run(HTTPLimits(keepalive_timeout=0.3), scenario)
 
 
+def test_a_cancelled_connection_ends_cancelled_and_is_let_go() -> None:
+    async def scenario(server: HTTPServer) -> None:
+        reader, writer = await _connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: then held idle
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in head
+        assert await reader.readexactly(3) == b"OK\n"
+        (task,) = server.connections.tasks()
+        task.cancel()  # as HTTPServer.close() and an eviction do
+        await asyncio.wait([task])
+        assert task.cancelled(), "the connection's task passes its cancellation on"
+        assert list(server.connections.tasks()) == []
+        assert await _closed_within(reader, 2.0) == b"", "and its connection closed"
+        writer.close()
+
+    run(HTTPLimits(), scenario)
+
+
 def test_requests_per_connection_are_bounded() -> None:
     async def scenario(server: HTTPServer) -> None:
         reader, writer = await _connect(server)

@@ -241,10 +241,8 @@ class HTTPServer:
                 await self._send(writer, request.method, response, keep_alive, conn)
                 if not keep_alive:
                     break
-        except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, OSError):
-            pass
-        except asyncio.CancelledError:
-            pass
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the peer went away, timed out or spoke bad TLS: nothing to tell it or log
         except Exception:
             log.exception("HTTP connection from %s failed", peer_text)
         finally:
