@@ -117,6 +117,7 @@ def flood(url: str, target: str, clients: int, seconds: float) -> Counter[int]:
     return statuses
 
 
+@pytest.mark.load
 def test_a_probe_flood_never_takes_a_watched_vm_down(workdir: Path) -> None:
     """P4: 16 clients looping /probe on a poll-mode VM's socket (allowed by a glob)."""
     with faults.MonitorLoop() as loop:
@@ -171,6 +172,7 @@ def test_a_probe_flood_never_takes_a_watched_vm_down(workdir: Path) -> None:
             assert "down (" not in exporter.log()[log_before:]
 
 
+@pytest.mark.load
 def test_a_silent_target_is_probed_once_at_a_time_within_the_capped_timeout(
     workdir: Path,
 ) -> None:
