@@ -8,8 +8,8 @@ for ``--seconds`` while a Prometheus stand-in scrapes ``/metrics`` (gzip, new co
 ``--after`` seconds after the attackers left (the issue's check: 30 s). The table goes
 into docs/benchmarks.md between the attack-results markers.
 
-    python bench/attacks.py                  # ~6 minutes
-    python bench/attacks.py --after 5 --seconds 8 --output /tmp/b.md
+    python -m bench.attacks                  # ~6 minutes
+    python -m bench.attacks --after 5 --seconds 8 --output /tmp/b.md
 
 Cases: 1,100 and 4,000 idle TCP connections; 512 keep-alive connections (a request each
 every 50 s); 520 clients that request /metrics and never read; 4 clients looping
@@ -37,11 +37,10 @@ import bcrypt
 import requests
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.helpers.exporter import ExporterProcess, parse_samples, wait_for
+from tests.helpers.tls_certs import make_pki
 
-from tests.helpers.exporter import ExporterProcess, parse_samples, wait_for  # noqa: E402
-from tests.helpers.tls_certs import make_pki  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BEGIN = "<!-- attack-results:begin (written by bench/attacks.py; edits here are overwritten) -->"
 END = "<!-- attack-results:end -->"
@@ -85,7 +84,7 @@ def _line(process: subprocess.Popen[bytes], timeout: float) -> str:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout)
     if not ready:
-        raise RuntimeError(f"no line from {process.args} in {timeout}s")
+        raise RuntimeError(f"no line from {process.args!r} in {timeout}s")
     return process.stdout.readline().decode().strip()
 
 
@@ -146,7 +145,10 @@ def run_case(
 ) -> Row:
     """One attack: attackers in a child for ``seconds``; scrapes once a second meanwhile."""
     label, name, count, tls, interval = case
-    rss = lambda: exporter.rss_bytes() / MB  # noqa: E731
+
+    def rss() -> float:
+        return exporter.rss_bytes() / MB
+
     before = rss()
     args = [sys.executable, "-m", "tests.helpers.attackers", "--port", str(exporter.port)]
     args += ["--case", name, "--n", str(count), "--interval", str(interval)]

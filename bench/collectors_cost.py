@@ -1,7 +1,7 @@
 """What collectors cost per poll, as ratios to a core-only poll of the same real QEMU
 measured in the same run (the machine is shared and noisy; absolute times mean little).
 
-    python3 bench/collectors_cost.py [--polls 300]
+    python3 -m bench.collectors_cost [--polls 300]
 
 Starts one ``-M pc`` TCG VM with a virtio disk and balloon (and, where /dev/kvm works, one
 KVM VM for ``kvm_stats``), polls each through the exporter's own poller on a held
@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qmp_exporter.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from qmp_exporter.config import MonitorConfig
@@ -36,7 +33,9 @@ class KvmVM(QemuVM):
         return argv
 
 
-async def measure(address: str, variants: dict[str, tuple[str, ...]], polls: int) -> dict:
+async def measure(
+    address: str, variants: dict[str, tuple[str, ...]], polls: int
+) -> dict[str, float]:
     pollers = {}
     for label, collectors in variants.items():
         monitor = MonitorConfig(name=label, address=address, mode="poll", collectors=collectors)

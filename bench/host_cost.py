@@ -1,7 +1,7 @@
 """What the ``host`` collector costs per VM-poll, as a ratio to the same poll without it,
 measured in the same run (the machine is shared and noisy; only the ratios mean much).
 
-    python3 bench/host_cost.py [--vms 1000] [--rounds 8] [--real 20] [--real-rounds 100]
+    python3 -m bench.host_cost [--vms 1000] [--rounds 8] [--real 20] [--real-rounds 100]
                                [--whole-seconds 60]
 
 Simulated: ``--vms`` simulated monitors (one simulator process; twice as many, as a monitor
@@ -38,8 +38,6 @@ from functools import partial
 from pathlib import Path
 
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procs import cpu_seconds
 from qmp_exporter.collectors import DEFAULT_COLLECTORS

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "bench"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -44,7 +43,8 @@ def rss_bytes(pid: int) -> int:
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
@@ -67,10 +67,11 @@ class Process:
     """A child process with its output in a log file; stopped with SIGTERM, then SIGKILL."""
 
     def __init__(self, args: Sequence[str], log_path: Path, *, stdout_pipe: bool = False) -> None:
+        self.args = list(args)
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            list(args),
+            self.args,
             cwd=REPO,
             env=_env(),
             stdout=subprocess.PIPE if stdout_pipe else self._log,
@@ -85,7 +86,7 @@ class Process:
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
             raise RuntimeError(
-                f"{self.popen.args[1:3]} exited with {self.popen.returncode}:\n"
+                f"{self.args[1:3]} exited with {self.popen.returncode}:\n"
                 + self.log_path.read_text(errors="replace")[-3000:]
             )
 
@@ -135,10 +136,12 @@ class FleetProcess(Process):
         return self._control_file.readline().decode().strip()
 
     def counts(self) -> dict[str, int]:
-        return json.loads(self.control("counts"))
+        counts: dict[str, int] = json.loads(self.control("counts"))
+        return counts
 
     def gaps(self) -> dict[str, float]:
-        return json.loads(self.control("gaps"))
+        gaps: dict[str, float] = json.loads(self.control("gaps"))
+        return gaps
 
     def act(self, action: str, vm: str) -> float:
         """Change ``vm``; return the fleet's clock just before the change."""
@@ -199,7 +202,7 @@ class RawPollerProcess(Process):
         listing.write_text(json.dumps([address for _, address in monitors]))
         self.started = time.time()
         super().__init__(
-            [sys.executable, str(BENCH / "raw_poller.py"), "--monitors", str(listing),
+            [sys.executable, "-m", "bench.raw_poller", "--monitors", str(listing),
              "--interval", str(interval), "--commands", ",".join(commands),
              "--once", ",".join(once)],
             workdir / f"raw-{tag}.log",
@@ -221,6 +224,11 @@ class RawPollerProcess(Process):
                 elif words[:1] == ["event"]:
                     self.events.append((words[1], words[2], float(words[3])))
 
+    def alive_and_up(self) -> float | None:
+        """When every monitor was up (None: not yet); RuntimeError if the poller exited."""
+        self.check_alive()
+        return self.all_up
+
     def event_time(self, vm_path: str, name: str, after: float) -> float | None:
         with self._lock:
             for path, event, when in self.events:
@@ -237,7 +245,7 @@ class StaticServerProcess(Process):
         path = workdir / f"static-{tag}.txt"
         path.write_bytes(body)
         super().__init__(
-            [sys.executable, str(BENCH / "static_server.py"), "--file", str(path),
+            [sys.executable, "-m", "bench.static_server", "--file", str(path),
              "--port", str(self.port)],
             workdir / f"static-{tag}.log",
         )  # fmt: skip
@@ -252,8 +260,6 @@ def qemu_command() -> tuple[list[str], dict[str, str]]:
     """The first words of the QEMU command line and the environment to start it in."""
     version = os.environ.get(QEMU_VERSION_ENV)
     if version:
-        if str(REPO) not in sys.path:
-            sys.path.insert(0, str(REPO))
         from tests.helpers.qemu_versions import find_build, missing_reason
 
         build = find_build(version)

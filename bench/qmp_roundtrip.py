@@ -12,7 +12,7 @@ from second to second, and this way each contender sees the same mix. Only the r
 meaningful; the client's own CPU time per round trip is printed too, as it is far less
 sensitive to other load than the wall-clock rate.
 
-    python3 bench/qmp_roundtrip.py [--count 1000] [--rounds 21] [--json]
+    python3 -m bench.qmp_roundtrip [--count 1000] [--rounds 21] [--json]
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qmp_exporter.qmp import connect
 from tests.helpers.qemu import QemuVM, find_qemu

@@ -18,7 +18,7 @@ import json
 import resource
 import sys
 import time
-from typing import cast
+from typing import Any, cast
 
 _EVENTS_SHOWN = frozenset({"VNC_CONNECTED"})
 
@@ -27,9 +27,9 @@ class Monitor(asyncio.Protocol):
     def __init__(self, path: str) -> None:
         self.path = path
         self.buffer = b""
-        self.waiter: asyncio.Future[list[dict]] | None = None
+        self.waiter: asyncio.Future[list[dict[str, Any]]] | None = None
         self.expected = 1
-        self.answers: list[dict] = []
+        self.answers: list[dict[str, Any]] = []
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -52,13 +52,13 @@ class Monitor(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError(f"{self.path}: closed"))
 
-    async def next_message(self) -> dict:
+    async def next_message(self) -> dict[str, Any]:
         return (await self.execute_all(b"", 1))[0]
 
-    async def execute(self, command: bytes) -> dict:
+    async def execute(self, command: bytes) -> dict[str, Any]:
         return (await self.execute_all(command, 1))[0]
 
-    async def execute_all(self, commands: bytes, count: int) -> list[dict]:
+    async def execute_all(self, commands: bytes, count: int) -> list[dict[str, Any]]:
         """Write ``commands`` (``count`` of them, or none) and wait for ``count`` answers."""
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()

@@ -1,8 +1,8 @@
 """Scale benchmark: the exporter against simulated fleets and real QEMUs, every figure a ratio
 against a baseline measured in the same run.
 
-    python bench/run.py            # N = 10, 100, 1000, 5000 and 20 real QEMUs
-    python bench/run.py --quick    # N = 10, 100 and 2 real QEMUs, shorter windows
+    python -m bench.run            # N = 10, 100, 1000, 5000 and 20 real QEMUs
+    python -m bench.run --quick    # N = 10, 100 and 2 real QEMUs, shorter windows
 
 Writes the "Scale" section of docs/benchmarks.md (between its markers) and
 docs/benchmarks-scale.png. The exporter runs as its own process (``python -m qmp_exporter``),
@@ -21,13 +21,12 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from docsection import replace_section
-from procs import (
+from bench.docsection import replace_section
+from bench.procs import (
     REPO,
     ExporterProcess,
     FleetProcess,
@@ -39,7 +38,7 @@ from procs import (
     rss_bytes,
     wait_until,
 )
-from scrape import Scraper, count_up, median, sample_value, time_scrapes
+from bench.scrape import Scraper, count_up, median, sample_value, time_scrapes
 
 #: The command that marks one poll of one VM (every exporter poll sends it once).
 POLL_MARKER = "query-status"
@@ -138,7 +137,7 @@ def wait_all_up(scraper: Scraper, count: int, timeout: float, check: Any) -> Non
 
 def steady_window(
     fleet: FleetProcess, pid: int, settings: Settings, interval: float
-) -> tuple[RunResult, dict]:
+) -> tuple[RunResult, dict[str, dict[str, int]]]:
     """CPU per VM-poll, drift and RSS over one window of steady polling."""
     time.sleep(interval)  # let every VM reach its steady phase
     before = fleet.counts()
@@ -219,7 +218,9 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def watch_until(scraper: Scraper, predicates: dict[str, Any], t0: float, timeout: float):
+def watch_until(
+    scraper: Scraper, predicates: dict[str, Any], t0: float, timeout: float
+) -> dict[str, float]:
     """Scrape until each predicate holds; the time of the scrape (its start) that first
     showed each, minus ``t0``."""
     seen: dict[str, float] = {}
@@ -269,7 +270,7 @@ def raw_latency_sim(fleet: FleetProcess, raw: RawPollerProcess, vms: list[str]) 
         t0 = fleet.act("vnc_connect", vm)
         path = paths[vm].removeprefix("unix:")
         try:
-            when = wait_until(lambda p=path, t=t0: raw.event_time(p, "VNC_CONNECTED", t), 5, 0.001)
+            when = wait_until(partial(raw.event_time, path, "VNC_CONNECTED", t0), 5, 0.001)
             latencies.append(when - t0)
         except TimeoutError:
             latencies.append(float("nan"))
@@ -321,7 +322,7 @@ def run_size(n: int, settings: Settings, rng: random.Random) -> SizeResult:
         # The baseline poller, same queries on the same fleet.
         raw_proc = RawPollerProcess(workdir, monitors, interval, per_poll, once, f"n{n}")
         try:
-            wait_until(lambda: raw_proc.check_alive() or raw_proc.all_up, 60 + n / 50)
+            wait_until(raw_proc.alive_and_up, 60 + n / 50)
             raw = RunResult(up_seconds=(raw_proc.all_up or 0) - raw_proc.started)
             window, _ = steady_window(fleet, raw_proc.pid, settings, interval)
             raw.cpu_per_poll, raw.polls, raw.rss, raw.drift = (
@@ -409,7 +410,7 @@ def run_qemus(count: int, settings: Settings, per_poll: list[str], once: list[st
         raw_proc = RawPollerProcess(workdir, monitors, interval, per_poll, once, "qemu")
         raw_latencies = []
         try:
-            wait_until(lambda: raw_proc.check_alive() or raw_proc.all_up, 60)
+            wait_until(raw_proc.alive_and_up, 60)
             for index in range(settings.latency_samples):
                 qemu = qemus[index % count]
                 t0 = time.time()
@@ -417,7 +418,7 @@ def run_qemus(count: int, settings: Settings, per_poll: list[str], once: list[st
                 try:
                     path = str(qemu.socket_path)
                     when = wait_until(
-                        lambda p=path, t=t0: raw_proc.event_time(p, "VNC_CONNECTED", t), 5, 0.001
+                        partial(raw_proc.event_time, path, "VNC_CONNECTED", t0), 5, 0.001
                     )
                     raw_latencies.append(when - t0)
                 except TimeoutError:

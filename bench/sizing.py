@@ -21,9 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from procs import (
+from bench.procs import (
     REPO,
     FleetProcess,
     Process,
@@ -33,7 +31,7 @@ from procs import (
     make_workdir,
     wait_until,
 )
-from sizing_report import (
+from bench.sizing_report import (
     LEAN_FAMILY,
     SIM_COLLECTORS,
     Results,
@@ -361,7 +359,7 @@ def main() -> int:
         plot_path = args.output.parent / "benchmarks-sizing.png"
         if plot(results, plot_path):
             plot_name = plot_path.name
-    command = "python3 bench/sizing.py" + (" --quick" if args.quick else "")
+    command = "python3 -m bench.sizing" + (" --quick" if args.quick else "")
     section = render(results, command, plot_name)
     write_section(args.output, section)
     if args.json:

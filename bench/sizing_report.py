@@ -11,9 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from docsection import replace_section  # bench/ is no package: found through sys.path
+from bench.docsection import replace_section
 
 #: Collectors the simulator answers for; ``host`` needs a real QEMU process (its /proc).
 SIM_COLLECTORS = ("block", "vcpu", "memory", "balloon", "kvm", "migration", "spice", "kvm_stats")

@@ -4,8 +4,8 @@ Samples the exporter's resident memory, open file descriptors and OS threads, an
 scrape time, and writes a table into docs/benchmarks.md (section "Soak"). Growth is
 reported as ratios of the last sample to the one taken after warm-up, in the same run.
 
-    python bench/soak.py                 # 3 minutes
-    python bench/soak.py --seconds 60 --vms 3
+    python -m bench.soak                 # 3 minutes
+    python -m bench.soak --seconds 60 --vms 3
 
 Asyncio task counts are not sampled: the exporter exposes no such metric; threads are
 (``/proc/PID/task``). Everything listens on 127.0.0.1 and unix sockets; the run stops by
@@ -24,12 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.helpers.exporter import ExporterProcess
+from tests.helpers.qemu import QemuVM, find_qemu
+from tests.helpers.rfb import rfb_handshake, vnc_tcp_connect
 
-from tests.helpers.exporter import ExporterProcess  # noqa: E402
-from tests.helpers.qemu import QemuVM, find_qemu  # noqa: E402
-from tests.helpers.rfb import rfb_handshake, vnc_tcp_connect  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SECTION = "## Soak"
 
@@ -118,7 +117,7 @@ def table(
     rows = [
         f"{SECTION}",
         "",
-        f"`python bench/soak.py --seconds {seconds:g} --vms {vm_count}`: {vm_count} real QEMUs "
+        f"`python -m bench.soak --seconds {seconds:g} --vms {vm_count}`: {vm_count} real QEMUs "
         "(`-M none`, VNC), one killed and restarted every few seconds, VNC clients connecting "
         "and leaving (half of them with a full RFB handshake) about 20 times a second, "
         "/metrics scraped every 0.5 s. Growth is last sample ÷ the sample after warm-up "

@@ -27,6 +27,7 @@ import prometheus_client
 import requests
 
 from qmp_exporter.config import AlertingConfig, MonitorConfig
+from qmp_exporter.exposition.counters import OwnCounter
 from qmp_exporter.polling.consoles import HANDSHAKE_FAILED
 from qmp_exporter.qmp import Event
 
@@ -128,23 +129,23 @@ def build_alert(
 
 
 class _Metrics:
-    """The pusher's counters and gauges on the exporter's registry."""
+    """The pusher's counters (without ``_created``) and gauges on the exporter's registry."""
 
     def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
         self.registry = registry
-        self.sent = prometheus_client.Counter(
+        self.sent = OwnCounter(
             "qmp_exporter_alerts_sent",
             "Alerts accepted by the Alertmanager.",
             ["alertmanager"],
             registry=registry,
         )
-        self.errors = prometheus_client.Counter(
+        self.errors = OwnCounter(
             "qmp_exporter_alert_errors",
             "Failed POSTs to the Alertmanager (each retry counts).",
             ["alertmanager"],
             registry=registry,
         )
-        self.dropped = prometheus_client.Counter(
+        self.dropped = OwnCounter(
             "qmp_exporter_alerts_dropped",
             "Alerts given up: queue_full (oldest dropped), expired (endsAt passed), "
             "rejected (4xx answer), failed (retries exhausted).",

@@ -33,8 +33,7 @@ from qmp_exporter.polling.monitors import MonitorSource
 from qmp_exporter.polling.poller import PollSettings
 from qmp_exporter.qmp import Event
 from qmp_exporter.textformat import CONTENT_TYPE
-from qmp_exporter.web.auth.watcher import WebConfigWatcher
-from qmp_exporter.web.guard import auth_failure_counter, make_guard, response_headers
+from qmp_exporter.web.http.server import HTTPServer, Request, Response, text_response
 from qmp_exporter.web.landing import CONTENT_TYPE as LANDING_CONTENT_TYPE
 from qmp_exporter.web.landing import (
     LANDING_HEADERS,
@@ -43,7 +42,8 @@ from qmp_exporter.web.landing import (
     render_landing_page,
 )
 from qmp_exporter.web.probe import ProbeEndpoint
-from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
+from qmp_exporter.web.webconfig.guard import auth_failure_counter, make_guard, response_headers
+from qmp_exporter.web.webconfig.watcher import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +278,6 @@ class Exporter:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.stop()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
 
     async def reload(self) -> bool:
         """Re-read the config file; keep the running config when the new one is invalid.

@@ -119,7 +119,7 @@ def check_config(path: str, web_config_path: str | None = None) -> int:
         print(err, file=sys.stderr)
         status = 1
     if web_config_path:
-        from qmp_exporter.web.auth.settings import load_web_config
+        from qmp_exporter.web.webconfig.settings import load_web_config
 
         try:
             load_web_config(web_config_path)

@@ -80,8 +80,3 @@ def format_labels(labels: Iterable[tuple[str, str]]) -> str:
     """``{a="1",b="2"}``, or an empty string for no labels."""
     body = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels)
     return f"{{{body}}}" if body else ""
-
-
-def sample_line(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
-    """One exposition line, newline included."""
-    return f"{name}{format_labels(labels)} {format_value(value)}\n"

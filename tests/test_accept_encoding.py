@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmp_exporter.web.server import Request, accepts_coding
+from qmp_exporter.web.http.server import Request, accepts_coding
 
 CASES: list[tuple[str, bool]] = [
     # A plain mention, in any case and spacing, among others.

@@ -80,6 +80,7 @@ def timed_get(exporter: ExporterProcess, pki: PKI, user: str) -> tuple[float, in
     return round(time.monotonic() - start, 3), status
 
 
+@pytest.mark.load
 def test_right_passwords_are_answered_during_a_wrong_password_flood(
     exporter: ExporterProcess, pki: PKI
 ) -> None:

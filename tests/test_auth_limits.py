@@ -11,13 +11,13 @@ import bcrypt
 import pytest
 from prometheus_client import CollectorRegistry
 
-from qmp_exporter.web.auth import basic_auth
-from qmp_exporter.web.auth.basic_auth import AuthCache
-from qmp_exporter.web.auth.checker import BasicAuthChecker, Outcome, Verdict
-from qmp_exporter.web.auth.limits import PeerBuckets, TokenBucket, peer_host
-from qmp_exporter.web.auth.settings import WebConfig, load_web_config
-from qmp_exporter.web.guard import auth_failure_counter, make_guard
-from qmp_exporter.web.server import Request
+from qmp_exporter.web.http.server import Request
+from qmp_exporter.web.ratelimit import PeerBuckets, TokenBucket, peer_host
+from qmp_exporter.web.webconfig import basic_auth
+from qmp_exporter.web.webconfig.basic_auth import AuthCache
+from qmp_exporter.web.webconfig.checker import BasicAuthChecker, Outcome, Verdict
+from qmp_exporter.web.webconfig.guard import auth_failure_counter, make_guard
+from qmp_exporter.web.webconfig.settings import WebConfig, load_web_config
 
 PASSWORD = b"s3cret"
 HASH = bcrypt.hashpw(PASSWORD, bcrypt.gensalt(4)).decode()

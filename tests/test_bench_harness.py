@@ -3,21 +3,16 @@ must produce every table row. Its numbers are not judged here (speed lives in be
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from bench import run as bench_run
 from tests.helpers.qemu_versions import QemuBuild
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_scale_run", REPO / "bench" / "run.py")
-assert _spec is not None and _spec.loader is not None
-bench_run = importlib.util.module_from_spec(_spec)
-sys.modules["bench_scale_run"] = bench_run  # dataclasses look their module up
-_spec.loader.exec_module(bench_run)
 
 
 def test_tiny_run_writes_every_table_row(tmp_path: Path, qemu_binary: QemuBuild) -> None:
@@ -25,7 +20,7 @@ def test_tiny_run_writes_every_table_row(tmp_path: Path, qemu_binary: QemuBuild)
     output.write_text("# Benchmarks\n\n## QMP round trips\n\nkept as it is\n")
     results = tmp_path / "results.json"
     completed = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--sizes", "5", "--qemus", "1",
+        [sys.executable, "-m", "bench.run", "--quick", "--sizes", "5", "--qemus", "1",
          "--window", "2", "--scrapes", "10", "--latency-samples", "2", "--no-plot",
          "--output", str(output), "--json", str(results)],
         cwd=REPO, capture_output=True, text=True, timeout=240,

@@ -3,7 +3,6 @@ Prometheus and agent) must fill every table. Its numbers are not judged here (be
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import sizing_report
+
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "bench_sizing_report", REPO / "bench" / "sizing_report.py"
-)
-assert _spec is not None and _spec.loader is not None
-sizing_report = importlib.util.module_from_spec(_spec)
-sys.modules["bench_sizing_report"] = sizing_report  # dataclasses look their module up
-_spec.loader.exec_module(sizing_report)
 
 pytestmark = pytest.mark.prometheus
 
@@ -28,7 +22,7 @@ def test_quick_run_fills_every_table(tmp_path: Path) -> None:
     output.write_text("# Benchmarks\n\n## Scale\n\nkept as it is\n")
     results = tmp_path / "results.json"
     completed = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "sizing.py"), "--quick", "--no-qemu",
+        [sys.executable, "-m", "bench.sizing", "--quick", "--no-qemu",
          "--no-plot", "--output", str(output), "--json", str(results)],
         cwd=REPO, capture_output=True, text=True, timeout=240,
     )  # fmt: skip

@@ -30,7 +30,7 @@ from qmp_exporter.collectors.vcpu import VcpuCollector
 from qmp_exporter.host import Host
 from qmp_exporter.host.process import ProcessReader
 from qmp_exporter.qmp import CommandError
-from qmp_exporter.textformat import sample_line
+from qmp_exporter.textformat import format_labels, format_value
 from tests.helpers import qmp_answers as real
 
 
@@ -337,7 +337,10 @@ def test_exposition_of_real_answers_passes_promtool():
             mine = [s for s in samples if s[0] == family.name]
             if mine:
                 text.append(family.header())
-                text += [sample_line(n, (("vm", "t"), *labels), v) for n, labels, v in mine]
+                text += [
+                    f"{n}{format_labels((('vm', 't'), *labels))} {format_value(v)}\n"
+                    for n, labels, v in mine
+                ]
     exposition = "".join(text)
     result = subprocess.run(
         [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True

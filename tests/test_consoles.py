@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from qmp_exporter.polling.consoles import HANDSHAKE_FAILED, VncHandshakes
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import Event
 from tests.helpers.scripted_monitor import ScriptedMonitor
+from tests.helpers.waiting import wait_until
 
 SETTINGS = PollSettings(interval=0.05, timeout=2.0, start_spread=0)
 
@@ -226,13 +226,6 @@ class Watched:
 
     async def send(self, name: str, data: dict[str, Any]) -> None:
         await self.monitor.sessions[-1].event(name, data)
-
-
-async def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

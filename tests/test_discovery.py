@@ -13,6 +13,7 @@ import pytest
 from qmp_exporter.config import DiscoveryConfig, MonitorConfig, parse_config
 from qmp_exporter.discovery import Discoverer, Scan, scan
 from qmp_exporter.host import Host
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture
@@ -141,19 +142,13 @@ def test_changes_yields_sockets_added_and_removed_within_one_rescan(tmp_path, so
             await asyncio.sleep(0.2)
             created = time.monotonic()
             sockets(tmp_path / "vm1.qmp")
-            await wait_for(lambda: seen and seen[-1][1] == ["vm1"])
+            await wait_until(lambda: seen and seen[-1][1] == ["vm1"], 3.0, context=seen)
             removed = time.monotonic()
             os.unlink(tmp_path / "vm1.qmp")
-            await wait_for(lambda: seen[-1][1] == [])
+            await wait_until(lambda: seen[-1][1] == [], 3.0, context=seen)
             return created, removed
         finally:
             task.cancel()
-
-    async def wait_for(condition, limit: float = 3.0) -> None:
-        deadline = time.monotonic() + limit
-        while not condition():
-            assert time.monotonic() < deadline, seen
-            await asyncio.sleep(0.05)
 
     created, removed = asyncio.run(scenario())
     assert [names for _, names in seen] == [["vm1"], []], "only changes are yielded"
@@ -182,21 +177,16 @@ def test_a_reload_scans_once_and_retimes_the_next_scan(tmp_path, sockets, monkey
 
     async def scenario() -> list[str]:
         task = asyncio.create_task(follow())
-        await wait_until(lambda: seen == [["a"]])
+        await wait_until(lambda: seen == [["a"]], 5.0, context=(seen, scans))
         reloaded = {"glob": f"{tmp_path}/*.qmp", "rescan": "1s", "name": "x-{stem}"}
         discoverer.update_config(parse_config({"discovery": [reloaded]}))
         found = await discoverer.rescan()  # what Exporter._reload does
         await asyncio.sleep(0.3)
         assert len(scans) == 2, "the reload's rescan, and no other"
-        await wait_until(lambda: len(scans) == 3)  # the reloaded 1s, not the old 1h
+        # the reloaded 1s, not the old 1h
+        await wait_until(lambda: len(scans) == 3, 5.0, context=(seen, scans))
         task.cancel()
         return [m.name for m in found.monitors]
-
-    async def wait_until(condition, limit: float = 5.0) -> None:
-        deadline = time.monotonic() + limit
-        while not condition():
-            assert time.monotonic() < deadline, (seen, scans)
-            await asyncio.sleep(0.02)
 
     assert asyncio.run(scenario()) == ["x-a"]
     assert seen == [["a"]], "the reload's scan is not yielded again"

@@ -4,8 +4,6 @@ monitor source's real pollers against a scripted monitor."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from qmp_exporter.config import MonitorConfig
@@ -14,6 +12,7 @@ from qmp_exporter.fleet.state import VMState
 from qmp_exporter.polling.monitors import MonitorSource
 from qmp_exporter.polling.poller import PollSettings
 from tests.helpers.scripted_monitor import ScriptedMonitor
+from tests.helpers.waiting import wait_until
 
 SETTINGS = PollSettings(interval=0.05, timeout=2.0, start_spread=0)
 
@@ -40,13 +39,6 @@ class Recorder:
 def monitors_in(fleet: Fleet) -> MonitorSource:
     """The QMP monitors' source of ``fleet``."""
     return MonitorSource(fleet.source("qmp"), SETTINGS)
-
-
-async def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def test_listener_hears_added_then_changes_then_removed(tmp_path: Path) -> None:

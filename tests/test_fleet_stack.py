@@ -34,9 +34,7 @@ WAIT = 30.0
 def controlled_fleet(directory: Path, count: int, seed: int) -> Iterator[Path]:
     """``count`` simulated VMs in ``directory/vms``; yields the fleet's control socket."""
     control = directory / "control.sock"
-    with simulated_fleet(
-        directory / "vms", count, "--control", str(control), "--seed", str(seed)
-    ):
+    with simulated_fleet(directory / "vms", count, "--control", str(control), "--seed", str(seed)):
         yield control
 
 
@@ -55,9 +53,7 @@ def prometheus_process(
 ) -> Iterator[str]:
     """A real Prometheus (central or agent) in ``workdir`` on 127.0.0.1; yields its base URL."""
     workdir.mkdir()
-    with prometheus(
-        workdir, yaml.safe_dump(config), args=args, storage_flag=storage_flag
-    ) as url:
+    with prometheus(workdir, yaml.safe_dump(config), args=args, storage_flag=storage_flag) as url:
         yield url
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from qmp_exporter.web.http.http_limits import HTTPLimits
+from qmp_exporter.web.http.server import HTTPServer, Request, Response, text_response
 from qmp_exporter.web.landing import LandingCache
-from qmp_exporter.web.limits import HTTPLimits
-from qmp_exporter.web.server import HTTPServer, Request, Response, text_response
 from tests.helpers.tls_certs import make_pki
+from tests.helpers.waiting import wait_until
 
 BIG_BODY = [b"x" * 65536] * 64  # 4 MiB in shared chunks
 
@@ -70,14 +71,6 @@ async def _get(server: HTTPServer, path: str = "/", timeout: float = 2.0) -> byt
         writer.close()
 
 
-async def _until(predicate: Callable[[], bool], seconds: float = 3.0) -> None:
-    """Wait (bounded) until ``predicate()`` holds; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
     """What the server sent before closing; fails if it is still open after ``seconds``."""
     return await asyncio.wait_for(reader.read(), seconds)
@@ -109,6 +102,24 @@ def test_an_idle_keep_alive_connection_is_closed() -> None:
         writer.close()
 
     run(HTTPLimits(keepalive_timeout=0.3), scenario)
+
+
+def test_a_cancelled_connection_ends_cancelled_and_is_let_go() -> None:
+    async def scenario(server: HTTPServer) -> None:
+        reader, writer = await _connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: then held idle
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in head
+        assert await reader.readexactly(3) == b"OK\n"
+        (task,) = server.connections.tasks()
+        task.cancel()  # as HTTPServer.close() and an eviction do
+        await asyncio.wait([task])
+        assert task.cancelled(), "the connection's task passes its cancellation on"
+        assert list(server.connections.tasks()) == []
+        assert await _closed_within(reader, 2.0) == b"", "and its connection closed"
+        writer.close()
+
+    run(HTTPLimits(), scenario)
 
 
 def test_requests_per_connection_are_bounded() -> None:
@@ -173,8 +184,8 @@ def test_a_client_that_never_reads_is_dropped() -> None:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, server.addresses[0])
         sock.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-        await _until(lambda: server.connections.timeouts == 1)  # abandoned after the stall
-        await _until(lambda: len(server.connections) == 0)
+        await wait_until(lambda: server.connections.timeouts == 1, 3.0)  # abandoned after the stall
+        await wait_until(lambda: len(server.connections) == 0, 3.0)
         sock.close()
 
     run(HTTPLimits(write_stall_timeout=0.3), scenario)
@@ -187,12 +198,14 @@ def test_tls_handshakes_pending_are_bounded(tmp_path: Path) -> None:
 
     async def scenario(server: HTTPServer) -> None:
         silent = [await _connect(server) for _ in range(10)]  # TCP only, no ClientHello
-        await _until(lambda: server.connections.evictions == 6)  # 4 pending per peer at most
+        await wait_until(
+            lambda: server.connections.evictions == 6, 3.0
+        )  # 4 pending per peer at most
         client = ssl.create_default_context(cafile=str(pki.ca))
         reader, writer = await _connect(server, ssl=client, server_hostname="localhost")
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert (await asyncio.wait_for(reader.read(), 2.0)).startswith(b"HTTP/1.1 200")
-        await _until(lambda: len(server.connections) == 0)  # the handshake deadline
+        await wait_until(lambda: len(server.connections) == 0, 3.0)  # the handshake deadline
         assert server.connections.evictions == 7  # the real client's handshake took a slot too
         for _, silent_writer in silent:
             silent_writer.close()

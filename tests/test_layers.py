@@ -9,6 +9,7 @@ Every ``import`` counts, at module level or inside a function. The rules:
   ``fleet.hub``, ``polling.monitors``, ``alerting``), not even through another module;
 * ``collectors`` load only ``qmp``, ``host``, ``textformat`` and themselves;
 * ``host`` loads only ``textformat`` and itself;
+* ``web.http`` (the HTTP server) loads only itself;
 * no two modules import each other, directly or round a longer cycle.
 
 And three rules read from the source itself:
@@ -29,6 +30,7 @@ import ast
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "qmp_exporter"
@@ -49,6 +51,7 @@ COLLECTORS_MAY_LOAD = (
     "qmp_exporter.textformat",
 )
 HOST_MAY_LOAD = ("qmp_exporter.host", "qmp_exporter.textformat")
+HTTP = "qmp_exporter.web.http"
 #: The standard-library modules ``qmp`` may import: networking, JSON, asyncio, plain data.
 QMP_STDLIB = frozenset(
     {"__future__", "asyncio", "collections", "dataclasses", "errno", "json", "logging",
@@ -240,6 +243,12 @@ def host_outside_imports(graph: Graph) -> list[str]:
     return loads_beyond(graph, "qmp_exporter.host", HOST_MAY_LOAD)
 
 
+def http_outside_imports(graph: Graph) -> list[str]:
+    """What the HTTP server (``web.http``) loads besides itself: it knows no route, metric
+    or web config."""
+    return loads_beyond(graph, HTTP, (HTTP,))
+
+
 def _sources(package_dir: Path = PACKAGE_DIR) -> dict[str, tuple[str, ast.Module]]:
     """Module name -> (file as the graph names it, its syntax tree)."""
     return {
@@ -410,6 +419,7 @@ RULES: dict[str, Callable[[Graph], list[str]]] = {
     "tools and sim import no server code": server_imports_of_tools_and_sim,
     "collectors import only qmp, host, textformat and themselves": (collectors_outside_imports),
     "host imports only textformat and itself": host_outside_imports,
+    "web.http imports only itself": http_outside_imports,
     "no import cycles": import_cycles,
 }
 
@@ -417,12 +427,24 @@ RULES: dict[str, Callable[[Graph], list[str]]] = {
 # -- the contract, on the real tree --------------------------------------------------------
 
 
+@cache
+def real_graph() -> Graph:
+    """The package's import graph, read once for all the contract tests (none changes it)."""
+    return read_graph()
+
+
+@cache
+def real_sources() -> Mapping[str, tuple[str, ast.Module]]:
+    """The package's syntax trees, read once for all the contract tests."""
+    return _sources()
+
+
 def assert_none(problems: list[str]) -> None:
     assert not problems, "\n".join(["layer contract broken:", *problems])
 
 
 def test_the_graph_is_read_from_the_whole_package() -> None:
-    graph = read_graph()
+    graph = real_graph()
     assert "qmp_exporter.qmp.client" in graph
     assert "qmp_exporter.__main__" in graph
     main_imports = [(e.imported, e.line) for e in graph["qmp_exporter.__main__"]]
@@ -430,35 +452,39 @@ def test_the_graph_is_read_from_the_whole_package() -> None:
 
 
 def test_qmp_imports_only_itself() -> None:
-    assert_none(qmp_outside_imports(read_graph()))
+    assert_none(qmp_outside_imports(real_graph()))
 
 
 def test_only_the_entry_points_import_cli_and_app() -> None:
-    assert_none(entry_point_imports(read_graph()))
+    assert_none(entry_point_imports(real_graph()))
 
 
 def test_tools_and_sim_import_no_server_code() -> None:
-    assert_none(server_imports_of_tools_and_sim(read_graph()))
+    assert_none(server_imports_of_tools_and_sim(real_graph()))
 
 
 def test_collectors_import_only_qmp_textformat_and_themselves() -> None:
-    assert_none(collectors_outside_imports(read_graph()))
+    assert_none(collectors_outside_imports(real_graph()))
 
 
 def test_host_imports_only_textformat_and_itself() -> None:
-    assert_none(host_outside_imports(read_graph()))
+    assert_none(host_outside_imports(real_graph()))
+
+
+def test_the_http_server_imports_only_itself() -> None:
+    assert_none(http_outside_imports(real_graph()))
 
 
 def test_qmp_uses_only_networking_json_and_asyncio_of_the_standard_library() -> None:
-    assert_none(qmp_stdlib_imports(_sources()))
+    assert_none(qmp_stdlib_imports(real_sources()))
 
 
 def test_nothing_outside_host_names_proc_or_sys() -> None:
-    assert_none(proc_and_sys_outside_host(_sources()))
+    assert_none(proc_and_sys_outside_host(real_sources()))
 
 
 def test_only_the_app_wires_the_renderer() -> None:
-    assert_none(renderer_side_doors(_sources()))
+    assert_none(renderer_side_doors(real_sources()))
 
 
 def test_the_source_rules_name_what_breaks_them(tmp_path: Path) -> None:
@@ -488,7 +514,7 @@ def test_the_source_rules_name_what_breaks_them(tmp_path: Path) -> None:
 
 
 def test_no_import_cycles() -> None:
-    assert_none(import_cycles(read_graph()))
+    assert_none(import_cycles(real_graph()))
 
 
 # -- the checker itself, on synthetic graphs -----------------------------------------------
@@ -509,6 +535,7 @@ def test_each_rule_names_the_offending_import_with_file_and_line() -> None:
         ("qmp_exporter.polling.poller", "qmp_exporter.app", 12),
         ("qmp_exporter.tools.inventory", "qmp_exporter.polling.poller", 13),
         ("qmp_exporter.collectors.block", "qmp_exporter.exposition.render", 14),
+        ("qmp_exporter.web.http.server", "qmp_exporter.web.webconfig.guard", 15),
     )
     assert qmp_outside_imports(graph) == [
         "qmp_exporter.qmp.client loads qmp_exporter.config: qmp_exporter/qmp/client.py:11: "
@@ -527,6 +554,11 @@ def test_each_rule_names_the_offending_import_with_file_and_line() -> None:
         "qmp_exporter.collectors.block loads qmp_exporter.exposition.render: "
         "qmp_exporter/collectors/block.py:14: qmp_exporter.collectors.block imports "
         "qmp_exporter.exposition.render"
+    ]
+    assert http_outside_imports(graph) == [
+        "qmp_exporter.web.http.server loads qmp_exporter.web.webconfig.guard: "
+        "qmp_exporter/web/http/server.py:15: qmp_exporter.web.http.server imports "
+        "qmp_exporter.web.webconfig.guard"
     ]
 
 

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from qmp_exporter.config import MonitorConfig, probe_pattern
+from qmp_exporter.web import probe_limits
 from qmp_exporter.web.probe import is_allowed, resolve_pattern, watched_monitor
 from qmp_exporter.web.probe_limits import ProbeLimiter
 from tests.helpers import fault_monitors as faults
@@ -48,6 +49,23 @@ def test_limiter_allows_a_burst_then_one_a_second_and_one_live_probe_at_a_time()
     assert limiter.admit("a", live=True) == ("concurrency_limit", 1)
     limiter.done("a")
     assert limiter.admit("a", live=True) is None
+
+
+def test_limiter_forgets_only_idle_targets_whose_bucket_is_full_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(probe_limits, "MAX_TRACKED_TARGETS", 3)
+    now = [100.0]
+    limiter = ProbeLimiter(rate=1.0, burst=2, concurrency=1, clock=lambda: now[0])
+    assert limiter.admit("live", live=True) is None
+    assert [limiter.admit("spent", live=False) for _ in range(2)] == [None, None]
+    assert limiter.admit("idle", live=False) is None
+    now[0] += 1.0  # "idle" is full again; "spent" is a token short; "live" is in flight
+    assert limiter.admit("new", live=False) is None
+    assert len(limiter) == 3, "only 'idle' forgotten, to make room for 'new'"
+    assert limiter.admit("spent", live=False) is None
+    assert limiter.admit("spent", live=False) == ("rate_limited", 1), "its bucket was kept"
+    assert limiter.admit("live", live=True) == ("concurrency_limit", 1), "still in flight"
 
 
 def test_allow_is_checked_on_the_resolved_path(workdir: Path) -> None:
@@ -99,6 +117,7 @@ def flood(url: str, target: str, clients: int, seconds: float) -> Counter[int]:
     return statuses
 
 
+@pytest.mark.load
 def test_a_probe_flood_never_takes_a_watched_vm_down(workdir: Path) -> None:
     """P4: 16 clients looping /probe on a poll-mode VM's socket (allowed by a glob)."""
     with faults.MonitorLoop() as loop:
@@ -153,6 +172,7 @@ def test_a_probe_flood_never_takes_a_watched_vm_down(workdir: Path) -> None:
             assert "down (" not in exporter.log()[log_before:]
 
 
+@pytest.mark.load
 def test_a_silent_target_is_probed_once_at_a_time_within_the_capped_timeout(
     workdir: Path,
 ) -> None:

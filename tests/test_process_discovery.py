@@ -262,7 +262,7 @@ def test_an_unwatched_qemus_host_figures_are_rendered_within_the_vms_families(
     asyncio.run(scan())
     assert poller.state.up, poller.state.error
     renderer.added(watched_name, poller.state)
-    text = renderer.body().decode() + own.render().decode()
+    text = b"".join(renderer.chunks()).decode() + own.render().decode()
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: run scripts/install-test-deps.sh (package prometheus)"
@@ -286,6 +286,7 @@ def test_an_unwatched_qemus_host_figures_are_rendered_within_the_vms_families(
 
     renderer.removed(watched_name)
     twin_cpu = f'qemu_process_cpu_seconds_total{{vm="{watched_name}",mode="user"}} '
-    assert twin_cpu in renderer.body().decode(), "the twin's figures show once the VM is gone"
+    served = b"".join(renderer.chunks()).decode()
+    assert twin_cpu in served, "the twin's figures show once the VM is gone"
     renderer.scanned(Scan())
-    assert f"bare-{tag}" not in renderer.body().decode(), "gone with the next scan"
+    assert f"bare-{tag}" not in b"".join(renderer.chunks()).decode(), "gone with the next scan"

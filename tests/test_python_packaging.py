@@ -76,7 +76,9 @@ def test_the_wheel_holds_the_package_and_the_command(dists: dict[str, Path]) -> 
         names = set(wheel.namelist())
         assert "qmp_exporter/__init__.py" in names
         assert "qmp_exporter/cli.py" in names
-        assert not [n for n in names if n.startswith("tests/")]
+        modules = {str(p.relative_to(REPO)) for p in (REPO / "qmp_exporter").rglob("*.py")}
+        assert modules - names == set(), "every module of the package, sub-packages included"
+        assert not [n for n in names if n.startswith(("tests/", "bench/"))]
         entry_points = wheel.read(f"qmp_exporter-{__version__}.dist-info/entry_points.txt")
     parser = configparser.ConfigParser()
     parser.read_string(entry_points.decode())

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from qmp_exporter.coalesce import Coalescer
@@ -74,6 +75,7 @@ def started(exporter: ExporterProcess) -> None:
     time.sleep(0.5)
 
 
+@pytest.mark.load
 def test_fifty_sighups_are_coalesced_and_scrapes_stay_fast(tmp_path: Path) -> None:
     config = big_config(tmp_path)
     with ExporterProcess(config, log_level="info") as exporter:
@@ -100,6 +102,7 @@ def test_fifty_sighups_are_coalesced_and_scrapes_stay_fast(tmp_path: Path) -> No
         assert exporter.value("qmp_exporter_monitors") == MONITORS + 1
 
 
+@pytest.mark.load
 def test_ten_concurrent_reload_requests_share_runs(tmp_path: Path) -> None:
     with ExporterProcess(
         big_config(tmp_path), ["--web.enable-lifecycle"], log_level="info"

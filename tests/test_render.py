@@ -113,6 +113,11 @@ def two_vms() -> FleetRenderer:
     return renderer
 
 
+def served(renderer: FleetRenderer) -> str:
+    """The exposition as ``/metrics`` sends it: the renderer's chunks, in order."""
+    return b"".join(renderer.chunks()).decode()
+
+
 def edited(text: str, *changes: tuple[str, str]) -> str:
     """``text`` with each (old line, new line) replaced; every old line must be there."""
     for old, new in changes:
@@ -122,7 +127,7 @@ def edited(text: str, *changes: tuple[str, str]) -> str:
 
 
 def test_vms_sorted_by_name_whatever_the_order_they_came_in() -> None:
-    assert two_vms().body().decode() == EXPOSITION
+    assert served(two_vms()) == EXPOSITION
 
 
 def test_timing_only_poll_reuses_stable_chunks() -> None:
@@ -133,7 +138,7 @@ def test_timing_only_poll_reuses_stable_chunks() -> None:
     )
     renderer.changed("a", polled, timing_only=True)
     after = renderer.chunks()
-    assert renderer.body().decode() == edited(
+    assert served(renderer) == edited(
         EXPOSITION,
         (
             'qmp_exporter_poll_duration_seconds{vm="a"} 0.002',
@@ -151,9 +156,9 @@ def test_timing_only_poll_reuses_stable_chunks() -> None:
 
 def test_state_change_rerenders_its_family() -> None:
     renderer = two_vms()
-    renderer.body()
+    renderer.chunks()
     renderer.changed("a", dataclasses.replace(A, status="paused", running=False), False)
-    assert renderer.body().decode() == edited(
+    assert served(renderer) == edited(
         EXPOSITION,
         ('qemu_vm_running{vm="a"} 1', 'qemu_vm_running{vm="a"} 0'),
         ('qemu_vm_status{vm="a",status="paused"} 0', 'qemu_vm_status{vm="a",status="paused"} 1'),
@@ -163,10 +168,10 @@ def test_state_change_rerenders_its_family() -> None:
 
 def test_event_adds_counter_line() -> None:
     renderer = two_vms()
-    renderer.body()
+    renderer.chunks()
     counters = dataclasses.replace(A.counters, events=(("SHUTDOWN", 0), ("VNC_CONNECTED", 1)))
     renderer.changed("a", dataclasses.replace(A, counters=counters), False)
-    assert renderer.body().decode() == edited(
+    assert served(renderer) == edited(
         EXPOSITION,
         (
             'qemu_events_total{vm="a",event="SHUTDOWN"} 0',
@@ -178,18 +183,19 @@ def test_event_adds_counter_line() -> None:
 
 def test_removed_vm_disappears() -> None:
     renderer = two_vms()
-    renderer.body()
+    renderer.chunks()
     renderer.removed("b")
     lines_of_b = [line for line in EXPOSITION.splitlines() if 'vm="b"' in line]
     assert len(lines_of_b) == 8
-    assert renderer.body().decode() == edited(EXPOSITION, *((line, "") for line in lines_of_b))
+    assert served(renderer) == edited(EXPOSITION, *((line, "") for line in lines_of_b))
 
 
 def test_gzip_is_one_member() -> None:
     renderer = two_vms()
     for extra in (b"", b"# own metrics\n"):
         stream = zlib.decompressobj(31)  # gzip; stops at the end of the first member
-        assert stream.decompress(renderer.gzipped(extra)) == EXPOSITION.encode() + extra
+        gzipped = b"".join(renderer.gzip_chunks(extra))
+        assert stream.decompress(gzipped) == EXPOSITION.encode() + extra
         assert stream.eof and stream.unused_data == b""
 
 
@@ -203,7 +209,7 @@ def test_unwatched_processes_share_the_vms_families_and_never_take_a_vms_name() 
         UnwatchedHost(10, "a", ((cpu, (("mode", "user"),), 5.0),)),
     )
     renderer.scanned(Scan(unwatched=unwatched))
-    text = renderer.body().decode()
+    text = served(renderer)
     assert text.count(f"# TYPE {cpu} counter\n") == 1
     block = text[text.index(f"# TYPE {cpu}") :]
     assert block.startswith(
@@ -212,9 +218,9 @@ def test_unwatched_processes_share_the_vms_families_and_never_take_a_vms_name() 
     assert 'qemu_up{vm="a"}' not in text and 'qemu_up{vm="c"}' not in text
 
     renderer.added("c", B)  # a VM of that name now: the process's lines go
-    text = renderer.body().decode()
+    text = served(renderer)
     assert f'{cpu}{{vm="c"' not in text and f'{cpu}{{vm="a",mode="user"}} 5' in text
     renderer.removed("b")  # the VM left: the process of that name shows, whatever the order
-    assert f'{cpu}{{vm="b",mode="user"}} 9' in renderer.body().decode()
+    assert f'{cpu}{{vm="b",mode="user"}} 9' in served(renderer)
     renderer.scanned(Scan())
-    assert cpu not in renderer.body().decode()
+    assert cpu not in served(renderer)

@@ -98,7 +98,6 @@ def first_return(answers: dict[str, list[dict[str, Any]]], command: str) -> Any:
     return next(a["return"] for a in answers[command] if "return" in a)
 
 
-
 class Served:
     """One simulated VM served on a socket in a fresh temporary directory."""
 

@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 by_version = pytest.mark.parametrize("version", VERSIONS, ids=[f"qemu-{v}" for v in VERSIONS])
 
 
-
 def ours(vm: SimulatedVM, command: str, arguments: dict[str, Any] | None = None) -> Any:
     return json.loads(vm.answer(command, arguments))
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from qmp_exporter.config import MonitorConfig
@@ -20,6 +18,7 @@ from qmp_exporter.fleet.state import VMState
 from qmp_exporter.polling.monitors import MonitorSource
 from qmp_exporter.polling.poller import PollSettings
 from tests.helpers.scripted_monitor import ScriptedMonitor
+from tests.helpers.waiting import wait_until
 
 SETTINGS = PollSettings(interval=0.05, timeout=2.0, start_spread=0)
 USER_CPU = "qemu_process_cpu_seconds_total"
@@ -179,10 +178,3 @@ def test_what_the_fleet_shows_reaches_the_renderer(tmp_path: Path) -> None:
     assert 'qemu_vm_status{vm="vm",status="running"} 1\n' in text, "QMP's state is shown"
     assert f'{USER_CPU}{{vm="vm",mode="user"}} 7\n' in text
     assert after == b"", "every VM withdrawn when its sources close"
-
-
-async def wait_until(condition: Callable[[], object], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

@@ -225,6 +225,7 @@ def test_unusable_web_config_stops_the_start(tmp_path: Path, config_file: Path) 
     assert "missing one of key or key_file" in message
 
 
+@pytest.mark.load
 def test_a_bcrypt_check_does_not_stall_other_requests(
     tmp_path: Path, exporters, config_file: Path
 ) -> None:

@@ -17,9 +17,11 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from qmp_exporter.web.auth import basic_auth
-from qmp_exporter.web.auth.settings import WebConfig, WebConfigError, load_web_config
-from qmp_exporter.web.auth.watcher import WebConfigWatcher
+from qmp_exporter.web.ratelimit import PeerBuckets, TokenBucket
+from qmp_exporter.web.webconfig import basic_auth
+from qmp_exporter.web.webconfig.checker import BasicAuthChecker
+from qmp_exporter.web.webconfig.settings import WebConfig, WebConfigError, load_web_config
+from qmp_exporter.web.webconfig.watcher import WebConfigWatcher
 from tests.helpers.tls_certs import PKI, make_pki
 
 PASSWORD = b"s3cret pass"
@@ -30,6 +32,22 @@ HASH_2Y = "$2y$" + HASH[4:]
 
 def basic(user: str, password: bytes) -> str:
     return "Basic " + base64.b64encode(user.encode() + b":" + password).decode()
+
+
+def granted(config: WebConfig, authorization_header: str | None) -> bool:
+    """Whether ``config`` grants a request with this ``Authorization`` header, decided as the
+    server's guard decides it: the attempt the config resolves, checked by the
+    :class:`BasicAuthChecker` that serves (here without rate limits: these tests are about
+    the answers, tests/test_auth_limits.py about the limits)."""
+    if not config.requires_auth:
+        return True
+    checker = BasicAuthChecker(PeerBuckets(1e9, 1e9), TokenBucket(1e9, 1e9))
+    attempt = config.basic_auth_attempt(authorization_header)
+    try:
+        verdict = asyncio.run(checker.check(attempt, config.auth_cache, "127.0.0.1:40000"))
+    finally:
+        checker.close()
+    return verdict.granted
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +71,7 @@ def test_empty_file_means_plain_http_without_auth(tmp_path: Path) -> None:
     config = load_web_config(write(tmp_path / "web.yml", ""))
     assert config.ssl_context() is None
     assert not config.requires_auth
-    assert config.check_basic_auth(None)
+    assert granted(config, None)
 
 
 def test_every_error_is_reported_with_its_path(tmp_path: Path) -> None:
@@ -211,16 +229,16 @@ def auth_config(tmp_path: Path, users: dict[str, str]) -> WebConfig:
 def test_basic_auth_right_wrong_absent(tmp_path: Path) -> None:
     config = auth_config(tmp_path, {"prometheus": HASH, "grafana": HASH_2Y})
     assert config.requires_auth
-    assert config.check_basic_auth(basic("prometheus", PASSWORD))
-    assert config.check_basic_auth(basic("grafana", PASSWORD))  # $2y$ as htpasswd writes
-    assert not config.check_basic_auth(basic("prometheus", b"wrong"))
-    assert not config.check_basic_auth(basic("nobody", PASSWORD))
-    assert not config.check_basic_auth(None)
-    assert not config.check_basic_auth("")
-    assert not config.check_basic_auth("Bearer abc")
-    assert not config.check_basic_auth("Basic !!!notbase64")
-    assert not config.check_basic_auth("Basic " + base64.b64encode(b"nocolon").decode())
-    assert config.check_basic_auth("basic  " + basic("prometheus", PASSWORD)[6:])
+    assert granted(config, basic("prometheus", PASSWORD))
+    assert granted(config, basic("grafana", PASSWORD))  # $2y$ as htpasswd writes
+    assert not granted(config, basic("prometheus", b"wrong"))
+    assert not granted(config, basic("nobody", PASSWORD))
+    assert not granted(config, None)
+    assert not granted(config, "")
+    assert not granted(config, "Bearer abc")
+    assert not granted(config, "Basic !!!notbase64")
+    assert not granted(config, "Basic " + base64.b64encode(b"nocolon").decode())
+    assert granted(config, "basic  " + basic("prometheus", PASSWORD)[6:])
 
 
 class CountingBcrypt:
@@ -243,22 +261,22 @@ def test_checks_are_cached_and_unknown_users_cost_a_bcrypt_check(
     monkeypatch.setattr(basic_auth, "import_bcrypt", lambda: counting)
     config = auth_config(tmp_path, {"prometheus": HASH})
     for _ in range(5):
-        assert config.check_basic_auth(basic("prometheus", PASSWORD))
+        assert granted(config, basic("prometheus", PASSWORD))
     assert counting.calls == 1
-    assert not config.check_basic_auth(basic("mallory", PASSWORD))
+    assert not granted(config, basic("mallory", PASSWORD))
     assert counting.calls == 2, "an unknown user must cost one bcrypt check too"
-    assert not config.check_basic_auth(basic("prometheus", b"guess"))
+    assert not granted(config, basic("prometheus", b"guess"))
     assert counting.calls == 3
     # A different password for a cached user is checked again, never served from the cache.
-    assert not config.check_basic_auth(basic("prometheus", PASSWORD + b"x"))
+    assert not granted(config, basic("prometheus", PASSWORD + b"x"))
     assert counting.calls == 4
 
 
 def test_the_auth_cache_is_bounded(tmp_path: Path) -> None:
     config = auth_config(tmp_path, {"prometheus": HASH})
     for index in range(basic_auth.AUTH_CACHE_SIZE + 50):
-        config.check_basic_auth(basic("prometheus", str(index).encode()))
-    assert len(config._cache) == basic_auth.AUTH_CACHE_SIZE
+        granted(config, basic("prometheus", str(index).encode()))
+    assert len(config.auth_cache) == basic_auth.AUTH_CACHE_SIZE
 
 
 def test_unknown_user_costs_about_as_much_as_a_known_one(tmp_path: Path) -> None:
@@ -267,7 +285,7 @@ def test_unknown_user_costs_about_as_much_as_a_known_one(tmp_path: Path) -> None
 
     def seconds(user: str, attempt: int) -> float:
         start = time.perf_counter()
-        config.check_basic_auth(basic(user, b"wrong%d" % attempt))
+        granted(config, basic(user, b"wrong%d" % attempt))
         return time.perf_counter() - start
 
     known = min(seconds("prometheus", i) for i in range(3))
@@ -429,7 +447,7 @@ def test_a_broken_new_file_keeps_the_last_good_config(
 
     write(path, "basic_auth_users: {prometheus: plaintext, other: x}\n")
     clock[0] += 1.0
-    with caplog.at_level(logging.ERROR, logger="qmp_exporter.web.auth.watcher"):
+    with caplog.at_level(logging.ERROR, logger="qmp_exporter.web.webconfig.watcher"):
         assert watcher.current() is good
         clock[0] += 1.0
         os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
@@ -444,8 +462,8 @@ def test_a_broken_new_file_keeps_the_last_good_config(
     clock[0] += 1.0
     new = watcher.current()
     assert new is not good
-    assert new.check_basic_auth(basic("prometheus", b"other"))
-    assert not new.check_basic_auth(basic("prometheus", PASSWORD))
+    assert granted(new, basic("prometheus", b"other"))
+    assert not granted(new, basic("prometheus", PASSWORD))
     assert watcher.last_error is None
 
 

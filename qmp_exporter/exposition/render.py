@@ -263,10 +263,6 @@ class FleetRenderer:
             self._body = [self._chunks[n] for n in (*stable, *tail)]
         return self._body
 
-    def body(self) -> bytes:
-        """The exposition of every VM (without the exporter's global metrics)."""
-        return b"".join(self.chunks())
-
     def gzip_chunks(self, extra: bytes = b"") -> list[bytes]:
         """:meth:`chunks` followed by ``extra``, as one gzip stream in chunks; each family is
         compressed once per change of its text."""
@@ -292,10 +288,6 @@ class FleetRenderer:
                 self._extra = (extra, deflate_piece(extra, 6))
             pieces.append(self._extra[1])
         return gzip_stream(pieces, crc, size)
-
-    def gzipped(self, extra: bytes = b"") -> bytes:
-        """:meth:`body` and ``extra``, gzip-compressed."""
-        return b"".join(self.gzip_chunks(extra))
 
     def _families(self) -> tuple[list[str], list[str]]:
         if self._order is None:

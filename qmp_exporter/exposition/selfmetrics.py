@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from qmp_exporter import __version__
 from qmp_exporter.discovery import ProcessRow, Scan
+from qmp_exporter.exposition.counters import OwnCounter
 from qmp_exporter.exposition.families import PROCESS_INFO, PROCESSES, PROCESSES_SKIPPED
 from qmp_exporter.host.trust import SKIP_REASONS
 
@@ -73,27 +74,22 @@ PROBE_FAILURE_REASONS = (
 )
 
 
-class ProbeFailures(Collector):
-    """``qmp_exporter_probe_failures_total{reason}``: every reason at 0 from the start, and
-    no ``_created`` series (its value would change from run to run)."""
+class ProbeFailures(OwnCounter):
+    """``qmp_exporter_probe_failures_total{reason}``: every reason at 0 from the start."""
 
     def __init__(self) -> None:
-        self.counts = dict.fromkeys(PROBE_FAILURE_REASONS, 0)
+        super().__init__(
+            "qmp_exporter_probe_failures",
+            "Probes (/probe) that reached no VM or were refused, by reason.",
+            ["reason"],
+        )
+        for reason in PROBE_FAILURE_REASONS:
+            self.labels(reason)
 
     def count(self, reason: str) -> None:
         """One more probe failed or was refused for ``reason``."""
-        if reason in self.counts:
-            self.counts[reason] += 1
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "qmp_exporter_probe_failures",
-            "Probes (/probe) that reached no VM or were refused, by reason.",
-            labels=["reason"],
-        )
-        for reason, count in self.counts.items():
-            family.add_metric([reason], count)
-        yield family
+        if reason in PROBE_FAILURE_REASONS:
+            self.labels(reason).inc()
 
 
 class SelfMetrics:

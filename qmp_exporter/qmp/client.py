@@ -179,7 +179,7 @@ class QMPClient:
         return command_id, future, encode_command(command, arguments, command_id)
 
     def _check_allowed(self, command: str) -> None:
-        if not (self.allow_write or command.startswith("query-") or is_read_only(command)):
+        if not (self.allow_write or is_read_only(command)):
             raise CommandRefusedError(
                 f"{command!r} may change the VM; this client is read-only "
                 "(only qmp_capabilities and query-* commands are sent)"

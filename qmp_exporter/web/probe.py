@@ -29,8 +29,8 @@ from qmp_exporter.host import Host
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import AddressError, TCPAddress, UnixAddress, parse_address
 from qmp_exporter.textformat import CONTENT_TYPE
+from qmp_exporter.web.http.server import Request, Response, text_response
 from qmp_exporter.web.probe_limits import ProbeLimiter
-from qmp_exporter.web.server import Request, Response, text_response
 
 log = logging.getLogger(__name__)
 #: How often a probe looks for the first state of a watched VM that has not polled yet.
@@ -184,23 +184,6 @@ def exposition_of(state: VMState) -> bytes:
     return assemble(
         {name: text for name, text in lines.items() if name not in _ONE_SHOT_COUNTERS}
     ).encode()
-
-
-async def probe(
-    address: str,
-    collectors: tuple[str, ...] | None,
-    timeout: float,
-    *,
-    name: str | None = None,
-    labels: tuple[tuple[str, str], ...] = (),
-) -> bytes:
-    """Connect to one monitor now, poll it once with ``collectors`` (``None``: the
-    defaults) within ``timeout`` seconds, and return its exposition (``vm`` is ``name``, or
-    the address). A monitor that cannot be reached gives ``qemu_up 0``, not an error."""
-    monitor = MonitorConfig(
-        name=name or address, address=address, mode="poll", labels=labels, collectors=collectors
-    )
-    return exposition_of(await probe_state(monitor, timeout))
 
 
 async def probe_state(

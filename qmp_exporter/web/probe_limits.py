@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from qmp_exporter.web.ratelimit import Clock, TokenBucket
 
 #: Probes a target may have per second, on average.
 PROBE_RATE = 1.0
@@ -19,9 +19,9 @@ MAX_TRACKED_TARGETS = 4096
 
 
 @dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
+class _Target:
+    bucket: TokenBucket
+    #: Live probes of the target in flight.
     active: int = 0
 
 
@@ -34,47 +34,48 @@ class ProbeLimiter:
         rate: float = PROBE_RATE,
         burst: int = PROBE_BURST,
         concurrency: int = MAX_PROBES_PER_TARGET,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.rate = rate
         self.burst = burst
         self.concurrency = concurrency
         self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
+        self._targets: dict[str, _Target] = {}
 
-    def _bucket(self, target: str, now: float) -> _Bucket:
-        bucket = self._buckets.get(target)
-        if bucket is None:
-            if len(self._buckets) >= MAX_TRACKED_TARGETS:
-                self._forget_idle(now)
-            bucket = self._buckets[target] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
-        return bucket
+    def _target(self, target: str) -> _Target:
+        known = self._targets.get(target)
+        if known is None:
+            if len(self._targets) >= MAX_TRACKED_TARGETS:
+                self._forget_idle()
+            known = self._targets[target] = _Target(TokenBucket(self.rate, self.burst, self._clock))
+        return known
 
-    def _forget_idle(self, now: float) -> None:
-        full_after = self.burst / self.rate
-        for target, bucket in list(self._buckets.items()):
-            if bucket.active == 0 and now - bucket.updated >= full_after:
-                del self._buckets[target]
+    def _forget_idle(self) -> None:
+        """Forget the targets with no probe in flight whose bucket is full again: a new
+        bucket for them would be the same."""
+        for target, known in list(self._targets.items()):
+            if known.active == 0 and known.bucket.tokens >= known.bucket.burst:
+                del self._targets[target]
 
     def admit(self, target: str, *, live: bool) -> tuple[str, int] | None:
         """None when a probe of ``target`` may go ahead (a ``live`` one, which talks to the
         monitor, is then counted in flight until :meth:`done`); else ``(reason,
         retry_after_seconds)`` with reason ``rate_limited`` or ``concurrency_limit``."""
-        now = self._clock()
-        bucket = self._bucket(target, now)
-        if live and bucket.active >= self.concurrency:
+        known = self._target(target)
+        if live and known.active >= self.concurrency:
             return "concurrency_limit", 1
-        if bucket.tokens < 1:
-            return "rate_limited", max(1, math.ceil((1 - bucket.tokens) / self.rate))
-        bucket.tokens -= 1
+        if not known.bucket.take():
+            return "rate_limited", known.bucket.retry_after()
         if live:
-            bucket.active += 1
+            known.active += 1
         return None
 
     def done(self, target: str) -> None:
         """A live probe of ``target`` admitted by :meth:`admit` has ended."""
-        bucket = self._buckets.get(target)
-        if bucket is not None and bucket.active > 0:
-            bucket.active -= 1
+        known = self._targets.get(target)
+        if known is not None and known.active > 0:
+            known.active -= 1
+
+    def __len__(self) -> int:
+        """Targets remembered."""
+        return len(self._targets)

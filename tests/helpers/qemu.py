@@ -102,7 +102,7 @@ def unix_sockets_listening(paths: Sequence[str]) -> bool:
     a moment before listen(): a connect in between is refused.)"""
     wanted = set(paths)
     try:
-        with open("/proc/net/unix") as table:
+        with open("/proc/net/unix", errors="surrogateescape") as table:  # any bytes in a name
             next(table)
             for row in table:
                 fields = row.split(None, 7)

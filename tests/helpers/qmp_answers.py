@@ -1,6 +1,7 @@
 # ruff: noqa: E501
-"""Real QEMU 7.2 answers, copied verbatim from /work/shared/qmp-transcripts/ (file number in
-each name: 06 pc+disk+balloon, 07 KVM, 10 migration, 11 libvirt, 01 -M none), for parser tests.
+"""Real QEMU 7.2 answers, copied verbatim from an earlier recording of the scenarios that
+tests/transcripts/ now holds for 7.2 and 10.0 (the number in each name is that recording's:
+06 pc+disk+balloon, 07 KVM, 10 migration, 11 libvirt, 01 -M none), for parser tests.
 
 Each constant is the whole response line as QEMU sent it (``return`` or ``error``).
 """

@@ -128,25 +128,6 @@ def make_attempt(
     return Attempt(user, password, hashed, stored is not None, digest)
 
 
-def check_basic_auth(
-    users: Mapping[str, str], decoy: bytes, cache: AuthCache, authorization_header: str | None
-) -> bool:
-    """Whether the ``Authorization`` header names one of ``users`` with its password.
-
-    Costs one bcrypt check per new credential (cached after that); an unknown user costs
-    the same check against ``decoy``, so timing does not reveal which users exist.
-    """
-    attempt = make_attempt(users, decoy, authorization_header)
-    if attempt is None:
-        return False
-    cached = cache.get(attempt.digest)
-    if cached is not None:
-        return cached and attempt.known
-    ok = attempt.verify()
-    cache.put(attempt.digest, ok)
-    return ok
-
-
 def parse_basic(header: str | None) -> tuple[str, bytes] | None:
     """``Basic base64(user:password)`` → (user, password bytes); None if malformed."""
     if not header:

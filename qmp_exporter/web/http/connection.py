@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from qmp_exporter.web.limits import HTTPLimits, release_freed_memory
+from qmp_exporter.web.http.http_limits import HTTPLimits, release_freed_memory
 
 
 class Stage(enum.IntEnum):
@@ -248,7 +248,10 @@ async def write_bounded(
 async def _drain(writer: asyncio.StreamWriter, conn: Connection, table: ConnectionTable) -> None:
     before = writer.transport.get_write_buffer_size()
     try:
-        await asyncio.wait_for(writer.drain(), table.limits.write_stall_timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation (a close, an
+        # eviction) that arrives as the drain completes, and the connection lives on.
+        async with asyncio.timeout(table.limits.write_stall_timeout):
+            await writer.drain()
     except TimeoutError:
         table.timeouts += 1
         raise

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qmp_exporter.web.auth.settings import WebConfig, WebConfigError, load_web_config
-from qmp_exporter.web.auth.tls import swapping_context
+from qmp_exporter.web.webconfig.settings import WebConfig, WebConfigError, load_web_config
+from qmp_exporter.web.webconfig.tls import swapping_context
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class WebConfigWatcher:
         """A context for the listening socket that hands each new connection the current one.
 
         None when TLS is not configured. A new certificate, key or client CA on disk is used
-        by the next connection (see :func:`~qmp_exporter.web.auth.tls.swapping_context`).
+        by the next connection (see :func:`~qmp_exporter.web.webconfig.tls.swapping_context`).
         """
         if self._config.tls is None:
             return None

@@ -34,8 +34,9 @@ One module per job, as exporter-toolkit keeps them in separate files:
 - ``settings``: read and validate the file into a :class:`~.settings.WebConfig`.
 - ``tls_settings``: the ``tls_server_config`` section and the Go name tables it uses.
 - ``tls``: build the server's SSL context; swap in a new one per connection (SNI callback).
-- ``basic_auth``: check ``Authorization`` headers against bcrypt hashes, with a cache.
+- ``basic_auth``: parse ``Authorization`` headers; bcrypt hashes, their cache and the decoy.
+- ``checker``: check credentials on the event loop, bcrypt in one worker, rate-limited
+  (the token buckets are :mod:`qmp_exporter.web.ratelimit`'s).
 - ``watcher``: keep the config in force, re-reading it when its files change.
-
-The HTTP guard that applies a config to requests is :mod:`qmp_exporter.web.guard`.
+- ``guard``: the HTTP server's guard and extra headers, from the config in force.
 """

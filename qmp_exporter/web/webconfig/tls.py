@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qmp_exporter.web.auth.tls_settings import (
+from qmp_exporter.web.webconfig.tls_settings import (
     CIPHER_SUITES,
     CLIENT_AUTH_TYPES,
     CURVES,

@@ -1,4 +1,7 @@
-"""Token buckets: a rate with a burst, alone or one per peer address in a bounded table."""
+"""Token buckets: a rate with a burst, alone or one per peer address in a bounded table.
+
+The one implementation of a rate limit: basic auth's bcrypt checks (per peer and global,
+:mod:`~qmp_exporter.web.webconfig.checker`) and probes (per target, :mod:`~.probe_limits`)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from qmp_exporter.web.auth.basic_auth import Attempt, AuthCache
-from qmp_exporter.web.auth.limits import PeerBuckets, TokenBucket
+from qmp_exporter.web.ratelimit import PeerBuckets, TokenBucket
+from qmp_exporter.web.webconfig.basic_auth import Attempt, AuthCache
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Every request is bounded (head size and time, body size); a bad request gets a 4xx, is not
 logged and harms no other connection; 401/403/429 close the connection. Connection
-deadlines and the cap live in :mod:`qmp_exporter.web.connection`.
+deadlines and the cap live in :mod:`~.connection`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from qmp_exporter.web.connection import (
+from qmp_exporter.web.http.connection import (
     Connection,
     ConnectionTable,
     Stage,
@@ -28,7 +28,7 @@ from qmp_exporter.web.connection import (
     wait_for_next_request,
     write_bounded,
 )
-from qmp_exporter.web.limits import HTTPLimits, bound_tls_buffers
+from qmp_exporter.web.http.http_limits import HTTPLimits, bound_tls_buffers
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class HTTPServer:
     """Serves registered routes. ``guard`` runs before routing (authentication).
 
     Every connection has deadlines and the number held at once is capped (see
-    :class:`~qmp_exporter.web.limits.HTTPLimits` and :mod:`qmp_exporter.web.connection`).
+    :class:`~.http_limits.HTTPLimits` and :mod:`~.connection`).
     """
 
     def __init__(self, limits: HTTPLimits | None = None) -> None:
@@ -241,10 +241,8 @@ class HTTPServer:
                 await self._send(writer, request.method, response, keep_alive, conn)
                 if not keep_alive:
                     break
-        except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, OSError):
-            pass
-        except asyncio.CancelledError:
-            pass
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the peer went away, timed out or spoke bad TLS: nothing to tell it or log
         except Exception:
             log.exception("HTTP connection from %s failed", peer_text)
         finally:

@@ -11,17 +11,16 @@ from typing import Any
 
 from qmp_exporter.config import ConfigError
 from qmp_exporter.config.schema import Errors, kind, mapping, read_yaml
-from qmp_exporter.web.auth.basic_auth import (
+from qmp_exporter.web.webconfig.basic_auth import (
     BCRYPT_HASH,
     Attempt,
     AuthCache,
     bcrypt_cost,
-    check_basic_auth,
     decoy_hash,
     make_attempt,
 )
-from qmp_exporter.web.auth.tls import build_context
-from qmp_exporter.web.auth.tls_settings import TLSSettings, parse_tls_settings
+from qmp_exporter.web.webconfig.tls import build_context
+from qmp_exporter.web.webconfig.tls_settings import TLSSettings, parse_tls_settings
 
 #: Response headers the toolkit lets a config set, with their allowed values (None: any).
 EXTRA_HEADERS: dict[str, tuple[str, ...] | None] = {
@@ -68,17 +67,6 @@ class WebConfig:
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server-side SSL context, or None when TLS is not configured."""
         return self._context
-
-    def check_basic_auth(self, authorization_header: str | None) -> bool:
-        """Whether the ``Authorization`` header grants access (always True without users).
-
-        Costs one bcrypt check per new credential (cached after that); an unknown user costs
-        the same check against a decoy hash, so timing does not reveal which users exist.
-        """
-        if not self.basic_auth_users:
-            return True
-        users = dict(self.basic_auth_users)
-        return check_basic_auth(users, self._decoy_hash, self._cache, authorization_header)
 
     def basic_auth_attempt(self, authorization_header: str | None) -> Attempt | None:
         """The credential the ``Authorization`` header offers, resolved against this config's

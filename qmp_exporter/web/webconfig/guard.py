@@ -6,11 +6,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
-from qmp_exporter.web.auth.checker import FAILURE_REASONS, BasicAuthChecker, Outcome
-from qmp_exporter.web.auth.watcher import WebConfigWatcher
-from qmp_exporter.web.server import Request, Response, text_response
+from qmp_exporter.exposition.counters import OwnCounter
+from qmp_exporter.web.http.server import Request, Response, text_response
+from qmp_exporter.web.webconfig.checker import FAILURE_REASONS, BasicAuthChecker, Outcome
+from qmp_exporter.web.webconfig.watcher import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +21,9 @@ CLIENT_CERT = "client_cert"
 REFUSAL_REASONS = (*FAILURE_REASONS, CLIENT_CERT)
 
 
-def auth_failure_counter(registry: CollectorRegistry) -> Counter:
+def auth_failure_counter(registry: CollectorRegistry) -> OwnCounter:
     """``qmp_exporter_auth_failures_total{reason}`` in ``registry``, every reason at 0."""
-    counter = Counter(
+    counter = OwnCounter(
         "qmp_exporter_auth_failures",
         "Requests refused by the web config's guard, by reason: "
         + ", ".join(REFUSAL_REASONS)
@@ -42,7 +43,7 @@ def _unauthorized() -> Response:
 
 def make_guard(
     watcher: WebConfigWatcher,
-    failures: Counter | None = None,
+    failures: OwnCounter | None = None,
     checker: BasicAuthChecker | None = None,
 ) -> Callable[[Request], Any]:
     """An HTTP server guard enforcing the current web config's client SANs and basic auth.
