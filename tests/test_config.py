@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from qmp_exporter.config import ConfigError, parse_config, parse_yaml
-from qmp_exporter.config.durations import format_duration, parse_duration
+from qmp_exporter.config.durations import parse_duration
 from qmp_exporter.config.schema import read_yaml
 from tests.helpers.exporter import REPO
 
@@ -100,9 +100,8 @@ def test_empty_document_means_no_monitors() -> None:
     ("text", "seconds"),
     [("500ms", 0.5), ("15s", 15), ("2m", 120), ("1h30m", 5400), ("1d", 86400), ("1m500ms", 60.5)],
 )
-def test_durations_round_trip(text: str, seconds: float) -> None:
+def test_durations_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
-    assert format_duration(seconds) == text
 
 
 @pytest.mark.parametrize("text", ["", "5", "1.5s", "-1s", "s", "15 s", "1s2m"])
