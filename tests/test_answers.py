@@ -16,12 +16,12 @@ from qmp_exporter.polling.answers import (
     returned,
 )
 from qmp_exporter.qmp import CommandError
-from tests.helpers import qmp_answers as recorded
+from tests.helpers.transcripts import earlier
 
 
 def test_status_of_a_running_and_a_prelaunch_vm():
-    assert parse_status(recorded.STATUS_01["return"]) == ("running", True)
-    assert parse_status(recorded.STATUS_PRELAUNCH_04["return"]) == ("prelaunch", False)
+    assert parse_status(earlier("STATUS_01")["return"]) == ("running", True)
+    assert parse_status(earlier("STATUS_PRELAUNCH_04")["return"]) == ("prelaunch", False)
 
 
 def test_status_in_the_seed_dialect_is_read_from_running():
@@ -39,11 +39,11 @@ def test_status_of_the_wrong_shape_is_refused(answer):
 
 
 def test_vnc_listening_with_and_without_a_client():
-    assert parse_vnc(recorded.VNC_01["return"]) == VncState(
+    assert parse_vnc(earlier("VNC_01")["return"]) == VncState(
         True, "127.0.0.1", "5955", "ipv4", "none", 0
     )
-    assert parse_vnc(recorded.VNC_ONE_CLIENT_02["return"]).clients == 1
-    assert parse_vnc(recorded.VNC_DISABLED_03["return"]) == VncState(enabled=False)
+    assert parse_vnc(earlier("VNC_ONE_CLIENT_02")["return"]).clients == 1
+    assert parse_vnc(earlier("VNC_DISABLED_03")["return"]) == VncState(enabled=False)
 
 
 @pytest.mark.parametrize(
@@ -62,13 +62,13 @@ def test_vnc_texts_are_bounded():
 
 
 def test_version_name_and_uuid():
-    assert parse_version_answer(recorded.VERSION_01["return"]) == (
+    assert parse_version_answer(earlier("VERSION_01")["return"]) == (
         "7.2.22",
         "Debian 1:7.2+dfsg-7+deb12u18+b3",
     )
     assert parse_version_answer({"qemu": "0.12.50", "package": ""}) == ("0.12.50", "")
-    assert parse_name(recorded.NAME_01["return"]) == "vm-alpha"
-    assert parse_uuid(recorded.UUID_01["return"]) == "11111111-2222-3333-4444-555555555555"
+    assert parse_name(earlier("NAME_01")["return"]) == "vm-alpha"
+    assert parse_uuid(earlier("UUID_01")["return"]) == "11111111-2222-3333-4444-555555555555"
 
 
 def test_a_vm_without_a_name_has_none_but_a_name_of_the_wrong_type_is_refused():
@@ -81,7 +81,7 @@ def test_a_vm_without_a_name_has_none_but_a_name_of_the_wrong_type_is_refused():
 
 def test_identity_from_recorded_answers():
     identity = parse_identity(
-        recorded.VERSION_01["return"], recorded.NAME_01["return"], recorded.UUID_01["return"]
+        earlier("VERSION_01")["return"], earlier("NAME_01")["return"], earlier("UUID_01")["return"]
     )
     assert identity == Identity(
         "7.2.22", "Debian 1:7.2+dfsg-7+deb12u18+b3", "vm-alpha",
@@ -98,7 +98,7 @@ def test_identity_of_an_old_qemu_without_name_and_uuid_commands():
 def test_identity_raises_qemus_other_errors():
     broken = CommandError("query-uuid", "GenericError", "no")
     with pytest.raises(CommandError):
-        parse_identity(recorded.VERSION_01["return"], {}, broken)
+        parse_identity(earlier("VERSION_01")["return"], {}, broken)
     with pytest.raises(CommandError):
         returned(CommandError("query-version", "GenericError", "no"))
     assert returned({"a": 1}) == {"a": 1}

@@ -1,4 +1,4 @@
-"""Collector parsing, with answers recorded from a real QEMU 7.2 (tests/helpers/qmp_answers.py).
+"""Collector parsing, with answers recorded from a real QEMU 7.2 (tests/transcripts/).
 
 The real-QEMU behaviour is in tests/test_collectors_qemu.py; here each parser is checked
 against real answers and against answers of the wrong shape.
@@ -31,7 +31,7 @@ from qmp_exporter.host import Host
 from qmp_exporter.host.process import ProcessReader
 from qmp_exporter.qmp import CommandError
 from qmp_exporter.textformat import format_labels, format_value
-from tests.helpers import qmp_answers as real
+from tests.helpers.transcripts import earlier
 
 
 def made(cls: type[Collector]) -> Collector:
@@ -92,7 +92,7 @@ def test_registry_names_and_defaults():
 
 
 def test_block_real_pc_answer():
-    got, _ = run(BlockCollector, {"query-blockstats": real.BLOCKSTATS_06})
+    got, _ = run(BlockCollector, {"query-blockstats": earlier("BLOCKSTATS_06")})
     disk0 = (("device", "disk0"),)
     assert got[("qemu_block_read_bytes_total", disk0)] == 512
     assert got[("qemu_block_read_operations_total", disk0)] == 1
@@ -106,7 +106,7 @@ def test_block_real_pc_answer():
 
 
 def test_block_libvirt_empty_device_falls_back_to_qdev():
-    got, _ = run(BlockCollector, {"query-blockstats": real.BLOCKSTATS_11_LIBVIRT})
+    got, _ = run(BlockCollector, {"query-blockstats": earlier("BLOCKSTATS_11_LIBVIRT")})
     assert got[("qemu_block_read_bytes_total", (("device", "ide0-0-0"),))] == 512
 
 
@@ -127,7 +127,7 @@ def test_block_without_blockstats_members_leaves_them_out():
     assert parse_blockstats([{"device": "old", "stats": {"rd_bytes": 5}}]) == [
         ("qemu_block_read_bytes_total", (("device", "old"),), 5)
     ]
-    assert parse_blockstats(real.BLOCKSTATS_01_NONE["return"]) == []
+    assert parse_blockstats(earlier("BLOCKSTATS_01_NONE")["return"]) == []
 
 
 @pytest.mark.parametrize(
@@ -148,15 +148,15 @@ def test_block_rejects_wrong_answers(answer, error):
 
 
 def test_vcpu_real_answers():
-    got, _ = run(VcpuCollector, {"query-cpus-fast": real.CPUS_FAST_06})
+    got, _ = run(VcpuCollector, {"query-cpus-fast": earlier("CPUS_FAST_06")})
     assert got[("qemu_vcpus", ())] == 1
     assert got[("qemu_vcpu_info", (("vcpu", "0"), ("thread_id", "13551")))] == 1
-    got, _ = run(VcpuCollector, {"query-cpus-fast": real.CPUS_FAST_01_NONE})
+    got, _ = run(VcpuCollector, {"query-cpus-fast": earlier("CPUS_FAST_01_NONE")})
     assert got == {("qemu_vcpus", ()): 0}
 
 
 def test_vcpu_rejects_repeated_index_and_bad_thread():
-    cpu = real.CPUS_FAST_06["return"][0]
+    cpu = earlier("CPUS_FAST_06")["return"][0]
     with pytest.raises(ValueError):
         run(VcpuCollector, {"query-cpus-fast": {"return": [cpu, cpu]}})
     with pytest.raises(TypeError):
@@ -164,7 +164,7 @@ def test_vcpu_rejects_repeated_index_and_bad_thread():
 
 
 def test_memory_real_answers():
-    got, _ = run(MemoryCollector, {"query-memory-size-summary": real.MEMORY_06})
+    got, _ = run(MemoryCollector, {"query-memory-size-summary": earlier("MEMORY_06")})
     assert got == {("qemu_memory_base_bytes", ()): 67108864, ("qemu_memory_plugged_bytes", ()): 0}
     got, _ = run(MemoryCollector, {"query-memory-size-summary": {"return": {"base-memory": 8}}})
     assert got == {("qemu_memory_base_bytes", ()): 8}
@@ -173,10 +173,10 @@ def test_memory_real_answers():
 
 
 def test_balloon_present_and_absent():
-    got, _ = run(BalloonCollector, {"query-balloon": real.BALLOON_06})
+    got, _ = run(BalloonCollector, {"query-balloon": earlier("BALLOON_06")})
     assert got == {("qemu_balloon_actual_bytes", ()): 67108864}
     # DeviceNotActive (no balloon device) is an answer, not a failure: no series.
-    got, _ = run(BalloonCollector, {"query-balloon": real.BALLOON_01_NONE})
+    got, _ = run(BalloonCollector, {"query-balloon": earlier("BALLOON_01_NONE")})
     assert got == {}
     other = {"error": {"class": "GenericError", "desc": "something else"}}
     with pytest.raises(CommandError):
@@ -184,24 +184,24 @@ def test_balloon_present_and_absent():
 
 
 def test_kvm_enabled_is_asked_once_per_connection():
-    answers = Answers({"query-kvm": real.KVM_07})
+    answers = Answers({"query-kvm": earlier("KVM_07")})
     collector = KvmCollector(None)
     for _ in range(3):
         assert list(asyncio.run(collector.collect(answers))) == [("qemu_kvm_enabled", (), 1)]
     assert len(answers.asked) == 1
-    got, _ = run(KvmCollector, {"query-kvm": real.KVM_11})
+    got, _ = run(KvmCollector, {"query-kvm": earlier("KVM_11")})
     assert got == {("qemu_kvm_enabled", ()): 0}
 
 
 def test_migration_completed_and_never():
-    got, _ = run(MigrationCollector, {"query-migrate": real.MIGRATE_COMPLETED})
+    got, _ = run(MigrationCollector, {"query-migrate": earlier("MIGRATE_COMPLETED")})
     assert got[("qemu_migration_status", (("status", "completed"),))] == 1
     assert got[("qemu_migration_ram_total_bytes", ())] == 67641344
     assert got[("qemu_migration_ram_remaining_bytes", ())] == 0
     assert got[("qemu_migration_ram_transferred_bytes", ())] == 603263
     assert got[("qemu_migration_total_time_seconds", ())] == pytest.approx(0.010)
     assert got[("qemu_migration_downtime_seconds", ())] == pytest.approx(0.001)
-    for never in (real.MIGRATE_01_NONE, real.MIGRATE_INCOMING_10):
+    for never in (earlier("MIGRATE_01_NONE"), earlier("MIGRATE_INCOMING_10")):
         got, _ = run(MigrationCollector, {"query-migrate": never})
         assert got == {("qemu_migration_status", (("status", "none"),)): 1}
     with pytest.raises(ValueError):
@@ -209,7 +209,7 @@ def test_migration_completed_and_never():
 
 
 def test_spice_counts_clients_by_connection():
-    got, _ = run(SpiceCollector, {"query-spice": real.SPICE_01})
+    got, _ = run(SpiceCollector, {"query-spice": earlier("SPICE_01")})
     assert got == {("qemu_spice_enabled", ()): 0, ("qemu_spice_clients", ()): 0}
     channel = {"host": "127.0.0.1", "port": "1", "family": "ipv4", "tls": False}
     answer = {
@@ -228,10 +228,10 @@ def test_spice_counts_clients_by_connection():
 
 def test_kvm_stats_real_kvm_answers():
     responses = {
-        "query-stats-schemas": real.STATS_SCHEMAS_KVM,
-        "query-stats vm": real.STATS_VM_07,
-        "query-stats vcpu": real.STATS_VCPU_07,
-        "query-cpus-fast": real.CPUS_FAST_07,
+        "query-stats-schemas": earlier("STATS_SCHEMAS_KVM"),
+        "query-stats vm": earlier("STATS_VM_07"),
+        "query-stats vcpu": earlier("STATS_VCPU_07"),
+        "query-cpus-fast": earlier("CPUS_FAST_07"),
     }
     answers = Answers(responses)
     collector = KvmStatsCollector(None)
@@ -254,7 +254,7 @@ def test_kvm_stats_real_kvm_answers():
 
 
 def test_kvm_stats_scales_to_seconds_and_labels_unknown_vcpus_by_path():
-    schema = parse_schemas(real.STATS_SCHEMAS_KVM["return"])
+    schema = parse_schemas(earlier("STATS_SCHEMAS_KVM")["return"])
     answer = [
         {
             "provider": "kvm",
@@ -273,7 +273,7 @@ def test_kvm_stats_scales_to_seconds_and_labels_unknown_vcpus_by_path():
 
 
 def test_kvm_stats_under_tcg_sends_no_query_stats():
-    got, answers = run(KvmStatsCollector, {"query-stats-schemas": real.STATS_SCHEMAS_01_TCG})
+    got, answers = run(KvmStatsCollector, {"query-stats-schemas": earlier("STATS_SCHEMAS_01_TCG")})
     assert got == {}
     assert [command for command, _ in answers.asked] == ["query-stats-schemas"]
 
@@ -318,16 +318,16 @@ def test_exposition_of_real_answers_passes_promtool():
     promtool = shutil.which("promtool")
     assert promtool, "promtool is required (scripts/install-test-deps.sh installs it)"
     responses = {
-        "query-blockstats": real.BLOCKSTATS_06,
-        "query-cpus-fast": real.CPUS_FAST_07,
-        "query-memory-size-summary": real.MEMORY_06,
-        "query-balloon": real.BALLOON_06,
-        "query-kvm": real.KVM_07,
-        "query-migrate": real.MIGRATE_COMPLETED,
-        "query-spice": real.SPICE_01,
-        "query-stats-schemas": real.STATS_SCHEMAS_KVM,
-        "query-stats vm": real.STATS_VM_07,
-        "query-stats vcpu": real.STATS_VCPU_07,
+        "query-blockstats": earlier("BLOCKSTATS_06"),
+        "query-cpus-fast": earlier("CPUS_FAST_07"),
+        "query-memory-size-summary": earlier("MEMORY_06"),
+        "query-balloon": earlier("BALLOON_06"),
+        "query-kvm": earlier("KVM_07"),
+        "query-migrate": earlier("MIGRATE_COMPLETED"),
+        "query-spice": earlier("SPICE_01"),
+        "query-stats-schemas": earlier("STATS_SCHEMAS_KVM"),
+        "query-stats vm": earlier("STATS_VM_07"),
+        "query-stats vcpu": earlier("STATS_VCPU_07"),
     }
     text = []
     for cls in COLLECTORS.values():

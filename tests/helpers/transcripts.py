@@ -3,6 +3,9 @@ README there), read as the exporter would have seen them: for parser tests over 
 
 ``answer("10.0", "01", "query-status")`` is the whole response QEMU sent to that command
 (``{"return": ...}`` or ``{"error": ...}``); ``events("7.2", "02")`` the events in order.
+``earlier("BLOCKSTATS_06")`` is a response from an earlier recording of QEMU 7.2 that the
+scenarios above do not hold (a libvirt-style command line, an incoming migration, a disk
+with a backing file): ``earlier-qemu-7.2.json``, each with the scenario it was recorded in.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from tests.helpers.qemu_versions import VERSIONS
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "transcripts"
 
-__all__ = ["VERSIONS", "answer", "events", "greeting", "messages"]
+__all__ = ["VERSIONS", "answer", "earlier", "events", "greeting", "messages"]
 
 
 @cache
@@ -69,3 +72,14 @@ def shape(value: Any) -> Any:
     if isinstance(value, list):
         return [shape(value[0])] if value else []
     return type(value).__name__
+
+
+@cache
+def _earlier() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((TRANSCRIPTS / "earlier-qemu-7.2.json").read_text())
+    return data
+
+
+def earlier(name: str) -> Any:
+    """A whole response from the earlier QEMU 7.2 recording, by its name."""
+    return _earlier()[name]["response"]
