@@ -195,6 +195,18 @@ class HTTPServer:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Serve one connection; a cancelled one (a close, an eviction) ends cancelled."""
+        if await self._serve(reader, writer):
+            # A fresh CancelledError from a frame that holds nothing: the one caught inside
+            # carries a traceback through frames that hold the writer, whose protocol holds
+            # this task, which holds the error: a cycle that kept every evicted connection
+            # (its TLS objects) until a full garbage collection (2,000 never-handshaking TLS
+            # connects: 110 MB kept).
+            del reader, writer
+            raise asyncio.CancelledError
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one connection until it ends; True when it was cancelled."""
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername")
@@ -204,7 +216,7 @@ class HTTPServer:
         try:
             if not table.admit(conn):
                 conn.evicted = True  # refused: reset, not a graceful close
-                return
+                return False
             sockname = writer.get_extra_info("sockname")
             context = self._tls_ports.get(sockname[1]) if isinstance(sockname, tuple) else None
             if context is not None:
@@ -243,6 +255,8 @@ class HTTPServer:
                     break
         except (OSError, asyncio.IncompleteReadError):
             pass  # the peer went away, timed out or spoke bad TLS: nothing to tell it or log
+        except asyncio.CancelledError:
+            return True
         except Exception:
             log.exception("HTTP connection from %s failed", peer_text)
         finally:
@@ -252,6 +266,7 @@ class HTTPServer:
             else:
                 writer.close()
             table.closed()
+        return False
 
     async def _read_request(self, reader: asyncio.StreamReader, peer: str) -> Request | None:
         """The next request, within the head deadline; None at a clean EOF."""
