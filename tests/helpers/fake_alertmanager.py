@@ -100,7 +100,9 @@ class FakeAlertmanager:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     def received(self, vm: str) -> list[dict[str, Any]]:
         """The alerts accepted for ``vm``."""
