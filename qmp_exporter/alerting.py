@@ -372,6 +372,8 @@ class _Delivery:
         self._dropped = {reason: metrics.dropped.labels(url, reason) for reason in DROP_REASONS}
         #: Drops not logged yet, by reason; when the last line was written; its last problem.
         self._unlogged: collections.Counter[str] = collections.Counter()
+        #: Alerts evicted (queue_full, vm_share) since the last line, by VM.
+        self._evicted_from: collections.Counter[str] = collections.Counter()
         self._logged_at = time.monotonic()
         self._next_log = 0.0
         self._problem = ""
@@ -403,12 +405,15 @@ class _Delivery:
     def _evict(self, vm: str, event_name: str | None, reason: str) -> None:
         """Drop ``vm``'s oldest alert for ``event_name`` (else its oldest); lock held."""
         alerts = self._vms[vm]
-        victim = next((k for k, q in alerts.items() if q.event.name == event_name), None)
+        victim = None
+        if event_name is not None:
+            victim = next((k for k, q in alerts.items() if q.event.name == event_name), None)
         del alerts[victim if victim is not None else next(iter(alerts))]
         self._length -= 1
         if not alerts:
             del self._vms[vm]
         self._drop(reason, 1)
+        self._evicted_from[vm] += 1
 
     def _drop(self, reason: str, count: int, problem: str = "") -> None:
         self._dropped[reason].inc(count)
@@ -424,15 +429,18 @@ class _Delivery:
             if not self._unlogged or now < self._next_log:
                 return
             counts, self._unlogged = self._unlogged, collections.Counter()
+            evicted, self._evicted_from = self._evicted_from, collections.Counter()
             problem, self._problem = self._problem, ""
             since, self._logged_at = self._logged_at, now
             self._next_log = now + DROP_LOG_INTERVAL
+        most = evicted.most_common(1)
         log.warning(
-            "alertmanager %s: %d alert(s) dropped in the last %.0f s (%s)%s",
+            "alertmanager %s: %d alert(s) dropped in the last %.0f s (%s)%s%s",
             self.url,
             sum(counts.values()),
             now - since,
             ", ".join(f"{reason} {counts[reason]}" for reason in DROP_REASONS if counts[reason]),
+            f"; most evicted from VM {most[0][0]} ({most[0][1]})" if most else "",
             f"; last problem: {problem}" if problem else "",
         )
 

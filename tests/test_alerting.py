@@ -486,6 +486,7 @@ def test_drops_are_logged_at_most_once_per_interval_with_their_counts(
     lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert 2 <= len(lines) <= 1.5 / 0.5 + 2, lines
     assert lines[0].startswith(f"alertmanager {am.url}: ")
+    assert "most evicted from VM noisy" in lines[0]
 
 
 def test_a_flooding_vm_does_not_keep_another_vms_panics_from_a_slow_alertmanager(
