@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import logging
+import re
 import socket
 import threading
 import time
@@ -19,6 +21,7 @@ from qmp_exporter.alerting import AlertPusher, alert_name, build_alert
 from qmp_exporter.config import AlertingConfig, MonitorConfig
 from qmp_exporter.qmp import Event
 from tests.helpers.exporter import free_port, wait_for
+from tests.helpers.fake_alertmanager import FakeAlertmanager
 from tests.helpers.ops_stack import alertmanager, alertmanager_alerts
 
 WEB = MonitorConfig("web", "unix:/run/qemu/web.qmp", labels=(("site", "lab"),))
@@ -89,7 +92,7 @@ def test_configured_labels_cannot_override_vm_or_event() -> None:
 def test_event_data_in_annotations_is_bounded() -> None:
     event = Event("BLOCK_IO_ERROR", {f"k{i}": "x" * 10_000 for i in range(100)})
     annotations = build_alert(WEB, event, 0, 60)["annotations"]
-    assert len(annotations) <= alerting.MAX_ANNOTATIONS + 2
+    assert len(annotations) <= alerting.MAX_ANNOTATIONS + 3  # summary, description, events
     assert max(len(v) for v in annotations.values()) <= alerting.MAX_ANNOTATION_LENGTH
     assert annotations["summary"] == "Disk I/O error on VM web (?)"
 
@@ -201,8 +204,8 @@ def test_notify_never_waits_for_a_hanging_alertmanager(blackhole: str, registry,
     """With a 5 s request timeout, one blocking notify() would take 5 s; 500 take well under."""
     pusher = _pusher(pushers, blackhole, registry=registry, queue_size=10, timeout=5.0)
     started = time.monotonic()
-    for _ in range(500):
-        pusher.notify(WEB, VNC_CONNECTED)
+    for index in range(500):  # 500 VMs: no two alerts coalesce
+        pusher.notify(MonitorConfig(f"vm{index}", "unix:/x"), VNC_CONNECTED)
     assert time.monotonic() - started < 2.5
     queued = _value(registry, "qmp_exporter_alert_queue_length", alertmanager=blackhole)
     assert queued <= 10
@@ -353,3 +356,239 @@ def test_close_unregisters_metrics_so_a_new_pusher_can_replace_it(registry) -> N
     assert 'alertmanager="http://127.0.0.1:2"' in text
     assert 'alertmanager="http://127.0.0.1:1"' not in text
     new.close()
+
+
+# -- a fair queue: coalescing, a share per VM, drops counted and logged (issue 23, D6) ---------
+
+
+def _vnc(host: str, port: int = 40000) -> Event:
+    data = {"server": {"host": "127.0.0.1", "service": "5901"}, "client": {"host": host}}
+    data["client"]["service"] = str(port)
+    return Event("VNC_CONNECTED", data)
+
+
+PANIC = Event("GUEST_PANICKED", {"action": "pause"})
+NOISY = MonitorConfig("noisy", "unix:/run/qemu/noisy.qmp")
+QUIET = MonitorConfig("quiet", "unix:/run/qemu/quiet.qmp")
+FLOODED = AlertingConfig(events=("VNC_CONNECTED", "GUEST_PANICKED"))
+
+
+def _dropped(registry, url: str, reason: str) -> float:
+    return _value(registry, "qmp_exporter_alerts_dropped_total", alertmanager=url, reason=reason)
+
+
+def _queued(registry, url: str) -> float:
+    return _value(registry, "qmp_exporter_alert_queue_length", alertmanager=url)
+
+
+def _flooding_pusher(pushers, url: str, registry, **kwargs) -> AlertPusher:
+    """A pusher for VNC_CONNECTED and GUEST_PANICKED, not started (the queue only fills)."""
+    config = AlertingConfig((url,), events=FLOODED.events)
+    pusher = AlertPusher(config, registry, **kwargs)
+    pushers.append(pusher)
+    return pusher
+
+
+def test_identical_events_coalesce_into_one_alert_that_counts_them(registry, pushers) -> None:
+    with FakeAlertmanager() as am:
+        pusher = _flooding_pusher(pushers, am.url, registry)
+        for port in range(40000, 40100):  # one client address, a new port each time
+            pusher.notify(NOISY, _vnc("203.0.113.9", port))
+        pusher.notify(NOISY, _vnc("198.51.100.1"))  # another client: its own alert
+        pusher.notify(QUIET, PANIC)
+        pusher.notify(NOISY, PANIC)  # the same event on another VM: its own alert
+        assert _queued(registry, am.url) == 4
+        pusher.start()
+        wait_for(lambda: len(am.alerts) == 4)
+    by_client = {a["annotations"].get("client_host"): a for a in am.received("noisy")}
+    flood = by_client["203.0.113.9"]["annotations"]
+    assert flood["events"] == "100"
+    assert flood["client_service"] == "40099"  # the newest event's annotations
+    assert "the last of 100 such events" in flood["description"]
+    assert by_client["198.51.100.1"]["annotations"]["events"] == "1"
+    assert am.events("quiet", "GUEST_PANICKED") == am.events("noisy", "GUEST_PANICKED") == 1
+    assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=am.url) == 4
+    assert all(_dropped(registry, am.url, reason) == 0 for reason in alerting.DROP_REASONS)
+
+
+def test_a_vm_beyond_its_share_evicts_only_its_own_alerts(registry, pushers) -> None:
+    url = "http://127.0.0.1:9"
+    pusher = _flooding_pusher(pushers, url, registry, queue_size=40)  # a share of 4
+    pusher.notify(QUIET, PANIC)
+    pusher.notify(NOISY, PANIC)
+    for index in range(50):  # 50 client addresses: 50 alerts
+        pusher.notify(NOISY, _vnc(f"192.0.2.{index}"))
+    assert _queued(registry, url) == 1 + 4
+    assert _dropped(registry, url, "vm_share") == 47  # 3 VNC alerts kept, beside the panic
+    assert _dropped(registry, url, "queue_full") == 0
+    delivery = pusher._deliveries[0]
+    kept = {(q.event.name, (q.event.data.get("client") or {}).get("host")) for q in
+            delivery._vms["noisy"].values()}  # fmt: skip
+    assert kept == {("GUEST_PANICKED", None)} | {
+        ("VNC_CONNECTED", f"192.0.2.{index}") for index in (47, 48, 49)
+    }
+    assert [q.monitor.name for q in delivery._vms["quiet"].values()] == ["quiet"]
+
+
+def test_a_full_queue_evicts_from_the_vm_holding_the_most(registry, pushers) -> None:
+    url = "http://127.0.0.1:9"
+    pusher = _flooding_pusher(pushers, url, registry, queue_size=20)  # a share of 2
+    pusher.notify(QUIET, PANIC)
+    for index in range(9):
+        for host in ("192.0.2.1", "192.0.2.2"):
+            pusher.notify(MonitorConfig(f"vm{index}", "unix:/x"), _vnc(host))
+    pusher.notify(MonitorConfig("late", "unix:/x"), PANIC)
+    assert _queued(registry, url) == 20
+    pusher.notify(MonitorConfig("later", "unix:/x"), PANIC)
+    assert _queued(registry, url) == 20
+    assert _dropped(registry, url, "queue_full") == 1
+    vms = pusher._deliveries[0]._vms
+    assert len(vms["vm0"]) == 1  # the oldest of the VMs holding two gave one up
+    assert len(vms["quiet"]) == len(vms["late"]) == len(vms["later"]) == 1
+
+
+def test_a_batch_takes_the_vms_in_turn(registry, pushers) -> None:
+    with FakeAlertmanager() as am:
+        pusher = _flooding_pusher(pushers, am.url, registry)
+        for index in range(100):
+            pusher.notify(NOISY, _vnc(f"192.0.2.{index}"))
+        pusher.notify(QUIET, PANIC)  # queued after 100 alerts of another VM
+        pusher.start()
+        wait_for(lambda: len(am.alerts) == 101)
+    first_batch = am.alerts[: alerting.MAX_BATCH]
+    assert any(a["labels"]["vm"] == "quiet" for a in first_batch)
+
+
+def test_drops_are_logged_at_most_once_per_interval_with_their_counts(
+    registry, pushers, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(alerting, "DROP_LOG_INTERVAL", 0.5)
+    caplog.set_level(logging.WARNING, logger=alerting.__name__)
+    with FakeAlertmanager(delay=0.1) as am:
+        pusher = _flooding_pusher(pushers, am.url, registry, queue_size=10)  # a share of 1
+        pusher.start()
+        started = time.monotonic()
+        index = 0
+        while time.monotonic() - started < 1.5 and index < 100_000:
+            for _ in range(100):  # about 10,000 a second, each from a new address
+                index += 1
+                pusher.notify(NOISY, _vnc(f"10.{index // 65536 % 256}.{index // 256 % 256}."
+                                          f"{index % 256}"))  # fmt: skip
+            time.sleep(0.01)
+        dropped = _dropped(registry, am.url, "vm_share")
+        assert dropped > 0
+
+        def logged() -> int:
+            counts = [re.search(r"vm_share (\d+)", r.getMessage()) for r in caplog.records]
+            return sum(int(m.group(1)) for m in counts if m)
+
+        wait_for(lambda: logged() == dropped, timeout=5)  # the last line, once the flood ends
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert 2 <= len(lines) <= 1.5 / 0.5 + 2, lines
+    assert lines[0].startswith(f"alertmanager {am.url}: ")
+    assert "most evicted from VM noisy" in lines[0]
+
+
+def test_a_flooding_vm_does_not_keep_another_vms_panics_from_a_slow_alertmanager(
+    registry, pushers
+) -> None:
+    """Issue 23's D6 (attack A1): one VM sends about 10,000 VNC_CONNECTED a second, half from
+    one client address, half each from a new one (more than the queue drains); another VM
+    panics 6 times; Alertmanager takes 50 ms per POST. Every panic arrives, the one client's
+    flood as a few alerts that count it, and the new addresses beyond the VM's share are
+    dropped (``vm_share``), never the other VM's alerts."""
+    with FakeAlertmanager(delay=0.05) as am:
+        pusher = _flooding_pusher(pushers, am.url, registry)
+        pusher.start()
+        stop = threading.Event()
+        sent = [0]
+
+        def flood() -> None:
+            while not stop.is_set() and sent[0] < 200_000:
+                for _ in range(100):
+                    sent[0] += 1
+                    n = sent[0]  # every other event from a new address (about 5,000/s)
+                    host = (
+                        "203.0.113.9"
+                        if n % 2
+                        else f"10.{n >> 17 & 255}.{n >> 9 & 255}.{n >> 1 & 255}"
+                    )
+                    pusher.notify(NOISY, _vnc(host, 40000 + sent[0] % 20000))
+                time.sleep(0.01)
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        try:
+            for _ in range(6):
+                time.sleep(0.3)
+                pusher.notify(QUIET, PANIC)
+            wait_for(lambda: am.events("quiet", "GUEST_PANICKED") == 6, timeout=20)
+        finally:
+            stop.set()
+            flooder.join(5)
+        assert sent[0] > 10_000
+        flood_alerts = [a for a in am.received("noisy")
+                        if a["annotations"]["client_host"] == "203.0.113.9"]  # fmt: skip
+        assert max(int(a["annotations"]["events"]) for a in flood_alerts) > 1
+        assert _dropped(registry, am.url, "vm_share") > 0  # the new addresses beyond the share
+        assert _dropped(registry, am.url, "queue_full") == 0
+        text = prometheus_client.generate_latest(registry).decode()
+        for reason in alerting.DROP_REASONS:
+            assert f'alertmanager="{am.url}",reason="{reason}"' in text
+
+
+# -- bounded answers and a deadline per POST (issue 23, D9) ---------------------------------------
+
+
+def test_a_huge_error_answer_is_read_only_in_part(registry, pushers, monkeypatch, caplog) -> None:
+    """Attack A3: Alertmanager answers 500 with 200 MB (generated as it is sent)."""
+    monkeypatch.setattr(alerting, "MAX_ATTEMPTS", 1)
+    with FakeAlertmanager("huge", size=200 * 2**20) as am:
+        started = time.monotonic()
+        _pusher(pushers, am.url, registry=registry).notify(WEB, VNC_CONNECTED)
+        wait_for(lambda: _dropped(registry, am.url, "failed") == 1, timeout=20)
+        elapsed = time.monotonic() - started
+    assert elapsed < 10  # generous: reading only the start takes milliseconds
+    assert _value(registry, "qmp_exporter_alert_errors_total", alertmanager=am.url) == 1
+    # What the kernel's socket buffers took before the exporter closed the connection.
+    assert am.bytes_written < 64 * 2**20
+    failures = [r.getMessage() for r in caplog.records if "HTTP 500" in r.getMessage()]
+    assert failures and all(len(line) < 400 for line in failures)
+
+
+def test_the_session_reads_at_most_max_answer_bytes_of_any_answer() -> None:
+    with FakeAlertmanager("huge", size=2**20) as am, alerting._session() as session:
+        response = session.post(am.url + alerting.ALERTS_PATH, json=[], stream=True, timeout=5)
+        assert response.status_code == 500
+        assert len(response.content) == alerting.MAX_ANSWER_BYTES
+
+
+@pytest.mark.parametrize("mode", ["trickle_body", "trickle_headers"])
+def test_a_trickled_answer_is_cut_at_the_deadline(
+    mode: str, registry, pushers, monkeypatch
+) -> None:
+    """Attack A4: one byte every 2 s, while the read timeout (5 s) is per read: only the
+    deadline (1 s here) ends the POST."""
+    monkeypatch.setattr(alerting, "MAX_ATTEMPTS", 1)
+    with FakeAlertmanager(mode, delay=2.0) as am:
+        pusher = _pusher(pushers, am.url, registry=registry, timeout=5.0, deadline=1.0)
+        started = time.monotonic()
+        pusher.notify(WEB, VNC_CONNECTED)
+        wait_for(lambda: _dropped(registry, am.url, "failed") == 1, timeout=15)
+        assert time.monotonic() - started < 5  # generous: the deadline is 1 s
+        assert _value(registry, "qmp_exporter_alert_errors_total", alertmanager=am.url) == 1
+        assert am.bytes_written <= 3
+        pusher.notify(WEB, STOP)  # the sender moved on: the next alert is tried
+        pusher.notify(MonitorConfig("db", "unix:/db"), VNC_CONNECTED)
+        wait_for(lambda: am.posts == 2, timeout=15)
+
+
+def test_close_cuts_a_post_short(registry, pushers) -> None:
+    with FakeAlertmanager("trickle_headers", delay=2.0) as am:
+        pusher = _pusher(pushers, am.url, registry=registry, deadline=60.0)
+        pusher.notify(WEB, VNC_CONNECTED)
+        wait_for(lambda: am.posts == 1)
+        started = time.monotonic()
+        pusher.close(timeout=5.0)
+        assert time.monotonic() - started < 2.5
+        assert not pusher._deliveries[0].thread.is_alive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,8 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from qmp_exporter.tools.shell import ShellSyntaxError, parse_command_line, split_words
+from qmp_exporter.tools.shell import (
+    ShellSyntaxError,
+    parse_command_line,
+    run_shell,
+    split_words,
+)
 from qmp_exporter.tools.shell_editor import Completer, argument_names
+from qmp_exporter.tools.text import printable, printable_json
 from tests.helpers.qemu import qmp_command
 from tests.helpers.scripted_monitor import ScriptedMonitor
 
@@ -323,3 +330,79 @@ def test_tty_history_that_cannot_be_written_is_harmless(vm, tmp_path):
         assert "Traceback" not in tmux.screen()
     finally:
         tmux.close()
+
+
+# -- what the monitor sends reaches the terminal escaped (issue 23, D10) ----------------------
+
+#: Retitle the window, clear the screen, forge an answer; C1 CSI and a right-to-left override.
+HOSTILE = '\x1b]0;pwned\x07\x1b[2J\x1b[2K\x1b[1A\x1b[32m{"return": "forged"}\x9b31m\u202e'
+
+
+class _Terminal(io.StringIO):
+    """Input that says it is a terminal (the banner is shown), read line by line."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _raw_controls(text: str) -> list[str]:
+    return sorted({c for c in text if not c.isprintable() and c != "\n"})
+
+
+def test_nothing_a_monitor_sends_reaches_the_terminal_raw(tmp_path):
+    async def greet(session):
+        await session.event("EV" + HOSTILE, {"client": {"host": "h" + HOSTILE}})
+
+    async def fail(session, request):
+        await session.error(request, "CommandNotFound" + HOSTILE, "not found" + HOSTILE)
+
+    version = {"qemu": "7.2 " + HOSTILE, "package": ""}  # the 2010 dialect's string version
+    greeting = {"QMP": {"version": version, "capabilities": []}}
+    monitor = ScriptedMonitor(
+        str(tmp_path / "t.qmp"),
+        dialect="2010",
+        greeting=greeting,
+        handlers={"query-foo": fail, "query-" + HOSTILE: []},
+        on_connect=greet,
+        name="n" + HOSTILE,
+    )
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with monitor.in_thread():
+        status = run_shell(
+            monitor.address,
+            stdin=_Terminal("query-foo\n\nquery-name\n"),
+            stdout=stdout,
+            stderr=stderr,
+        )
+    out, err = stdout.getvalue(), stderr.getvalue()
+    assert status == 0, err
+    assert _raw_controls(out) == _raw_controls(err) == []
+    assert r"Connected to QEMU 7.2 \x1b]0;pwned\x07\x1b[2J" in out
+    assert r"event: EV\x1b]0;pwned\x07" in out
+    assert r'"host": "h\u001b]0;pwned\u0007' in out  # the event's data: still JSON
+    assert r"error: CommandNotFound\x1b]0;pwned" in err
+    assert (
+        r'not found\x1b]0;pwned\x07\x1b[2J\x1b[2K\x1b[1A\x1b[32m{"return": "forged"}\x9b31m\u202e'
+        in err
+    )
+    answer = out[out.rindex("{\n") : out.rindex("\n}") + 2]  # the last answer, query-name's
+    assert json.loads(answer) == {"name": "n" + HOSTILE}
+
+
+def test_printable_escapes_every_control_character_and_keeps_the_rest() -> None:
+    assert printable("plain: ü ✓ 日本") == "plain: ü ✓ 日本"
+    assert printable("a\x1b[2J\x07\x7f\x9b\u202e\ud800\tb") == (
+        r"a\x1b[2J\x07\x7f\x9b\u202e\ud800\tb"
+    )
+    text = printable_json({"k": "a\x1b\x9b\u2028\udcff ü"})
+    assert _raw_controls(text) == []
+    assert json.loads(text) == {"k": "a\x1b\x9b\u2028\udcff ü"}
+    assert "ü" in text
+
+
+def test_completion_offers_only_printable_names() -> None:
+    schema = [
+        {"name": "stop", "meta-type": "command", "arg-type": "A"},
+        {"name": "A", "meta-type": "object", "members": [{"name": "ok"}, {"name": "x\x1b[2J"}]},
+    ]
+    assert argument_names(schema) == {"stop": ["ok"]}

@@ -38,6 +38,7 @@ from qmp_exporter.polling.answers import (
     parse_vnc,
 )
 from qmp_exporter.qmp import AddressError, CommandError, QMPError, connect
+from qmp_exporter.tools.text import printable
 
 FORMATS = ("table", "json", "yaml")
 #: VMs asked at the same time; more wait for a free slot (bounds open sockets).
@@ -232,7 +233,7 @@ def _cell(value: str | None) -> str:
     """A value made safe for one table cell: no control characters, ``-`` for nothing."""
     if value is None or value == "":
         return "-"
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    return printable(value)
 
 
 def _table(rows: Sequence[InventoryRow], width: int | None) -> str:

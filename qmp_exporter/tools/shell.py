@@ -11,6 +11,8 @@ Read-only unless ``--allow-write``: only ``query-*`` commands are sent. With
 change the VM; with piped input (one command a line, no prompt) it needs ``--yes`` as well.
 
 Responses and events go to stdout; errors (QEMU's, refusals, typing mistakes) to stderr.
+Nothing the monitor sent reaches the terminal raw: control characters (an ESC sequence in an
+event name, an error text or the version) are shown escaped (:mod:`.text`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from qmp_exporter.qmp import (
     is_read_only,
 )
 from qmp_exporter.tools.shell_editor import Completer, save_history, set_up_readline
+from qmp_exporter.tools.text import printable, printable_json
 
 T = TypeVar("T")
 
@@ -138,17 +141,24 @@ def _set_nested(target: dict[str, Any], path: list[str], value: Any, word: str) 
 
 
 def format_response(value: Any) -> str:
-    """A command's answer, pretty-printed as JSON."""
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    """A command's answer, pretty-printed as JSON (control characters escaped)."""
+    return printable_json(value)
 
 
 def format_event(event: Event) -> str:
-    """One line: ``event: NAME TIME {data}`` (UTC time as QEMU stamped it)."""
+    """One line: ``event: NAME TIME {data}`` (UTC time as QEMU stamped it; control
+    characters escaped)."""
     when = "-"
     if event.timestamp is not None:
         when = datetime.fromtimestamp(event.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    data = f" {json.dumps(event.data, ensure_ascii=False)}" if event.data else ""
-    return f"event: {event.name} {when}{data}"
+    data = f" {printable_json(event.data, indent=None)}" if event.data else ""
+    return f"event: {printable(event.name)} {when}{data}"
+
+
+def _lines(text: str) -> str:
+    """``text`` for the terminal: its lines kept, every other control character escaped
+    (what a monitor sent may be in it: an error's text, a version, an event's name)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 # -- the session -------------------------------------------------------------------------
@@ -191,8 +201,10 @@ async def _command_names(client: QMPClient) -> list[str]:
         return []
     if not isinstance(answer, list):
         return []
-    return sorted(
-        c["name"] for c in answer if isinstance(c, dict) and isinstance(c.get("name"), str)
+    return sorted(  # readline lists these on the terminal: printable names only
+        c["name"]
+        for c in answer
+        if isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"].isprintable()
     )
 
 
@@ -224,12 +236,12 @@ class _Shell:
         self.readline: Any = None
 
     def say(self, text: str) -> None:
-        self.stdout.write(text + "\n")
+        self.stdout.write(_lines(text) + "\n")
         self.stdout.flush()
 
     def complain(self, text: str) -> None:
         self.failures += 1
-        self.stderr.write(text + "\n")
+        self.stderr.write(_lines(text) + "\n")
         self.stderr.flush()
 
     def show_events(self) -> None:
@@ -358,7 +370,7 @@ def run_shell(
         try:
             client = runner.run(connect(address, timeout, allow_write=allow_write))
         except QMPError as err:
-            stderr.write(f"qmp-exporter shell: {err}\n")
+            stderr.write(f"qmp-exporter shell: {_lines(str(err))}\n")
             return 1
         try:
             commands = runner.run(_command_names(client))

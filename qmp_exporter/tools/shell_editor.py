@@ -38,7 +38,11 @@ def argument_names(schema: Any) -> dict[str, list[str]]:
         entry = entries.get(type_name)
         if not isinstance(entry, dict):
             return []
-        names = [m["name"] for m in entry.get("members", []) if isinstance(m, dict) and "name" in m]
+        names = [  # readline lists these on the terminal: printable names only
+            m["name"]
+            for m in entry.get("members", [])
+            if isinstance(m, dict) and isinstance(m.get("name"), str) and m["name"].isprintable()
+        ]
         for variant in entry.get("variants", []):
             if isinstance(variant, dict):
                 names += [n for n in members(variant.get("type")) if n not in names]
