@@ -3,21 +3,30 @@ process behind them is gone."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import resource
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from qmp_exporter.collectors.host import HostCollector
+from qmp_exporter.host import Host
+from qmp_exporter.host.process import ProcessReader
 from qmp_exporter.host.procfs import (
     GONE,
+    MAX_FDS_EXAMINED,
     FileBudget,
     HeldFiles,
     ReadError,
+    find_taps,
     parse_io,
     parse_schedstat,
 )
+from tests.helpers.taps import open_tap
 
 
 def test_a_held_file_reads_the_kernels_current_text():
@@ -73,3 +82,56 @@ def test_io_of_the_kernels_layout_and_of_a_shorter_one():
     assert parse_io(b"rchar: 1\nwchar: 2\nread_bytes: 30\nwrite_bytes: 40\n") == (30, 40)
     with pytest.raises(ReadError):
         parse_io(b"rchar: 1\n")
+
+
+def test_taps_are_looked_for_among_a_bounded_number_of_fds():
+    """Round 3's D11: a process holding many fds costs a bounded walk; its taps are found
+    among its lowest MAX_FDS_EXAMINED fds (a QEMU opens its taps early)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_FDS_EXAMINED + 600
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted + 200), max(hard, wanted + 200)))
+    held: list[int] = []
+    try:
+        with open_tap() as (early, _):
+            held += [os.open("/dev/null", os.O_RDONLY) for _ in range(MAX_FDS_EXAMINED + 100)]
+            with open_tap() as (late, late_fd):
+                assert late_fd > MAX_FDS_EXAMINED
+                names, complete = find_taps(os.getpid())
+        assert early in names and late not in names
+        assert complete is False
+        for fd in held:
+            os.close(fd)
+        held.clear()
+        with open_tap() as (tap, _):
+            assert find_taps(os.getpid()) == ([tap], True)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_host_collector_looks_for_taps_off_the_event_loop():
+    reader = Host().trusted_process(os.getpid())
+    assert reader is None  # the test's Python is no QEMU: build the reader directly
+    reader = ProcessReader(Host(), os.getpid())
+    collector = HostCollector(None, reader)
+    threads: list[int] = []
+    real = reader.find_taps
+
+    def recording() -> None:
+        threads.append(threading.get_ident())
+        real()
+
+    reader.find_taps = recording  # type: ignore[method-assign]
+
+    async def polls() -> None:
+        async def query(command: str, arguments: object = None) -> list[object]:
+            return []
+
+        for _ in range(2):
+            await collector.collect(query)
+
+    asyncio.run(polls())
+    collector.close()
+    assert len(threads) == 1, "looked for at the first poll only"
+    assert threads[0] != threading.get_ident(), "in a thread, not on the event loop"

@@ -19,6 +19,7 @@ connection. ``collect`` adds the vCPU thread ids of the poll's ``query-cpus-fast
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +72,8 @@ class HostCollector(Collector):
         if len(answer) > MAX_VCPUS:  # a list, as vcpu_threads read it
             host = self.reader.host
             host.note_missing(self.reader.pid, "vcpu", f"more than {MAX_VCPUS} vCPUs listed")
+        if self.reader.taps_due():  # a walk over the process's fds: not on the event loop
+            await asyncio.to_thread(self.reader.find_taps)
         return self.reader.read(threads)
 
     def close(self) -> None:

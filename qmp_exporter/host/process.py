@@ -22,6 +22,7 @@ from qmp_exporter.host.peer import Peer
 from qmp_exporter.host.procfs import (
     GONE,
     MALFORMED,
+    MAX_FDS_EXAMINED,
     UNSUPPORTED,
     FileBudget,
     HeldFiles,
@@ -266,28 +267,50 @@ class ProcessReader:
         samples.append((IO_READ.name, (), read))
         samples.append((IO_WRITE.name, (), written))
 
+    def taps_due(self) -> bool:
+        """Whether the next :meth:`read` wants the taps looked for first (:meth:`find_taps`:
+        at the first read, then every :data:`TAP_SCAN_EVERY` reads)."""
+        return "network" not in self._skip and (
+            self._taps is None or self._polls % TAP_SCAN_EVERY == 0
+        )
+
+    def find_taps(self) -> None:
+        """Look for the process's taps (a walk over its fds, at most
+        :data:`~qmp_exporter.host.procfs.MAX_FDS_EXAMINED`: blocking, so the host collector
+        calls it in a thread when :meth:`taps_due`); the reads use them from then on."""
+        try:
+            self._stat()  # bound to the process (its directory open), still ours
+        except ReadError:
+            return  # the read that follows says why
+        sys_root = self.host.sys_root
+        try:
+            taps, complete = find_taps(self.pid, self.host.proc_root, self._dir)
+        except ReadError as err:
+            self.host.note_missing(self.pid, "network", err.reason)
+            self._skip.add("network")
+            return
+        if not complete:
+            self.host.note_missing(
+                self.pid, "network", f"taps looked for among its first {MAX_FDS_EXAMINED} fds"
+            )
+        if self._taps is not None and taps != [tap for tap, _, _ in self._taps]:
+            self._files.close_all()  # a tap went: reopened as needed
+        self._taps = [
+            (
+                tap,
+                (("interface", tap),),
+                [
+                    (family.name, f"{sys_root}/class/net/{tap}/statistics/{stat}")
+                    for family, stat in NETWORK
+                ],
+            )
+            for tap in taps
+        ]
+
     def _network(self, samples: list[Sample]) -> None:
         sys_root = self.host.sys_root
-        if self._taps is None or self._polls % TAP_SCAN_EVERY == 0:
-            try:
-                taps = find_taps(self.pid, self.host.proc_root, self._dir)
-            except ReadError as err:
-                self.host.note_missing(self.pid, "network", err.reason)
-                self._skip.add("network")
-                return
-            if self._taps is not None and taps != [tap for tap, _, _ in self._taps]:
-                self._files.close_all()  # a tap went: reopened as needed
-            self._taps = [
-                (
-                    tap,
-                    (("interface", tap),),
-                    [
-                        (family.name, f"{sys_root}/class/net/{tap}/statistics/{stat}")
-                        for family, stat in NETWORK
-                    ],
-                )
-                for tap in taps
-            ]
+        if self._taps is None:
+            return  # not looked for yet (find_taps)
         slow = self._polls % SLOW_EVERY == 0
         if slow:
             self._slow = []

@@ -22,6 +22,9 @@ UNTRUSTED = "untrusted"  # the process is not a QEMU binary installed by root
 REASONS = (GONE, PERMISSION, NOT_LINUX, MALFORMED, UNSUPPORTED, UNTRUSTED)
 
 TUN_DEVICE = "/dev/net/tun"
+#: Fds of one process examined for taps at most (a QEMU opens its taps early, at low fds;
+#: a process holding 19,000 fds cost 0.2 s a scan).
+MAX_FDS_EXAMINED = 4096
 
 CLOCK_TICKS: int = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -257,15 +260,20 @@ def parse_schedstat(data: bytes) -> tuple[float, float]:
         raise ReadError(MALFORMED, f"schedstat: {err}") from None
 
 
-def find_taps(pid: int, proc_root: str = "/proc", dir_fd: int | None = None) -> list[str]:
+def find_taps(
+    pid: int, proc_root: str = "/proc", dir_fd: int | None = None
+) -> tuple[list[str], bool]:
     """The tap interfaces process ``pid`` holds: its ``/dev/net/tun`` fds, named by the
-    ``iff:`` line of their fdinfo (one name once, however many queues). With ``dir_fd``
-    (:func:`open_process_dir`), that process's only, whoever has the PID now."""
+    ``iff:`` line of their fdinfo (one name once, however many queues), among its lowest
+    :data:`MAX_FDS_EXAMINED` fds; and whether those were all its fds. With ``dir_fd``
+    (:func:`open_process_dir`), that process's only, whoever has the PID now. Blocking:
+    about 12 µs per fd examined."""
     base = "" if dir_fd is not None else f"{proc_root}/{pid}/"
     try:
-        fds = _list_dir(f"{base}fd", dir_fd)
+        listed = _list_dir(f"{base}fd", dir_fd)
     except OSError as err:
         raise ReadError(reason_of(err), f"{proc_root}/{pid}/fd") from None
+    fds = sorted(int(fd) for fd in listed if fd.isdigit())[:MAX_FDS_EXAMINED]
     names: list[str] = []
     for fd in fds:
         try:
@@ -279,7 +287,7 @@ def find_taps(pid: int, proc_root: str = "/proc", dir_fd: int | None = None) -> 
                 name = line[4:].strip().decode("utf-8", "replace")
                 if name and name not in names:
                     names.append(name)
-    return names
+    return names, len(listed) <= MAX_FDS_EXAMINED
 
 
 def _list_dir(path: str, dir_fd: int | None) -> list[str]:

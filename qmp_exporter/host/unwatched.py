@@ -53,6 +53,7 @@ def read_unwatched(
         if reader is None:
             continue
         try:
+            reader.find_taps()  # (discovery's scan runs in a thread)
             samples = reader.read(())
         except ReadError as err:
             host.note_missing(pid, "host", err.reason)
