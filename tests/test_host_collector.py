@@ -20,6 +20,7 @@ from qmp_exporter.host.peer import PIDFD, Peer, PeerHints, peer_pid
 from qmp_exporter.host.process import SLOW_EVERY
 from qmp_exporter.host.procfs import UNTRUSTED
 from qmp_exporter.host.trust import check_qemu
+from tests.helpers.exporter import ExporterProcess, wait_for
 from tests.helpers.procfs import BOOT_TIME, TICKS, FakeProcess, make_host
 
 CPUS = [
@@ -248,3 +249,13 @@ def test_a_tcp_peer_is_looked_for_first_where_it_was_last_time(tmp_path, monkeyp
     connection(inode=3333, holder=100)  # another process serves it now
     assert peer.tcp_peer_pid(client, server, str(proc), hints) == 100
     assert len(scans) == 2
+
+
+def test_the_demo_does_not_log_its_own_process_as_an_untrusted_qemu():
+    """The demo's simulated VMs are served by the exporter itself: its own process is no
+    QEMU, and no log line says so (it did, once per start)."""
+    config = {"poll_interval": "1s", "monitors": []}
+    with ExporterProcess(config, ["--demo"], log_level="info") as demo:
+        # the host collector is chosen (or not) at the connection, before the first poll
+        wait_for(lambda: demo.value("qemu_up", vm="demo-web-01") == 1, 20, "the demo's VMs")
+        assert "no host figures" not in demo.log(), demo.log()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import socket
 from collections.abc import Iterable, Sequence
 
@@ -56,7 +57,10 @@ class Host:
         if given, as a :class:`~qmp_exporter.host.peer.Peer` says) if it runs a QEMU binary
         installed by root, else ``None`` (logged once). The reader is bound to that process
         before the binary is checked, and checked alive after: the binary checked is that
-        process's, not a later one's of the same PID."""
+        process's, not a later one's of the same PID. The exporter's own process (a demo
+        VM it simulates) is no QEMU, and not worth a log line."""
+        if pid == os.getpid():
+            return None
         reader = ProcessReader(self, pid, started)
         try:
             reader.bind()
