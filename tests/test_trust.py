@@ -151,8 +151,10 @@ def test_each_skipped_process_is_counted_once_by_reason():
 
 
 def test_trusted_users_in_config():
-    config = parse_yaml("discovery:\n  - processes: true\n    trusted_users: [root, 107]\n")
-    assert config.discovery[0].trusted_users == ("root", "107")
+    config = parse_yaml(
+        "discovery:\n  - processes: true\n    trusted_users: [root, 107, '65534']\n"
+    )
+    assert config.discovery[0].trusted_users == ("root", "107", "65534")
     assert parse_yaml("discovery:\n  - processes: true\n").discovery[0].trusted_users is None
     with pytest.raises(ConfigError) as err:
         parse_yaml(

@@ -141,6 +141,8 @@ def _trusted_users(value: Any, path: str, errors: Errors) -> tuple[str, ...] | N
     for item_path, item in list_items(value, path, errors, "a list of user names or ids"):
         if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
             users.append(str(item))
+        elif isinstance(item, str) and item.isdigit() and item.isascii():
+            users.append(str(int(item)))  # an id written as a string
         elif isinstance(item, str) and USER_NAME.fullmatch(item):
             try:
                 pwd.getpwnam(item)
