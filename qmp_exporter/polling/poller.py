@@ -5,7 +5,6 @@ after every poll and every event."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -87,6 +86,9 @@ MAX_EVENT_NAMES = 128
 REPOLL_MIN_SPACING = 0.05
 #: First reconnect delay after a failure; doubles up to the poll interval.
 BACKOFF_START = 0.5
+#: Seconds a stopping poller's task has to end after its cancel; one that outlives it is
+#: detached (see :meth:`MonitorPoller.stop`).
+STOP_DEADLINE = 5.0
 
 
 #: The configuration's defaults (``poll_interval``, ``timeout``), written once in config.
@@ -156,6 +158,16 @@ def describe_failure(error: BaseException) -> str:
     )
 
 
+def _retrieve(
+    task: asyncio.Task[None],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    name: str,
+) -> None:
+    """Log how a poller's ended task failed, if it did (cancelled is how it should end)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s: poller failed", name, exc_info=task.exception())
+
+
 def _resolve(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
@@ -201,6 +213,8 @@ class MonitorPoller:
         self._waiter: asyncio.Future[None] | None = None
         self._wake_requested = False
         self._task: asyncio.Task[None] | None = None
+        #: True once a task outlived its stop deadline: nothing it does is told any more.
+        self._detached = False
         self._failures = 0
         self._last_poll_started = 0.0
 
@@ -219,17 +233,71 @@ class MonitorPoller:
         """Start polling in the background."""
         self._task = asyncio.create_task(self._run(), name=f"poll {self.name}")
 
-    async def stop(self) -> None:
-        """Stop polling, close the connection and what the collectors hold."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def stop(self, deadline: float | None = None) -> asyncio.Task[None] | None:
+        """Stop polling, close the connection and what the collectors hold, waiting at most
+        ``deadline`` seconds (default :data:`STOP_DEADLINE`) for the task to end after its
+        cancel. A task that outlives it (it swallowed its cancel) is detached: cancelled
+        once more, named in the log, and silenced (its later states and events go
+        nowhere); it is returned, still running, and this poller is never started again
+        (see :meth:`successor`). ``None`` when the task ended."""
+        if deadline is None:
+            deadline = STOP_DEADLINE
+        task = self._task
+        if task is not None:
+            task.cancel()
+            # An explicit timer (asyncio.wait), never wait_for; a cancel of the caller
+            # raises here and leaves the poller as it was.
+            await asyncio.wait((task,), timeout=deadline)
             self._task = None
+            if task.done():
+                _retrieve(task, self._log, self.name)
+                task = None
+            else:
+                self._detach(task, deadline)
         await self._disconnect()
         collectors, self._collectors = self._collectors, ()
         for collector in collectors:
             collector.close()
+        return task
+
+    @property
+    def detached(self) -> bool:
+        """Whether a task of this poller outlived its stop deadline (see :meth:`stop`)."""
+        return self._detached
+
+    def _detach(self, task: asyncio.Task[None], deadline: float) -> None:
+        self._detached = True
+        self._log.warning(
+            "%s: poller still running %gs after it was cancelled: detached (what it "
+            "publishes is ignored; it is cancelled again)",
+            self.name,
+            deadline,
+        )
+        task.cancel()  # a cancel swallowed once is often not swallowed twice
+        task.add_done_callback(lambda done: self._detached_ended(done))
+
+    def _detached_ended(self, task: asyncio.Task[None]) -> None:
+        _retrieve(task, self._log, self.name)
+        self._log.info("%s: the detached poller has ended", self.name)
+
+    def successor(self, monitor: MonitorConfig, settings: PollSettings) -> MonitorPoller:
+        """A new (unstarted) poller of ``monitor`` with this one's callbacks, counters and
+        last state: what replaces a detached poller."""
+        new = MonitorPoller(
+            monitor,
+            settings,
+            on_state=self._on_state,
+            on_event=self._on_event,
+            host=self._host,
+            logger=self._log,
+        )
+        new._events = dict(self._events)
+        new._errors = dict(self._errors)
+        new._connections = self._connections
+        new._vnc_failures = self._vnc_failures
+        new._counters = new._count()
+        new._state = dataclasses.replace(self._state, monitor=monitor, counters=new._counters)
+        return new
 
     def reconfigure(self, monitor: MonitorConfig, settings: PollSettings) -> None:
         """Watch ``monitor`` with ``settings`` from the next :meth:`start` (call while
@@ -453,7 +521,8 @@ class MonitorPoller:
     def _publish(self, state: VMState) -> None:
         timing_only = state.same_but_timing(self._state)
         self._state = state
-        self._on_state(state, timing_only)
+        if not self._detached:
+            self._on_state(state, timing_only)
 
     def _succeeded(self, state: VMState, duration: float) -> None:
         if not self._state.up and (self._state.last_poll or self._failures):
@@ -497,7 +566,7 @@ class MonitorPoller:
             self._vnc_failures = (self._vnc_failures or 0) + len(failed)
         self._counters = self._count()
         self._publish(dataclasses.replace(self._state, counters=self._counters))
-        if self._on_event is not None:
+        if self._on_event is not None and not self._detached:
             for each in (event, *failed):
                 try:
                     self._on_event(self.monitor, each)
