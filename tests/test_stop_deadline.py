@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from qmp_exporter.config import MonitorConfig
+from qmp_exporter import app as app_module
+from qmp_exporter.app import Exporter, Options
+from qmp_exporter.config import MonitorConfig, load_config
 from qmp_exporter.fleet.hub import Fleet
 from qmp_exporter.polling import poller as poller_module
 from qmp_exporter.polling.monitors import MonitorSource
@@ -140,5 +143,80 @@ def test_a_successor_keeps_the_counters(tmp_path: Path, monkeypatch: pytest.Monk
         assert source.detached == 1  # close is bounded; the task runs until released
         stubborn.release.set()
         await wait_until(lambda: source.detached == 0)
+
+    bounded(scenario())
+
+
+async def status_of(port: int, path: str) -> tuple[int, str]:
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = await reader.read()
+        writer.close()
+    head, _, body = answer.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body.strip()
+
+
+def ready_gauge(exporter: Exporter) -> str:
+    lines = exporter._own_metrics.decode().splitlines()
+    return next(line for line in lines if line.startswith("qmp_exporter_ready "))
+
+
+def test_ready_answers_503_while_a_poller_is_detached_or_a_reload_runs_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stubborn = Stubborn(monkeypatch, "stubborn")
+    monkeypatch.setattr(app_module, "RELOAD_READY_LIMIT", 0.2)
+    path = tmp_path / "config.yml"
+
+    def write(interval: str) -> None:
+        monitor = {"name": "stubborn", "address": f"unix:{tmp_path}/vm.qmp", "mode": "poll"}
+        path.write_text(yaml.safe_dump({"poll_interval": interval, "monitors": [monitor]}))
+
+    async def scenario() -> None:
+        write("1s")
+        options = Options(config_path=str(path), listen_address="127.0.0.1:0")
+        exporter = Exporter(load_config(path), options)
+        await exporter.start()
+        port = exporter.server.addresses[0][1]
+        try:
+            assert await status_of(port, "/-/ready") == (200, "OK")
+            assert ready_gauge(exporter) == "qmp_exporter_ready 1.0"
+            await wait_until(lambda: stubborn.started)
+            write("2s")
+            assert await exporter.reload()  # bounded: the stubborn poller is detached
+            status, why = await status_of(port, "/-/ready")
+            assert (status, why) == (503, "1 poller(s) outlived their stop deadline and still "
+                                     "run (see the log)")  # fmt: skip
+            assert (await status_of(port, "/-/healthy"))[0] == 200
+            assert ready_gauge(exporter) == "qmp_exporter_ready 0.0"
+            stubborn.release.set()
+            await wait_until(lambda: exporter.monitor_source.detached == 0)
+            assert await status_of(port, "/-/ready") == (200, "OK")
+
+            # A reload stuck (here in its scan) answers 503 after the limit, and holds no
+            # lock meanwhile: discovery's applies go on.
+            gate = asyncio.Event()
+            rescan = exporter.discoverer.rescan
+
+            async def slow_rescan() -> Any:
+                await gate.wait()
+                return await rescan()
+
+            monkeypatch.setattr(exporter.discoverer, "rescan", slow_rescan)
+            reload = asyncio.ensure_future(exporter.reload())
+            await asyncio.sleep(0.4)
+            status, why = await status_of(port, "/-/ready")
+            assert status == 503 and why.startswith("a reload has run for"), why
+            assert not exporter._reload_lock.locked()
+            await exporter._sample_own_metrics()
+            assert ready_gauge(exporter) == "qmp_exporter_ready 0.0"
+            gate.set()
+            assert await reload
+            assert await status_of(port, "/-/ready") == (200, "OK")
+            assert ready_gauge(exporter) == "qmp_exporter_ready 1.0"
+        finally:
+            stubborn.release.set()
+            await exporter.stop()
 
     bounded(scenario())
