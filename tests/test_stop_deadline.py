@@ -24,7 +24,7 @@ from qmp_exporter import app as app_module
 from qmp_exporter.app import Exporter, Options
 from qmp_exporter.config import MonitorConfig, load_config
 from qmp_exporter.fleet.hub import Fleet
-from qmp_exporter.polling import poller as poller_module
+from qmp_exporter.polling import stopping
 from qmp_exporter.polling.monitors import MonitorSource
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from tests.test_fleet import Recorder
@@ -79,7 +79,7 @@ async def wait_until(condition: Callable[[], bool], limit: float = GENEROUS) -> 
 
 @pytest.fixture(autouse=True)
 def short_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(poller_module, "STOP_DEADLINE", 0.2)
+    monkeypatch.setattr(stopping, "STOP_DEADLINE", 0.2)
 
 
 def test_a_poller_outliving_its_stop_deadline_is_detached_and_silenced(

@@ -6,7 +6,7 @@ One :class:`~qmp_exporter.polling.poller.MonitorPoller` per monitor publishes a 
 on to the fleet through its output, and withdraws a VM whose monitor is no longer watched
 (what its stopping poller publishes after that is dropped).
 
-Stopping a poller is bounded (:data:`~qmp_exporter.polling.poller.STOP_DEADLINE`): one whose
+Stopping a poller is bounded (:mod:`~qmp_exporter.polling.stopping`): one whose
 task outlives its cancel is detached, silenced (nothing it publishes reaches the fleet) and
 replaced by a successor when its monitor is still watched; :attr:`MonitorSource.detached`
 counts those still running (``/-/ready`` answers 503 meanwhile).

@@ -18,6 +18,7 @@ from qmp_exporter.config import EVENT_NAME, Config, MonitorConfig
 from qmp_exporter.fleet.state import Counters, Identity, VMState
 from qmp_exporter.host import Host
 from qmp_exporter.host.peer import Peer
+from qmp_exporter.polling import stopping
 from qmp_exporter.polling.answers import (
     parse_identity,
     parse_status,
@@ -86,9 +87,6 @@ MAX_EVENT_NAMES = 128
 REPOLL_MIN_SPACING = 0.05
 #: First reconnect delay after a failure; doubles up to the poll interval.
 BACKOFF_START = 0.5
-#: Seconds a stopping poller's task has to end after its cancel; one that outlives it is
-#: detached (see :meth:`MonitorPoller.stop`).
-STOP_DEADLINE = 5.0
 
 
 #: The configuration's defaults (``poll_interval``, ``timeout``), written once in config.
@@ -158,16 +156,6 @@ def describe_failure(error: BaseException) -> str:
     )
 
 
-def _retrieve(
-    task: asyncio.Task[None],
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    name: str,
-) -> None:
-    """Log how a poller's ended task failed, if it did (cancelled is how it should end)."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("%s: poller failed", name, exc_info=task.exception())
-
-
 def _resolve(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
@@ -235,25 +223,16 @@ class MonitorPoller:
 
     async def stop(self, deadline: float | None = None) -> asyncio.Task[None] | None:
         """Stop polling, close the connection and what the collectors hold, waiting at most
-        ``deadline`` seconds (default :data:`STOP_DEADLINE`) for the task to end after its
-        cancel. A task that outlives it (it swallowed its cancel) is detached: cancelled
-        once more, named in the log, and silenced (its later states and events go
-        nowhere); it is returned, still running, and this poller is never started again
-        (see :meth:`successor`). ``None`` when the task ended."""
-        if deadline is None:
-            deadline = STOP_DEADLINE
+        ``deadline`` seconds (default :data:`~qmp_exporter.polling.stopping.STOP_DEADLINE`)
+        for the task to end. A task that outlives it is detached and returned, still
+        running: silenced (its later states and events go nowhere), and this poller is
+        never started again (see :meth:`successor`). ``None`` when the task ended."""
         task = self._task
         if task is not None:
-            task.cancel()
-            # An explicit timer (asyncio.wait), never wait_for; a cancel of the caller
-            # raises here and leaves the poller as it was.
-            await asyncio.wait((task,), timeout=deadline)
+            limit = stopping.STOP_DEADLINE if deadline is None else deadline
+            task = await stopping.stop_within(task, limit, self._log, self.name)
             self._task = None
-            if task.done():
-                _retrieve(task, self._log, self.name)
-                task = None
-            else:
-                self._detach(task, deadline)
+            self._detached = task is not None
         await self._disconnect()
         collectors, self._collectors = self._collectors, ()
         for collector in collectors:
@@ -264,21 +243,6 @@ class MonitorPoller:
     def detached(self) -> bool:
         """Whether a task of this poller outlived its stop deadline (see :meth:`stop`)."""
         return self._detached
-
-    def _detach(self, task: asyncio.Task[None], deadline: float) -> None:
-        self._detached = True
-        self._log.warning(
-            "%s: poller still running %gs after it was cancelled: detached (what it "
-            "publishes is ignored; it is cancelled again)",
-            self.name,
-            deadline,
-        )
-        task.cancel()  # a cancel swallowed once is often not swallowed twice
-        task.add_done_callback(lambda done: self._detached_ended(done))
-
-    def _detached_ended(self, task: asyncio.Task[None]) -> None:
-        _retrieve(task, self._log, self.name)
-        self._log.info("%s: the detached poller has ended", self.name)
 
     def successor(self, monitor: MonitorConfig, settings: PollSettings) -> MonitorPoller:
         """A new (unstarted) poller of ``monitor`` with this one's callbacks, counters and
@@ -295,8 +259,8 @@ class MonitorPoller:
         new._errors = dict(self._errors)
         new._connections = self._connections
         new._vnc_failures = self._vnc_failures
-        new._counters = new._count()
-        new._state = dataclasses.replace(self._state, monitor=monitor, counters=new._counters)
+        new._counters = self._counters
+        new._state = dataclasses.replace(self._state, monitor=monitor)
         return new
 
     def reconfigure(self, monitor: MonitorConfig, settings: PollSettings) -> None:
