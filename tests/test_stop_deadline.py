@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from qmp_exporter.fleet.hub import Fleet
 from qmp_exporter.polling import stopping
 from qmp_exporter.polling.monitors import MonitorSource
 from qmp_exporter.polling.poller import MonitorPoller, PollSettings
+from tests.helpers.waiting import wait_until
 from tests.test_fleet import Recorder
 
 SETTINGS = PollSettings(interval=0.05, timeout=1.0, start_spread=0)
@@ -68,13 +69,6 @@ def bounded(coroutine: Coroutine[Any, Any, Any]) -> Any:
             return await coroutine
 
     return asyncio.run(run())
-
-
-async def wait_until(condition: Callable[[], bool], limit: float = GENEROUS) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)
