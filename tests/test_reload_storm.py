@@ -182,7 +182,7 @@ def poll_successes(exporter: ExporterProcess) -> list[float]:
 def test_reloads_of_a_thousand_poll_mode_monitors_finish_on_debians_python(
     tmp_path: Path,
 ) -> None:
-    """Round 3's R2: 1,000 poll-mode monitors at 1 s, each reload changing
+    """Round 3's R2: 1,000 poll-mode monitors at 1 s, four reloads each changing
     ``poll_interval`` (every poller restarts). On 3.11 a poller could swallow its cancel
     and the reload waited for it for ever, every poller stopped, data ageing, /-/healthy OK.
     Each reload must finish, every VM be polled after it, and /-/ready stay 200. Bounds are
@@ -192,7 +192,10 @@ def test_reloads_of_a_thousand_poll_mode_monitors_finish_on_debians_python(
     vms.mkdir()
 
     def config(interval: str) -> dict:
-        glob = {"glob": f"{vms}/*.qmp", "mode": "poll", "rescan": "30s"}
+        # No collectors: the host one would identify each connection's peer, the simulator's
+        # one process with 2,000 fds, a scan per poll that only a simulator makes (and the
+        # 2 cores of CI cannot keep up with at 1,000 polls a second).
+        glob = {"glob": f"{vms}/*.qmp", "mode": "poll", "rescan": "30s", "collectors": []}
         return {"poll_interval": interval, "discovery": [glob]}
 
     with (
@@ -200,7 +203,7 @@ def test_reloads_of_a_thousand_poll_mode_monitors_finish_on_debians_python(
         ExporterProcess(config("1s"), log_level="info", python=str(DEBIAN_PYTHON)) as exporter,
     ):
         wait_for(lambda: len(poll_successes(exporter)) == 1000, 60, "1,000 VMs polled")
-        for done, interval in enumerate(("2s", "1s", "2s"), 1):
+        for done, interval in enumerate(("2s", "1s", "2s", "1s"), 1):
             exporter.write_config(config(interval))
             asked = time.time()
             exporter.signal(signal.SIGHUP)
