@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 OWN_METRICS_INTERVAL = 1.0
 #: File descriptors kept free for HTTP clients, logs and the like.
 FD_RESERVE = 64
+#: A reload running longer than this, in seconds, makes ``/-/ready`` answer 503.
+RELOAD_READY_LIMIT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ class Exporter:
         )
         self.reload_ok = True
         self.reload_time = time.time()
+        self._reload_started: float | None = None  # monotonic, while a reload runs
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         # Reloads are coalesced: one in flight, one queued (a burst of SIGHUPs is two).
@@ -235,8 +238,20 @@ class Exporter:
         if self.pusher is not None:
             await asyncio.to_thread(self.pusher[0].close)
 
+    def not_ready(self) -> str | None:
+        """Why ``/-/ready`` answers 503 (a poller outlived its stop deadline and still runs,
+        or a reload has run longer than :data:`RELOAD_READY_LIMIT`); None when ready."""
+        detached = self.monitor_source.detached
+        if detached:
+            return f"{detached} poller(s) outlived their stop deadline and still run (see the log)"
+        started = self._reload_started
+        if started is not None and time.monotonic() - started > RELOAD_READY_LIMIT:
+            return f"a reload has run for {time.monotonic() - started:.0f}s"
+        return None
+
     async def _sample_own_metrics(self) -> None:
         """Render the exporter's own metrics (in a thread: reading /proc can take a while)."""
+        self.self_metrics.ready.set(self.not_ready() is None)
         pusher = self.pusher
 
         def render() -> bytes:
@@ -287,6 +302,7 @@ class Exporter:
 
     async def _reload_once(self) -> bool:
         """One reload; any failure sets the reload gauge to 0 and logs one line."""
+        self._reload_started = time.monotonic()
         try:
             return await self._reload()
         except Exception as err:  # whatever went wrong, the running config is kept
@@ -294,6 +310,7 @@ class Exporter:
             log.debug("reload failed", exc_info=True)
             return False
         finally:
+            self._reload_started = None
             with contextlib.suppress(Exception):
                 await self._sample_own_metrics()  # the reload gauges show at once
 
@@ -317,12 +334,14 @@ class Exporter:
             self._reload_failed(err.one_line())
             return False
         config = self.config if loaded is None else loaded
+        # The scan (a thread reading /proc, unbounded) runs before the lock is taken: the
+        # lock is held only on bounded waits (the pusher's close, the pollers' stops).
+        self.discoverer.update_config(config)
+        await self.discoverer.rescan()  # tells this exporter, as every scan does
         async with self._reload_lock:
             if config.alerting != self.config.alerting:
                 await self._replace_pusher(config.alerting)
             self.config = config
-            self.discoverer.update_config(config)
-            await self.discoverer.rescan()  # tells this exporter, as every scan does
             await self._apply_monitors(PollSettings.from_config(config))
             self._config_digest = digest
             self.reload_ok = True
@@ -349,7 +368,7 @@ class Exporter:
         self.server.route("/metrics", self._metrics)
         self.server.route("/", self._landing)
         self.server.route("/-/healthy", self._healthy)
-        self.server.route("/-/ready", self._healthy)
+        self.server.route("/-/ready", self._ready)
         self.server.route("/probe", self.probes.handle_probe)
         self.server.route("/discovery", self.probes.handle_discovery)
         if self.options.enable_lifecycle:
@@ -368,6 +387,10 @@ class Exporter:
 
     async def _healthy(self, request: Request) -> Response:
         return text_response(200, "OK")
+
+    async def _ready(self, request: Request) -> Response:
+        why = self.not_ready()
+        return text_response(200, "OK") if why is None else text_response(503, why)
 
     async def _reload_endpoint(self, request: Request) -> Response:
         if await self.reload():

@@ -98,7 +98,8 @@ class Discoverer:
             self._retime.clear()
             while (remaining := self._scanned_at + self.interval - loop.time()) > 0:
                 try:
-                    await asyncio.wait_for(self._retime.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._retime.wait()
                 except TimeoutError:
                     break
                 self._retime.clear()  # a reload scanned: wait from its scan, by its interval

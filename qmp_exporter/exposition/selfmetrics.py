@@ -129,6 +129,13 @@ class SelfMetrics:
             "When the configuration was last loaded successfully, in seconds since the epoch.",
             registry=self.registry,
         )
+        self.ready = Gauge(
+            "qmp_exporter_ready",
+            "1 when /-/ready answers 200; 0 while a poller outlives its stop deadline or a "
+            "reload has run longer than 30s.",
+            registry=self.registry,
+        )
+        self.ready.set(1)
 
         self.probe_failures = ProbeFailures()
         self.registry.register(self.probe_failures)

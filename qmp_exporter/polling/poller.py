@@ -5,7 +5,6 @@ after every poll and every event."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -19,6 +18,7 @@ from qmp_exporter.config import EVENT_NAME, Config, MonitorConfig
 from qmp_exporter.fleet.state import Counters, Identity, VMState
 from qmp_exporter.host import Host
 from qmp_exporter.host.peer import Peer
+from qmp_exporter.polling import stopping
 from qmp_exporter.polling.answers import (
     parse_identity,
     parse_status,
@@ -201,6 +201,8 @@ class MonitorPoller:
         self._waiter: asyncio.Future[None] | None = None
         self._wake_requested = False
         self._task: asyncio.Task[None] | None = None
+        #: True once a task outlived its stop deadline: nothing it does is told any more.
+        self._detached = False
         self._failures = 0
         self._last_poll_started = 0.0
 
@@ -219,17 +221,47 @@ class MonitorPoller:
         """Start polling in the background."""
         self._task = asyncio.create_task(self._run(), name=f"poll {self.name}")
 
-    async def stop(self) -> None:
-        """Stop polling, close the connection and what the collectors hold."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def stop(self, deadline: float | None = None) -> asyncio.Task[None] | None:
+        """Stop polling, close the connection and what the collectors hold, waiting at most
+        ``deadline`` seconds (default :data:`~qmp_exporter.polling.stopping.STOP_DEADLINE`)
+        for the task to end. A task that outlives it is detached and returned, still
+        running: silenced (its later states and events go nowhere), and this poller is
+        never started again (see :meth:`successor`). ``None`` when the task ended."""
+        task = self._task
+        if task is not None:
+            limit = stopping.STOP_DEADLINE if deadline is None else deadline
+            task = await stopping.stop_within(task, limit, self._log, self.name)
             self._task = None
+            self._detached = task is not None
         await self._disconnect()
         collectors, self._collectors = self._collectors, ()
         for collector in collectors:
             collector.close()
+        return task
+
+    @property
+    def detached(self) -> bool:
+        """Whether a task of this poller outlived its stop deadline (see :meth:`stop`)."""
+        return self._detached
+
+    def successor(self, monitor: MonitorConfig, settings: PollSettings) -> MonitorPoller:
+        """A new (unstarted) poller of ``monitor`` with this one's callbacks, counters and
+        last state: what replaces a detached poller."""
+        new = MonitorPoller(
+            monitor,
+            settings,
+            on_state=self._on_state,
+            on_event=self._on_event,
+            host=self._host,
+            logger=self._log,
+        )
+        new._events = dict(self._events)
+        new._errors = dict(self._errors)
+        new._connections = self._connections
+        new._vnc_failures = self._vnc_failures
+        new._counters = self._counters
+        new._state = dataclasses.replace(self._state, monitor=monitor)
+        return new
 
     def reconfigure(self, monitor: MonitorConfig, settings: PollSettings) -> None:
         """Watch ``monitor`` with ``settings`` from the next :meth:`start` (call while
@@ -453,7 +485,8 @@ class MonitorPoller:
     def _publish(self, state: VMState) -> None:
         timing_only = state.same_but_timing(self._state)
         self._state = state
-        self._on_state(state, timing_only)
+        if not self._detached:
+            self._on_state(state, timing_only)
 
     def _succeeded(self, state: VMState, duration: float) -> None:
         if not self._state.up and (self._state.last_poll or self._failures):
@@ -497,7 +530,7 @@ class MonitorPoller:
             self._vnc_failures = (self._vnc_failures or 0) + len(failed)
         self._counters = self._count()
         self._publish(dataclasses.replace(self._state, counters=self._counters))
-        if self._on_event is not None:
+        if self._on_event is not None and not self._detached:
             for each in (event, *failed):
                 try:
                     self._on_event(self.monitor, each)

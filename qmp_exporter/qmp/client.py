@@ -227,7 +227,9 @@ class QMPClient:
     async def _greet_and_negotiate(self, deadline: float) -> None:
         remaining = max(deadline - time.monotonic(), 0.001)
         try:
-            await asyncio.wait_for(asyncio.shield(self._greeted), remaining)
+            # Not wait_for, which on 3.11 swallows a cancel that meets the greeting.
+            async with asyncio.timeout(remaining):
+                await asyncio.shield(self._greeted)
         except TimeoutError:
             if self._decoder.pending:
                 raise GreetingIncompleteError(

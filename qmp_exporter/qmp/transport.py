@@ -84,9 +84,10 @@ async def open_transport(
             raise
         return transport
     try:
-        transport, _ = await asyncio.wait_for(
-            loop.create_connection(protocol, address.host, address.port), timeout
-        )
+        # asyncio.timeout, never wait_for: 3.11's wait_for returns the result when a cancel
+        # meets the connect's completion, and the cancel is lost (a stop never ends).
+        async with asyncio.timeout(timeout):
+            transport, _ = await loop.create_connection(protocol, address.host, address.port)
     except TimeoutError:
         raise ConnectTimeoutError(
             f"{address}: connect did not complete within {timeout:g}s"

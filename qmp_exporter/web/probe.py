@@ -299,7 +299,8 @@ class ProbeEndpoint:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
         except TimeoutError:
             return self._refuse(503, "overloaded", 1, "too many probes at once; try again")
         try:

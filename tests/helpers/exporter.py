@@ -104,7 +104,10 @@ class ExporterProcess:
         scheme: str = "http",
         log_level: str = "debug",
         drop_capabilities: Sequence[str] = (),
+        python: str = sys.executable,
     ) -> None:
+        """``python`` runs the exporter (default: the tests' own)."""
+        self.python = python
         self.workdir = Path(tempfile.mkdtemp(prefix="qmpx-exp-"))
         weakref.finalize(self, shutil.rmtree, self.workdir, True)
         self.config_path = self.workdir / "config.yml"
@@ -140,7 +143,7 @@ class ExporterProcess:
     def start(self, timeout: float = 20.0) -> ExporterProcess:
         """Start and wait until it listens; raise :class:`ExporterStartError` otherwise."""
         args = setpriv_prefix(self.drop_capabilities) if self.drop_capabilities else []
-        args += [sys.executable, "-m", "qmp_exporter"]
+        args += [self.python, "-m", "qmp_exporter"]
         if self.config_path.exists():
             args += ["--config.file", str(self.config_path)]
         args += ["--web.listen-address", "127.0.0.1:0", "--log.level", self.log_level]
