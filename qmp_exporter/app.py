@@ -275,9 +275,12 @@ class Exporter:
         async for scan in self.discoverer.changes():
             if (scan.monitors, scan.processes) == self._applied:
                 continue
-            async with self._reload_lock:
-                await self._apply_monitors()
-            await self._sample_own_metrics()
+            try:
+                async with self._reload_lock:
+                    await self._apply_monitors()
+                await self._sample_own_metrics()
+            except Exception:  # never let one scan end discovery: the next may apply
+                log.exception("discovery: applying a scan failed")
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM or SIGINT; SIGHUP reloads the config."""

@@ -83,7 +83,10 @@ class Discoverer:
             )
         self._last = found
         for listener in self._listeners:
-            listener.scanned(found)
+            try:
+                listener.scanned(found)
+            except Exception:  # one listener's failure is neither discovery's nor the others'
+                log.exception("discovery: %s failed on a scan", type(listener).__name__)
         return found
 
     async def changes(self) -> AsyncIterator[Scan]:

@@ -328,8 +328,8 @@ class MonitorPoller:
 
     async def poll_once(self, within: float | None = None) -> None:
         """Poll now (connecting first if needed), within ``within`` seconds in all when
-        given, and publish the outcome; never raises for a QMP failure. The background loop
-        calls it; so does ``/probe``."""
+        given, and publish the outcome; never raises but a cancellation. The background
+        loop calls it; so does ``/probe``."""
         started = time.monotonic()
         self._last_poll_started = started
         try:
@@ -338,6 +338,11 @@ class MonitorPoller:
             else:
                 await self._poll_within(started, within)
         except (QMPError, OSError) as err:
+            await self._disconnect()
+            self._record_failure(err, time.monotonic() - started)
+        except Exception as err:  # a defect, or an input nothing above expected: this VM
+            # is down for this poll (reason "protocol"), and the loop goes on
+            self._log.exception("%s: poll failed unexpectedly", self.name)
             await self._disconnect()
             self._record_failure(err, time.monotonic() - started)
 
