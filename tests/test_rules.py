@@ -18,7 +18,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "config"
 RULES = CONFIG / "qmp-exporter.rules.yml"
 RULES_TEST = CONFIG / "qmp-exporter.rules.test.yml"
 #: The only alert without a `vm` label: a dead exporter serves no VM series.
-ALERTS_WITHOUT_VM = {"QemuExporterDown"}
+ALERTS_WITHOUT_VM = {"QemuExporterDown", "QemuExporterNotReady"}
 
 
 def _rules() -> list[dict]:
