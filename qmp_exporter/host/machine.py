@@ -15,7 +15,7 @@ from qmp_exporter.host import peer
 from qmp_exporter.host.peer import Peer, PeerSocket
 from qmp_exporter.host.process import ProcessReader
 from qmp_exporter.host.processes import ProcessScan, find_qemu_processes
-from qmp_exporter.host.procfs import FileBudget, ReadError, read_boot_time
+from qmp_exporter.host.procfs import PERMISSION, FileBudget, ReadError, read_boot_time
 from qmp_exporter.host.trust import check_qemu, trusted_uids
 from qmp_exporter.host.unwatched import UnwatchedHost, read_unwatched
 from qmp_exporter.textformat import Labels
@@ -97,6 +97,8 @@ class Host:
         if sock is None:
             self._log_once(0, "peer", "no socket to ask", logging.INFO, vm)
             return None
+        if sock.family == socket.AF_UNIX and not self._may_be_qemu(sock, vm):
+            return None
         identify = functools.partial(
             peer.identify, sock, self.proc_root, self.peer_pidfd, self._peer_hints
         )
@@ -113,6 +115,26 @@ class Host:
         if found.unchecked:
             self._log_once(found.pid, "holder", found.unchecked, logging.INFO, vm)
         return found
+
+    def _may_be_qemu(self, sock: PeerSocket, vm: str) -> bool:
+        """Whether the process that listened on a unix socket may be a QEMU, by one system
+        call and its ``exe``: before the holder check's walk over the peer's fds, which a
+        simulator of many VMs (one process, thousands of fds) would pay on every connection
+        of a ``poll``-mode monitor. The exporter's own process (a demo VM) is none."""
+        try:
+            credentials = peer.unix_peer_credentials(sock)
+        except OSError:
+            return True  # identify says why
+        if credentials is None:
+            return True
+        pid = credentials[0]
+        if pid == os.getpid():
+            return False
+        problem = check_qemu(pid, self.proc_root)
+        if problem in (None, PERMISSION):  # another user's exe: the owner decides later
+            return True
+        self.note_missing(pid, "host", f"exe {problem}")
+        return False
 
     async def check_peer(
         self, sock: PeerSocket | None, pid: int, uids: tuple[int, int], vm: str = ""
