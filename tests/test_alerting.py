@@ -16,8 +16,8 @@ from typing import ClassVar
 import prometheus_client
 import pytest
 
-from qmp_exporter import alerting
-from qmp_exporter.alerting import AlertPusher, alert_name, build_alert
+from qmp_exporter.alerting import AlertPusher, alert_name, alerts, bounded_http, build_alert
+from qmp_exporter.alerting import pusher as push
 from qmp_exporter.config import AlertingConfig, MonitorConfig
 from qmp_exporter.qmp import Event
 from tests.helpers.exporter import free_port, wait_for
@@ -92,8 +92,8 @@ def test_configured_labels_cannot_override_vm_or_event() -> None:
 def test_event_data_in_annotations_is_bounded() -> None:
     event = Event("BLOCK_IO_ERROR", {f"k{i}": "x" * 10_000 for i in range(100)})
     annotations = build_alert(WEB, event, 0, 60)["annotations"]
-    assert len(annotations) <= alerting.MAX_ANNOTATIONS + 3  # summary, description, events
-    assert max(len(v) for v in annotations.values()) <= alerting.MAX_ANNOTATION_LENGTH
+    assert len(annotations) <= alerts.MAX_ANNOTATIONS + 3  # summary, description, events
+    assert max(len(v) for v in annotations.values()) <= alerts.MAX_ANNOTATION_LENGTH
     assert annotations["summary"] == "Disk I/O error on VM web (?)"
 
 
@@ -213,7 +213,7 @@ def test_notify_never_waits_for_a_hanging_alertmanager(blackhole: str, registry,
         registry, "qmp_exporter_alerts_dropped_total", alertmanager=blackhole, reason="queue_full"
     )
     # 500 queued; at most 10 wait and at most one batch of MAX_BATCH is in flight.
-    assert dropped >= 500 - 10 - alerting.MAX_BATCH
+    assert dropped >= 500 - 10 - push.MAX_BATCH
     started = time.monotonic()
     pusher.close(timeout=1.0)
     assert time.monotonic() - started < 1.5
@@ -222,7 +222,7 @@ def test_notify_never_waits_for_a_hanging_alertmanager(blackhole: str, registry,
 def test_refused_connections_are_counted_and_retried_then_dropped(
     registry, pushers, monkeypatch
 ) -> None:
-    monkeypatch.setattr(alerting, "FIRST_BACKOFF", 0.01)
+    monkeypatch.setattr(push, "FIRST_BACKOFF", 0.01)
     url = f"http://127.0.0.1:{free_port()}"
     _pusher(pushers, url, registry=registry).notify(WEB, VNC_CONNECTED)
     wait_for(
@@ -232,8 +232,7 @@ def test_refused_connections_are_counted_and_retried_then_dropped(
         )
     )
     assert (
-        _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url)
-        == alerting.MAX_ATTEMPTS
+        _value(registry, "qmp_exporter_alert_errors_total", alertmanager=url) == push.MAX_ATTEMPTS
     )
     assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=url) == 0
 
@@ -268,7 +267,7 @@ def scripted() -> Iterator[type[_ScriptedAlertmanager]]:
 
 
 def test_server_errors_are_retried_with_backoff(scripted, registry, pushers, monkeypatch) -> None:
-    monkeypatch.setattr(alerting, "FIRST_BACKOFF", 0.2)
+    monkeypatch.setattr(push, "FIRST_BACKOFF", 0.2)
     scripted.statuses[:] = [503, 500]
     url = scripted.url
     started = time.monotonic()
@@ -339,7 +338,7 @@ def test_metrics_exist_at_zero_for_every_alertmanager(registry) -> None:
     text = prometheus_client.generate_latest(registry).decode()
     assert f'qmp_exporter_alerts_sent_total{{alertmanager="{url}"}} 0.0' in text
     assert f'qmp_exporter_alert_errors_total{{alertmanager="{url}"}} 0.0' in text
-    for reason in alerting.DROP_REASONS:
+    for reason in push.DROP_REASONS:
         line = f'qmp_exporter_alerts_dropped_total{{alertmanager="{url}",reason="{reason}"}} 0.0'
         assert line in text
     assert f'qmp_exporter_alert_queue_length{{alertmanager="{url}"}} 0.0' in text
@@ -408,7 +407,7 @@ def test_identical_events_coalesce_into_one_alert_that_counts_them(registry, pus
     assert by_client["198.51.100.1"]["annotations"]["events"] == "1"
     assert am.events("quiet", "GUEST_PANICKED") == am.events("noisy", "GUEST_PANICKED") == 1
     assert _value(registry, "qmp_exporter_alerts_sent_total", alertmanager=am.url) == 4
-    assert all(_dropped(registry, am.url, reason) == 0 for reason in alerting.DROP_REASONS)
+    assert all(_dropped(registry, am.url, reason) == 0 for reason in push.DROP_REASONS)
 
 
 def test_a_vm_beyond_its_share_evicts_only_its_own_alerts(registry, pushers) -> None:
@@ -455,15 +454,15 @@ def test_a_batch_takes_the_vms_in_turn(registry, pushers) -> None:
         pusher.notify(QUIET, PANIC)  # queued after 100 alerts of another VM
         pusher.start()
         wait_for(lambda: len(am.alerts) == 101)
-    first_batch = am.alerts[: alerting.MAX_BATCH]
+    first_batch = am.alerts[: push.MAX_BATCH]
     assert any(a["labels"]["vm"] == "quiet" for a in first_batch)
 
 
 def test_drops_are_logged_at_most_once_per_interval_with_their_counts(
     registry, pushers, monkeypatch, caplog
 ) -> None:
-    monkeypatch.setattr(alerting, "DROP_LOG_INTERVAL", 0.5)
-    caplog.set_level(logging.WARNING, logger=alerting.__name__)
+    monkeypatch.setattr(push, "DROP_LOG_INTERVAL", 0.5)
+    caplog.set_level(logging.WARNING, logger=push.__name__)
     with FakeAlertmanager(delay=0.1) as am:
         pusher = _flooding_pusher(pushers, am.url, registry, queue_size=10)  # a share of 1
         pusher.start()
@@ -533,7 +532,7 @@ def test_a_flooding_vm_does_not_keep_another_vms_panics_from_a_slow_alertmanager
         assert _dropped(registry, am.url, "vm_share") > 0  # the new addresses beyond the share
         assert _dropped(registry, am.url, "queue_full") == 0
         text = prometheus_client.generate_latest(registry).decode()
-        for reason in alerting.DROP_REASONS:
+        for reason in push.DROP_REASONS:
             assert f'alertmanager="{am.url}",reason="{reason}"' in text
 
 
@@ -542,7 +541,7 @@ def test_a_flooding_vm_does_not_keep_another_vms_panics_from_a_slow_alertmanager
 
 def test_a_huge_error_answer_is_read_only_in_part(registry, pushers, monkeypatch, caplog) -> None:
     """Attack A3: Alertmanager answers 500 with 200 MB (generated as it is sent)."""
-    monkeypatch.setattr(alerting, "MAX_ATTEMPTS", 1)
+    monkeypatch.setattr(push, "MAX_ATTEMPTS", 1)
     with FakeAlertmanager("huge", size=200 * 2**20) as am:
         started = time.monotonic()
         _pusher(pushers, am.url, registry=registry).notify(WEB, VNC_CONNECTED)
@@ -557,10 +556,10 @@ def test_a_huge_error_answer_is_read_only_in_part(registry, pushers, monkeypatch
 
 
 def test_the_session_reads_at_most_max_answer_bytes_of_any_answer() -> None:
-    with FakeAlertmanager("huge", size=2**20) as am, alerting._session() as session:
-        response = session.post(am.url + alerting.ALERTS_PATH, json=[], stream=True, timeout=5)
+    with FakeAlertmanager("huge", size=2**20) as am, push.bounded_session() as session:
+        response = session.post(am.url + push.ALERTS_PATH, json=[], stream=True, timeout=5)
         assert response.status_code == 500
-        assert len(response.content) == alerting.MAX_ANSWER_BYTES
+        assert len(response.content) == bounded_http.MAX_ANSWER_BYTES
 
 
 @pytest.mark.parametrize("mode", ["trickle_body", "trickle_headers"])
@@ -569,7 +568,7 @@ def test_a_trickled_answer_is_cut_at_the_deadline(
 ) -> None:
     """Attack A4: one byte every 2 s, while the read timeout (5 s) is per read: only the
     deadline (1 s here) ends the POST."""
-    monkeypatch.setattr(alerting, "MAX_ATTEMPTS", 1)
+    monkeypatch.setattr(push, "MAX_ATTEMPTS", 1)
     with FakeAlertmanager(mode, delay=2.0) as am:
         pusher = _pusher(pushers, am.url, registry=registry, timeout=5.0, deadline=1.0)
         started = time.monotonic()

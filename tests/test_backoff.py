@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from qmp_exporter.config import ConfigError, MonitorConfig, parse_yaml
-from qmp_exporter.polling.poller import MonitorPoller, PollSettings, backoff_delay, error_reason
+from qmp_exporter.polling.failures import backoff_delay, error_reason
+from qmp_exporter.polling.poller import MonitorPoller, PollSettings
 from qmp_exporter.qmp import GreetingIncompleteError, GreetingTimeoutError, QMPError, connect
 from qmp_exporter.qmp.transport import READ_BUFFER_BYTES
 from tests.helpers.scripted_monitor import NO_GREETING, ScriptedMonitor, Session, long_line

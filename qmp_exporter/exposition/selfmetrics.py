@@ -17,6 +17,7 @@ from qmp_exporter.discovery import ProcessRow, Scan
 from qmp_exporter.exposition.counters import OwnCounter
 from qmp_exporter.exposition.families import PROCESS_INFO, PROCESSES, PROCESSES_SKIPPED
 from qmp_exporter.host.trust import SKIP_REASONS
+from qmp_exporter.polling.failures import ERROR_REASONS
 
 
 class QemuProcesses(Collector):
@@ -63,11 +64,7 @@ class QemuProcesses(Collector):
 #: The ``reason`` label of ``qmp_exporter_probe_failures_total`` (all exist at 0): the poll
 #: error reasons of a probe that reached no VM, then the refusals.
 PROBE_FAILURE_REASONS = (
-    "connect",
-    "busy",
-    "timeout",
-    "protocol",
-    "command",
+    *ERROR_REASONS,
     "rate_limited",
     "concurrency_limit",
     "overloaded",

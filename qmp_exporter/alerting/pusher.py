@@ -1,62 +1,27 @@
-"""Instant push of selected QMP events to Alertmanager (API v2), off the event path.
-
-A Prometheus alert on ``qemu_events_total`` waits for a scrape and a rule evaluation; a console
-login should page at once. :meth:`AlertPusher.notify` runs in the exporter's asyncio loop for
-every event: it only filters and enqueues. One daemon thread per Alertmanager drains its own
-bounded queue, POSTs batches to ``/api/v2/alerts`` within a deadline, and retries with backoff.
-
-Anyone who reaches a VM's VNC port can make QEMU send thousands of events a second, so the
-queue is fair as well as bounded:
-
-* **coalescing**: an event whose alert is still queued (same labels, and for a console event the
-  same client address) joins it: the alert takes the newest event's annotations and times, and
-  its ``events`` annotation counts the events it stands for;
-* **a share per VM**: one VM holds at most a tenth of the queue (``VM_SHARE``); beyond it, its
-  own oldest alert for the same event (else its oldest) makes room (reason ``vm_share``);
-* **full queue**: the VM holding the most alerts loses its oldest (reason ``queue_full``), so a
-  noisy VM never evicts a quiet VM's alert;
-* **batches** take the VMs in turn, each VM's oldest alert first.
-
-Every drop is counted by reason, every reason at 0 from the start, and logged at most once a
-minute per Alertmanager with the counts since the line before::
-
-    qmp_exporter_alerts_sent_total{alertmanager="http://127.0.0.1:9093"} 3
-    qmp_exporter_alert_errors_total{alertmanager="http://127.0.0.1:9093"} 0
-    qmp_exporter_alerts_dropped_total{alertmanager="http://127.0.0.1:9093",reason="vm_share"} 0
-    qmp_exporter_alert_queue_length{alertmanager="http://127.0.0.1:9093"} 0
-
-A POST is bounded in time and in what it reads: connect and each read time out
-(``timeout``), a watchdog shuts the connection down when the whole exchange outlasts
-``deadline`` (an answer trickled a byte at a time would otherwise hold the sender for ever,
-since the timeout is per read), and at most ``MAX_ANSWER_BYTES`` of an answer are read (its
-start goes to the log; the rest is never downloaded).
-"""
+"""The push itself: a fair, bounded queue per Alertmanager drained by its own thread (see the
+package's docstring)."""
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import http.client
-import io
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import prometheus_client
 import requests
-import requests.adapters
-import urllib3
-import urllib3.connection
-import urllib3.exceptions
 
+from qmp_exporter.alerting.alerts import build_alert, client_host
+from qmp_exporter.alerting.bounded_http import (
+    Attempt,
+    bounded_session,
+    current,
+)
 from qmp_exporter.config import AlertingConfig, MonitorConfig
 from qmp_exporter.exposition.counters import OwnCounter
-from qmp_exporter.polling.consoles import HANDSHAKE_FAILED
 from qmp_exporter.qmp import Event
 
 log = logging.getLogger(__name__)
@@ -69,110 +34,12 @@ MAX_ATTEMPTS = 5
 #: Backoff between attempts: doubles from the first delay up to the cap, with 10% jitter.
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
-#: Bounds on what one event's data adds to an alert's annotations.
-MAX_ANNOTATIONS = 32
-MAX_ANNOTATION_LENGTH = 512
 #: The part of a queue one VM may hold (at least one alert).
 VM_SHARE = 0.1
-#: Bytes of an Alertmanager's answer read at most (an error page's start, for the log).
-MAX_ANSWER_BYTES = 512
 #: Seconds between two log lines about dropped alerts, per Alertmanager.
 DROP_LOG_INTERVAL = 60.0
 #: Why an alert was dropped (values of the ``reason`` label).
 DROP_REASONS = ("queue_full", "vm_share", "expired", "rejected", "failed")
-
-
-_SUMMARIES = {
-    "VNC_CONNECTED": "VNC client {client_host} connected to VM {vm}",
-    "VNC_INITIALIZED": "VNC client {client_host} logged in to VM {vm}",
-    "VNC_DISCONNECTED": "VNC client {client_host} disconnected from VM {vm}",
-    HANDSHAKE_FAILED: "VNC client {client_host} failed the handshake with VM {vm}",
-    "SPICE_CONNECTED": "SPICE client {client_host} connected to VM {vm}",
-    "SPICE_INITIALIZED": "SPICE client {client_host} logged in to VM {vm}",
-    "SPICE_DISCONNECTED": "SPICE client {client_host} disconnected from VM {vm}",
-    "GUEST_PANICKED": "Guest of VM {vm} panicked",
-    "WATCHDOG": "Watchdog of VM {vm} fired ({action})",
-    "BLOCK_IO_ERROR": "Disk I/O error on VM {vm} ({disk})",
-    "SHUTDOWN": "VM {vm} shut down",
-    "RESET": "VM {vm} was reset",
-}
-
-
-def alert_name(event_name: str) -> str:
-    """``VNC_CONNECTED`` -> ``QemuEventVncConnected``."""
-    return "QemuEvent" + "".join(part.capitalize() for part in event_name.split("_") if part)
-
-
-def _flatten(data: Any, prefix: str, out: dict[str, str]) -> None:
-    if isinstance(data, dict):
-        for key, value in data.items():
-            name = f"{prefix}_{key}" if prefix else str(key)
-            _flatten(value, name.replace("-", "_"), out)
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            _flatten(value, f"{prefix}_{index}", out)
-    elif prefix:
-        text = str(data).lower() if isinstance(data, bool) else str(data)
-        out[prefix] = text[:MAX_ANNOTATION_LENGTH]
-
-
-def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
-
-
-def build_alert(
-    monitor: MonitorConfig,
-    event: Event,
-    now: float,
-    resolve_after: float,
-    constant_labels: tuple[tuple[str, str], ...] = (),
-    events: int = 1,
-) -> dict[str, Any]:
-    """The Alertmanager API v2 alert for one event of one VM; ``constant_labels``
-    (``alerting.labels``) go under the monitor's own labels. ``events``: how many events the
-    alert stands for (coalesced in the queue; ``event`` is the newest), in the annotation
-    ``events``."""
-    labels = {**dict(constant_labels), **monitor.label_dict, "alertname": alert_name(event.name)}
-    labels.update(vm=monitor.name, event=event.name)
-    details: dict[str, str] = {}
-    _flatten(event.data, "", details)
-    template = _SUMMARIES.get(event.name, "QEMU event {event} on VM {vm}")
-    fields = collections.defaultdict(lambda: "?", details, vm=monitor.name, event=event.name)
-    # A -blockdev disk (libvirt's) has an empty device: named by its device's QOM path (which
-    # holds the device id, libvirt's alias; newer QEMU, 10.0 here), else by its block node
-    fields["disk"] = next(
-        (details[k] for k in ("device", "qom_path", "node_name") if details.get(k)), "?"
-    )
-    annotations = {
-        "summary": template.format_map(fields),
-        "description": (
-            (
-                f"VNC client left VM {monitor.name} before completing the handshake"
-                f" ({details.get('reason', '?')})"
-                if event.name == HANDSHAKE_FAILED
-                else f"QEMU sent the {event.name} event for VM {monitor.name}"
-            )
-            + (f" at {_timestamp(event.timestamp)}" if event.timestamp else "")
-            + (f"; the last of {events} such events (coalesced)" if events > 1 else "")
-            + " (pushed by qmp-exporter)."
-        ),
-        "events": str(events),
-    }
-    for key in sorted(details)[:MAX_ANNOTATIONS]:
-        annotations.setdefault(key, details[key])
-    return {
-        "labels": labels,
-        "annotations": annotations,
-        "startsAt": _timestamp(now),
-        "endsAt": _timestamp(now + resolve_after),
-    }
-
-
-def _client_host(data: dict[str, Any]) -> str | None:
-    """A console event's client address (``client.host``), part of the coalescing key."""
-    client = data.get("client")
-    host = client.get("host") if isinstance(client, dict) else None
-    return None if host is None else str(host)[:MAX_ANNOTATION_LENGTH]
 
 
 class _Queued:
@@ -190,114 +57,6 @@ class _Queued:
 
 #: A queued alert's key within its VM: the VM's labels, the event, the client's address.
 _Key = tuple[tuple[tuple[str, str], ...], str, str | None]
-
-
-# -- one POST within a deadline ------------------------------------------------------------------
-
-
-class _Attempt:
-    """One POST, which a watchdog may cut short by shutting its connection's socket down."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._connection: urllib3.connection.HTTPConnection | None = None
-        self._over = False
-        self.expired = False
-
-    def use(self, connection: urllib3.connection.HTTPConnection) -> None:
-        """Called as ``connection`` sends a request of this attempt (a redirect sends two)."""
-        with self._lock:
-            if self.expired:
-                raise OSError("the deadline passed")
-            self._connection = connection
-
-    def expire(self) -> None:
-        """The deadline passed (or the pusher closes): end the exchange where it stands."""
-        with self._lock:
-            if self._over:
-                return
-            self.expired = True
-            sock = getattr(self._connection, "sock", None)
-            if isinstance(sock, socket.socket):
-                # The socket-level shutdown (not SSLSocket's, which drops its TLS state under
-                # the reading thread): the blocked read returns and the request fails.
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-    def finish(self) -> None:
-        with self._lock:
-            self._over = True
-
-
-#: The attempt the current (sender) thread is making.
-_current = threading.local()
-
-
-def _watch(connection: urllib3.connection.HTTPConnection) -> None:
-    attempt: _Attempt | None = getattr(_current, "attempt", None)
-    if attempt is not None:
-        attempt.use(connection)
-
-
-class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _BoundedAdapter(requests.adapters.HTTPAdapter):
-    """Connections the current :class:`_Attempt` can shut down, and answers cut to
-    :data:`MAX_ANSWER_BYTES` before requests sees them (it reads a redirect's whole body)."""
-
-    def __init__(self) -> None:
-        super().__init__()  # makes the pool manager (init_poolmanager, untyped in some stubs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedHTTPPool,
-            "https": _WatchedHTTPSPool,
-        }
-
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        response = super().send(request, *args, **kwargs)
-        raw = response.raw
-        head, complete = b"", False
-        length = response.headers.get("Content-Length", "")
-        # A success's body is read only when short (Alertmanager's is empty): an error's start
-        # is worth a log line, a redirect's is read by requests
-        if not response.ok or (length.isdigit() and int(length) <= MAX_ANSWER_BYTES):
-            try:
-                head = raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
-                complete = len(head) <= MAX_ANSWER_BYTES and raw.closed
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError):
-                pass  # a broken or cut answer: its status stands, its connection goes
-        if not complete:
-            raw.close()  # the rest is never read: the connection goes with it
-        raw.release_conn()
-        response.raw = io.BytesIO(head[:MAX_ANSWER_BYTES])
-        return response
-
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    for prefix in ("http://", "https://"):
-        session.mount(prefix, _BoundedAdapter())
-    return session
-
-
-# -- the queues ----------------------------------------------------------------------------------
 
 
 class _Metrics:
@@ -367,7 +126,7 @@ class _Delivery:
         self._render = render
         self._stop = stop
         self._ready = threading.Condition()  # its lock (an RLock) guards everything above
-        self._attempt: _Attempt | None = None
+        self._attempt: Attempt | None = None
         self._sent = metrics.sent.labels(url)
         self._errors = metrics.errors.labels(url)
         self._dropped = {reason: metrics.dropped.labels(url, reason) for reason in DROP_REASONS}
@@ -383,7 +142,7 @@ class _Delivery:
 
     def put(self, monitor: MonitorConfig, event: Event, now: float) -> None:
         """Queue (or coalesce) the alert for ``event`` without waiting."""
-        key: _Key = (monitor.labels, event.name, _client_host(event.data))
+        key: _Key = (monitor.labels, event.name, client_host(event.data))
         with self._ready:
             alerts = self._vms.get(monitor.name)
             if alerts is None:
@@ -473,7 +232,7 @@ class _Delivery:
             return batch
 
     def _run(self) -> None:
-        with _session() as session:
+        with bounded_session() as session:
             while not self._stop.is_set():
                 batch = self._take()
                 if batch:
@@ -525,7 +284,7 @@ class _Delivery:
         self, session: requests.Session, alerts: list[dict[str, Any]]
     ) -> tuple[int | None, str]:
         """One POST within the deadline: (the HTTP status if one came, the problem or "")."""
-        attempt = self._attempt = _current.attempt = _Attempt()
+        attempt = self._attempt = current.attempt = Attempt()
         watchdog = threading.Timer(self._deadline, attempt.expire)
         watchdog.daemon = True
         watchdog.start()
@@ -545,7 +304,7 @@ class _Delivery:
         finally:
             attempt.finish()
             watchdog.cancel()
-            self._attempt = _current.attempt = None
+            self._attempt = current.attempt = None
 
 
 class AlertPusher:
