@@ -9,7 +9,8 @@
 #   scripts/build-test-guest.sh [DIR]
 #
 # DIR (default $QMP_EXPORTER_GUEST_DIR, else ${XDG_CACHE_HOME:-$HOME/.cache}/qmp-exporter/test-guest)
-# receives vmlinuz, initrd.img, data.img and stamp (the package versions and this script's
+# receives vmlinuz (the package's kernel), vmlinux (the same uncompressed, for a faster PVH
+# boot), initrd.img, data.img and stamp (the package versions and this script's
 # checksum); the .debs stay in DIR/debs. Idempotent: nothing is built when the stamp matches.
 # Prints DIR on stdout (the only stdout line); progress goes to stderr.
 #
@@ -51,6 +52,7 @@ command -v dpkg-deb >/dev/null || die "needs dpkg-deb (package dpkg)"
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v ldd >/dev/null || need+=(libc-bin)
 command -v gzip >/dev/null || need+=(gzip)
+command -v xz >/dev/null || need+=(xz-utils)
 command -v flock >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then
     [ "$(id -u)" -eq 0 ] || die "needs ${need[*]}: run apt-get install ${need[*]} as root"
@@ -66,21 +68,15 @@ mkdir -p "$DIR/debs"
 exec 9>"$DIR/.lock"
 flock 9 # one build at a time (test processes may ask at once)
 
-# The candidate version of package $1, empty when apt knows none.
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}' | grep -vx '(none)' || true; }
-
-# linux-image-amd64 is a metapackage: the kernel is the linux-image-* it depends on.
+# linux-image-amd64 is a metapackage: the kernel is the linux-image-* it depends on. SPEC:
+# package=candidate version, for the three packages (one apt-cache run each step: quick).
 resolve() {
     KERNEL_PKG=$(apt-cache depends linux-image-amd64 2>/dev/null |
         awk '/Depends: linux-image-[0-9]/ {print $2; exit}' || true)
-    SPEC=()
-    local p v
-    for p in "$KERNEL_PKG" busybox-static qemu-guest-agent; do
-        [ -n "$p" ] || return 1
-        v=$(candidate "$p")
-        [ -n "$v" ] || return 1
-        SPEC+=("$p=$v")
-    done
+    [ -n "$KERNEL_PKG" ] || return 1
+    mapfile -t SPEC < <(apt-cache policy "$KERNEL_PKG" busybox-static qemu-guest-agent 2>/dev/null |
+        awk '/^[^ ]/ {p = $1; sub(/:$/, "", p)} /Candidate:/ && $2 != "(none)" {print p "=" $2}')
+    [ "${#SPEC[@]}" -eq 3 ]
 }
 if ! resolve; then
     [ "$(id -u)" -eq 0 ] || die "apt knows no linux-image-amd64, busybox-static or qemu-guest-agent: run apt-get update as root"
@@ -91,7 +87,7 @@ fi
 
 stamp=$(printf '%s\n' "${SPEC[@]}" "builder=$(sha256sum "$SELF" | cut -d' ' -f1)")
 if [ "$(cat "$DIR/stamp" 2>/dev/null)" = "$stamp" ] &&
-    [ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.img" ] && [ -s "$DIR/data.img" ]; then
+    [ -s "$DIR/vmlinuz" ] && [ -s "$DIR/vmlinux" ] && [ -s "$DIR/initrd.img" ] && [ -s "$DIR/data.img" ]; then
     log "$DIR already holds ${SPEC[*]}"
     echo "$DIR"
     exit 0
@@ -254,7 +250,15 @@ log "initramfs (${#order[@]} modules, qemu-ga, busybox), data.img"
 (cd "$root" && find . | sort | "$busybox" cpio -o -H newc 2>/dev/null | gzip -9n) >"$work/initrd.img"
 mkfs.ext4 -q -F -L qmp-test-data -d "$data" "$work/data.img" 16M >&2
 cp "$kpkg/boot/vmlinuz-$kver" "$work/vmlinuz"
-for f in vmlinuz initrd.img data.img; do mv -f "$work/$f" "$DIR/$f"; done
+# vmlinux: the same kernel uncompressed (the xz stream inside vmlinuz), an ELF that QEMU boots
+# through PVH, skipping the decompression in the guest: about 4 s less per boot under TCG.
+for off in $(LC_ALL=C grep -abo $'\xfd7zXZ' "$work/vmlinuz" | cut -d: -f1); do
+    tail -c +$((off + 1)) "$work/vmlinuz" | xz -dc --single-stream >"$work/vmlinux" 2>/dev/null || true
+    [ "$(head -c 4 "$work/vmlinux" | od -An -c | tr -d ' ')" != '177ELF' ] || break
+    rm -f "$work/vmlinux"
+done
+[ -s "$work/vmlinux" ] || die "found no xz-compressed ELF kernel inside vmlinuz-$kver"
+for f in vmlinuz vmlinux initrd.img data.img; do mv -f "$work/$f" "$DIR/$f"; done
 echo "$stamp" >"$DIR/stamp"
 log "built in $DIR: ${SPEC[*]}"
 echo "$DIR"
