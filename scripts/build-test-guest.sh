@@ -248,7 +248,8 @@ printf '%s\n' "${SPEC[@]}" >"$data/packages"
 
 log "initramfs (${#order[@]} modules, qemu-ga, busybox), data.img"
 (cd "$root" && find . | sort | "$busybox" cpio -o -H newc 2>/dev/null | gzip -9n) >"$work/initrd.img"
-mkfs.ext4 -q -F -L qmp-test-data -d "$data" "$work/data.img" 16M >&2
+truncate -s 16M "$work/data.img"
+mkfs.ext4 -q -F -L qmp-test-data -d "$data" "$work/data.img" >&2
 cp "$kpkg/boot/vmlinuz-$kver" "$work/vmlinuz"
 # vmlinux: the same kernel uncompressed (the xz stream inside vmlinuz), an ELF that QEMU boots
 # through PVH, skipping the decompression in the guest: about 4 s less per boot under TCG.

@@ -31,7 +31,8 @@ def built_guest() -> GuestFiles:
     try:
         return guest_files()
     except GuestUnavailable as error:
-        pytest.fail(str(error), pytrace=False)
+        reason = str(error)
+    pytest.fail(reason, pytrace=False)
 
 
 @pytest.fixture(scope="module")
