@@ -133,7 +133,7 @@ qemu_ga=$gapkg/usr/sbin/qemu-ga
     die "the unpacked packages lack bin/busybox, usr/sbin/qemu-ga or boot/vmlinuz-$kver"
 
 root=$work/root
-mkdir -p "$root"/{bin,sbin,dev,proc,sys,run,tmp,data,etc,root,var/lib,usr/sbin,lib/modules}
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,run,tmp,data,etc,root,var/lib,var/log,usr/sbin,lib/modules}
 ln -s ../run "$root/var/run"
 cp "$busybox" "$root/bin/busybox"
 
@@ -177,6 +177,7 @@ done
 echo "$HOSTNAME_" >"$root/etc/hostname"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
+printf '/bin/sh\n' >"$root/etc/shells"
 printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$HOSTNAME_" >"$root/etc/hosts"
 ln -s ../proc/self/mounts "$root/etc/mtab"
 cat >"$root/etc/os-release" <<EOF
@@ -191,7 +192,9 @@ VARIANT_ID=qmp-exporter-test-guest
 HOME_URL="https://www.debian.org/"
 EOF
 
-# PID 1: a shell that gives init a console, then busybox init with this inittab.
+# PID 1: a shell that gives init a console, then busybox init with this inittab: the agent, and
+# root logged in on ttyS0 (a utmp entry for guest-get-users; its shell waits for input that
+# never comes: the serial port only writes to a log).
 cat >"$root/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -202,6 +205,7 @@ EOF
 cat >"$root/etc/inittab" <<'EOF'
 ::sysinit:/etc/rc
 ::respawn:/etc/qemu-ga.sh
+ttyS0::respawn:/bin/login -f root
 ::ctrlaltdel:/bin/reboot
 ::shutdown:/bin/umount -a -r
 EOF
@@ -211,7 +215,8 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -p /dev/pts /run/qemu-ga
+mkdir -p /dev/pts /run/qemu-ga /var/log
+touch /run/utmp /var/log/wtmp
 mount -t devpts devpts /dev/pts
 while read -r m; do insmod "/lib/modules/\$m" || echo "rc: insmod \$m failed"; done </lib/modules/load-order
 hostname -F /etc/hostname

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,15 @@ def test_osinfo(guest: RunningGuest, built_guest: GuestFiles) -> None:
 
 def test_host_name(guest: RunningGuest) -> None:
     assert guest.agent("guest-get-host-name") == {"host-name": HOSTNAME}
+
+
+def test_root_is_logged_in(guest: RunningGuest) -> None:
+    # init logs root in on ttyS0 beside starting the agent: wait a little for its utmp entry.
+    deadline = time.monotonic() + 10
+    while not (users := guest.agent("guest-get-users")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [user["user"] for user in users] == ["root"]
+    assert users[0]["login-time"] > 0
 
 
 def test_network_interface_has_its_address(guest: RunningGuest) -> None:
