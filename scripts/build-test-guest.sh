@@ -105,7 +105,7 @@ for s in "${SPEC[@]}"; do
         log "apt-get update, then again"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
         exec 9>&-
-        _GUEST_BUILD_UPDATED=1 exec "$SELF" "$DIR"
+        _GUEST_BUILD_UPDATED=1 exec bash "$SELF" "$DIR"
     fi
 done
 # Older .debs are not needed any more.
@@ -166,7 +166,7 @@ printf '%s\n' "${order[@]}" >"$root/lib/modules/load-order"
 cp "$qemu_ga" "$root/usr/sbin/qemu-ga"
 libs=$(ldd "$qemu_ga") || die "ldd $qemu_ga failed"
 if grep -q 'not found' <<<"$libs"; then
-    die "qemu-ga needs libraries this host lacks ($(awk '/not found/ {print $1}' <<<"$libs" | paste -sd' ')): apt-get install $(dpkg-deb -f "$(debfile qemu-guest-agent "${SPEC[2]#*=}")" Depends | tr ',' '\n' | sed -E 's/\(.*\)//; s/ //g' | grep -v '^libc6' | paste -sd' ')"
+    die "qemu-ga needs libraries this host lacks ($(awk '/not found/ {print $1}' <<<"$libs" | paste -sd' ')): apt-get install $(dpkg-deb -f "$(ls "$DIR"/debs/qemu-guest-agent_*.deb)" Depends | tr ',' '\n' | sed -E 's/\(.*\)//; s/ //g' | grep -v '^libc6' | paste -sd' ')"
 fi
 for lib in $(awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}' <<<"$libs"); do
     mkdir -p "$root$(dirname "$lib")"
