@@ -5,14 +5,17 @@ cached outside the clone (CONTRIBUTING.md, "The test guest")."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from qmp_exporter.qmp import CommandRefusedError, connect_agent
 from tests.helpers.guest import (
     ADDRESS,
     DATA_MOUNT,
@@ -90,3 +93,55 @@ def test_network_interface_has_its_address(guest: RunningGuest) -> None:
 
 def test_qmp_sees_the_balloon(guest: RunningGuest) -> None:
     assert qmp_command(guest.qmp_path, "query-balloon") == {"actual": 256 * 1024 * 1024}
+
+
+# -- the package's guest-agent client (qmp_exporter.qmp.agent) against the real agent ----------
+
+#: What the guest view will read.
+READS = (
+    "guest-ping", "guest-info", "guest-get-fsinfo", "guest-get-osinfo", "guest-get-host-name",
+    "guest-network-get-interfaces", "guest-get-users",
+)  # fmt: skip
+#: Agent commands that change the guest: refused by the client, never sent.
+WRITES = (
+    "guest-exec", "guest-file-open", "guest-file-write", "guest-fsfreeze-freeze",
+    "guest-shutdown", "guest-set-time", "guest-set-user-password", "guest-suspend-disk",
+    "guest-network-set-interfaces", "qmp_capabilities", "query-status",
+)  # fmt: skip
+
+
+def test_the_agent_client_reads_what_the_guest_view_needs(guest: RunningGuest) -> None:
+    async def session() -> dict[str, Any]:
+        async with await connect_agent(f"unix:{guest.agent_path}", timeout=10) as agent:
+            return {command: await agent.execute(command) for command in READS}
+
+    answers = asyncio.run(session())
+    assert answers["guest-ping"] == {}
+    assert answers["guest-info"]["version"]
+    (data,) = [fs for fs in answers["guest-get-fsinfo"] if fs["mountpoint"] == DATA_MOUNT]
+    assert data["type"] == "ext4" and data["total-bytes"] > data["used-bytes"] > 0
+    assert answers["guest-get-osinfo"]["kernel-release"]
+    assert answers["guest-get-host-name"] == {"host-name": HOSTNAME}
+    addresses = [
+        a["ip-address"]
+        for nic in answers["guest-network-get-interfaces"]
+        for a in nic.get("ip-addresses", ())
+    ]
+    assert ADDRESS.split("/")[0] in addresses
+
+
+def test_the_agent_client_never_sends_a_command_that_changes_the_guest(
+    guest: RunningGuest,
+) -> None:
+    async def session() -> list[str]:
+        refused = []
+        async with await connect_agent(f"unix:{guest.agent_path}", timeout=10) as agent:
+            for command in WRITES:
+                with pytest.raises(CommandRefusedError):
+                    await agent.execute(command)
+                refused.append(command)
+            assert await agent.execute("guest-ping") == {}  # the session goes on
+        return refused
+
+    assert asyncio.run(session()) == list(WRITES)
+    assert [fs["mountpoint"] for fs in guest.agent("guest-get-fsinfo")].count(DATA_MOUNT) == 1

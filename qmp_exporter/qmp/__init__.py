@@ -1,5 +1,6 @@
 """A QMP (QEMU Monitor Protocol) client for asyncio: every dialect since 2009, bounded,
-read-only unless asked otherwise. Knows nothing of metrics or configuration.
+read-only unless asked otherwise; and a read-only client of the QEMU guest agent, which speaks
+QMP's JSON (:mod:`~qmp_exporter.qmp.agent`). Knows nothing of metrics or configuration.
 
 >>> client = await connect("unix:/run/qemu/vm1.qmp", timeout=5)
 >>> await client.execute("query-status")
@@ -7,6 +8,7 @@ read-only unless asked otherwise. Knows nothing of metrics or configuration.
 """
 
 from qmp_exporter.qmp.address import Address, TCPAddress, UnixAddress, parse_address
+from qmp_exporter.qmp.agent import AgentClient, connect_agent, is_agent_read_only
 from qmp_exporter.qmp.client import DEFAULT_TIMEOUT, QMPClient, connect, is_read_only
 from qmp_exporter.qmp.errors import (
     AddressError,
@@ -37,6 +39,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Address",
     "AddressError",
+    "AgentClient",
     "BacklogFullError",
     "CommandError",
     "CommandRefusedError",
@@ -62,6 +65,8 @@ __all__ = [
     "TCPAddress",
     "UnixAddress",
     "connect",
+    "connect_agent",
+    "is_agent_read_only",
     "is_read_only",
     "parse_address",
     "parse_version",

@@ -209,12 +209,17 @@ class RunningGuest:
     qmp_path: str
     agent_path: str
     serial_log: Path
-    agent_connection: AgentConnection
     boot_seconds: float
 
     def agent(self, execute: str, arguments: dict[str, Any] | None = None) -> Any:
-        """One agent command's ``return`` value."""
-        return self.agent_connection.command(execute, arguments)
+        """One agent command's ``return`` value, on a connection of its own (the agent
+        serves one client: none is held between commands, so other clients may connect)."""
+        connection = AgentConnection(self.agent_path)
+        try:
+            connection.sync(timeout=10.0)
+            return connection.command(execute, arguments)
+        finally:
+            connection.close()
 
     def serial_tail(self, lines: int = 30) -> str:
         try:
@@ -312,12 +317,13 @@ def running_guest(
                 + (f", its stderr: {stderr}" if stderr else "")
                 + f"\nserial log tail:\n{tail}"
             ) from None
+        connection.close()  # the agent serves one client: hold none
+        connection = None
         yield RunningGuest(
             process,
             str(directory / "qmp.sock"),
             agent_path,
             directory / "serial.log",
-            connection,
             time.monotonic() - started,
         )
     finally:
