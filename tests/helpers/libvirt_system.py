@@ -28,8 +28,8 @@ bus, so libvirtd's polkit checks go to our polkitd: read-only is allowed for any
 ``org.libvirt.unix.monitor``: ``allow_any`` yes), read-write is refused to a non-root user
 (``org.libvirt.unix.manage``: ``auth_admin_keep``, and no agent), root bypasses polkit.
 
-**QEMU.** ``qemu.conf`` turns off cgroups, namespaces and security drivers (none of them works
-in a container or a sandbox VM); QEMU runs as ``libvirt-qemu`` (Debian's build default; created
+**QEMU.** ``qemu.conf`` turns off cgroups, namespaces and security drivers (a container or a
+sandbox VM may have none of them to give, and the test needs none); QEMU runs as ``libvirt-qemu`` (Debian's build default; created
 by scripts/install-test-deps.sh). VNC listens on 127.0.0.1 only.
 
 **Leaving the block** destroys and undefines every domain, stops the daemons in reverse order
