@@ -2,8 +2,9 @@
 # Installs everything the test suite needs, without pip-installing into the system Python
 # (PEP 668): QEMU (the system's 7.2, and 10.0 from bookworm-backports unpacked beside it by
 # scripts/fetch-qemu10.sh: docs/qemu-versions.md), Prometheus + promtool, Alertmanager,
-# Chromium, systemd-analyze, lintian, libvirt (daemon, QEMU driver and virsh; no system
-# service), and the Python libraries from the distribution (apt-get, as root), then a
+# Chromium, systemd-analyze, lintian, libvirt (daemon, QEMU driver, virsh and the Python
+# binding; no system service; D-Bus and polkitd for its system mode, none of them started; the
+# libvirt-qemu user), and the Python libraries from the distribution (apt-get, as root), then a
 # virtual environment .venv that sees them (--system-site-packages) and holds only the test
 # tools from PyPI.
 # Where python3 is not the distribution's (no apt-get), .venv gets everything from PyPI.
@@ -41,8 +42,12 @@ if command -v apt-get >/dev/null; then
     command -v systemd-analyze >/dev/null || need_apt+=(systemd)
     # libvirt for tests/test_libvirt_side_by_side.py, which runs libvirtd in session mode as its
     # own child: the daemon and its QEMU driver without libvirt-daemon-system (no service, no
-    # socket units, no default network, no users).
-    for pkg in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients; do
+    # socket units, no default network, no users). tests/test_libvirt_system.py runs it in
+    # system mode in a private mount namespace (tests/helpers/libvirt_system.py), with a system
+    # bus and polkitd of its own (dbus, polkitd: nothing started here) and a read-only client
+    # in the distribution's Python (python3-libvirt).
+    for pkg in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients dbus polkitd \
+        python3-libvirt; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
             || need_apt+=("$pkg")
     done
@@ -59,6 +64,14 @@ if ((${#need_apt[@]})); then
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The user and group that system-mode libvirtd runs QEMU as (Debian's build default; the
+# libvirt-daemon-system package, not installed here, would create them): tests/helpers/libvirt_system.py.
+if command -v apt-get >/dev/null; then
+    getent group libvirt-qemu >/dev/null || "${SUDO[@]}" groupadd --system libvirt-qemu
+    getent passwd libvirt-qemu >/dev/null || "${SUDO[@]}" useradd --system --gid libvirt-qemu \
+        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin libvirt-qemu
 fi
 
 # The second QEMU of the tests' matrix (docs/qemu-versions.md): 10.0 from bookworm-backports,
