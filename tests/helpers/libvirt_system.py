@@ -29,8 +29,9 @@ bus, so libvirtd's polkit checks go to our polkitd: read-only is allowed for any
 (``org.libvirt.unix.manage``: ``auth_admin_keep``, and no agent), root bypasses polkit.
 
 **QEMU.** ``qemu.conf`` turns off cgroups, namespaces and security drivers (a container or a
-sandbox VM may have none of them to give, and the test needs none); QEMU runs as ``libvirt-qemu`` (Debian's build default; created
-by scripts/install-test-deps.sh). VNC listens on 127.0.0.1 only.
+sandbox VM may have none of them to give, and the test needs none); QEMU runs as
+``libvirt-qemu`` (Debian's build default; created by scripts/install-test-deps.sh). VNC
+listens on 127.0.0.1 only.
 
 **Leaving the block** destroys and undefines every domain, stops the daemons in reverse order
 and reaps them; the holder then SIGKILLs whatever is still in the namespace (a QEMU whose
