@@ -16,7 +16,7 @@ import pytest
 from qmp_exporter.collectors.base import Connection
 from qmp_exporter.collectors.host import HostCollector, vcpu_threads
 from qmp_exporter.host import Host, peer
-from qmp_exporter.host.peer import PIDFD, Peer, PeerHints, peer_pid
+from qmp_exporter.host.peer import PIDFD, Peer, PeerHints, identify
 from qmp_exporter.host.process import SLOW_EVERY
 from qmp_exporter.host.procfs import UNTRUSTED
 from qmp_exporter.host.trust import check_qemu
@@ -203,15 +203,20 @@ def test_only_a_root_owned_qemu_binary_is_trusted(tmp_path):
     assert check_qemu(1, proc) == UNTRUSTED
 
 
-def test_peer_pid_of_unix_and_loopback_tcp_sockets():
+def test_the_peer_of_unix_and_loopback_tcp_sockets():
     a, b = socket.socketpair(socket.AF_UNIX)
     with a, b:
-        assert peer_pid(a) == os.getpid()
+        assert identify(a).pid == os.getpid()
     server = socket.create_server(("127.0.0.1", 0))
     with server, socket.create_connection(server.getsockname()) as client:
         accepted, _ = server.accept()
         with accepted:
-            assert peer_pid(client) == os.getpid()
+            assert identify(client).pid == os.getpid()
+
+
+def tcp_holder_pid(ours: Any, theirs: Any, proc_root: str, hints: PeerHints) -> int | None:
+    found = peer._tcp_holder(ours, theirs, proc_root, hints)
+    return None if found is None else found[0]
 
 
 def test_a_tcp_peer_is_looked_for_first_where_it_was_last_time(tmp_path, monkeypatch):
@@ -242,12 +247,12 @@ def test_a_tcp_peer_is_looked_for_first_where_it_was_last_time(tmp_path, monkeyp
     monkeypatch.setattr(peer, "_pid_of_socket", lambda *a: scans.append(a) or full_scan(*a))
     hints = PeerHints()
     connection(inode=1111, holder=200)
-    assert peer.tcp_peer_pid(client, server, str(proc), hints) == 200
+    assert tcp_holder_pid(client, server, str(proc), hints) == 200
     connection(inode=2222, holder=200)  # the next poll's connection, same QEMU
-    assert peer.tcp_peer_pid(client, server, str(proc), hints) == 200
+    assert tcp_holder_pid(client, server, str(proc), hints) == 200
     assert len(scans) == 1, "the second lookup listed only the last owner's fds"
     connection(inode=3333, holder=100)  # another process serves it now
-    assert peer.tcp_peer_pid(client, server, str(proc), hints) == 100
+    assert tcp_holder_pid(client, server, str(proc), hints) == 100
     assert len(scans) == 2
 
 

@@ -135,27 +135,6 @@ def identify(
     raise PeerUnknown(f"peer unknown: address family {sock.family}")
 
 
-def peer_pid(
-    sock: PeerSocket, proc_root: str = "/proc", hints: PeerHints | None = None
-) -> int | None:
-    """The PID of the process at the other end of ``sock``, or ``None`` where it cannot be
-    known (not Linux, another host, another PID namespace, unreadable ``/proc``)."""
-    try:
-        if sock.family == socket.AF_UNIX:
-            return unix_peer_pid(sock)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            return tcp_peer_pid(sock.getsockname(), sock.getpeername(), proc_root, hints)
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def unix_peer_pid(sock: PeerSocket) -> int | None:
-    """``SO_PEERCRED``'s PID (0, a peer in a PID namespace not mapped into ours: ``None``)."""
-    credentials = unix_peer_credentials(sock)
-    return None if credentials is None else credentials[0]
-
-
 def unix_peer_credentials(sock: PeerSocket) -> tuple[int, int] | None:
     """``SO_PEERCRED``'s (PID, UID): who called ``listen()`` (``None``: not Linux, or a peer
     in a PID namespace not mapped into ours)."""
@@ -306,15 +285,6 @@ def _tcp_peer(ours: Any, theirs: Any, proc_root: str, hints: PeerHints) -> Peer:
     if _holding_fd(pid, target, proc_root, hints.fd_of(pid)) is None:  # still the same one
         raise PeerUnknown(f"process {pid} exited while it was looked at", pid)
     return Peer(pid, real, started, TCP)
-
-
-def tcp_peer_pid(
-    ours: Any, theirs: Any, proc_root: str = "/proc", hints: PeerHints | None = None
-) -> int | None:
-    """The process holding the server side of the TCP connection ``ours`` -> ``theirs``,
-    when ``theirs`` is a loopback address; ``hints`` name the process to look at first."""
-    found = _tcp_holder(ours, theirs, proc_root, hints if hints is not None else PeerHints())
-    return None if found is None else found[0]
 
 
 def _tcp_holder(ours: Any, theirs: Any, proc_root: str, hints: PeerHints) -> tuple[int, str] | None:
