@@ -55,6 +55,8 @@ OWN_METRICS_INTERVAL = 1.0
 FD_RESERVE = 64
 #: A reload running longer than this, in seconds, makes ``/-/ready`` answer 503.
 RELOAD_READY_LIMIT = 30.0
+#: Seconds a stop waits for a reload in flight before it cancels it.
+STOP_RELOAD_WAIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +230,12 @@ class Exporter:
 
     async def stop(self) -> None:
         await self.server.close()
-        await self._reloads.wait()  # a reload in flight must not start pollers after close
+        try:  # a reload in flight finishes first, unless it is stuck (a scan of a hung /proc)
+            async with asyncio.timeout(STOP_RELOAD_WAIT):
+                await self._reloads.wait()
+        except TimeoutError:
+            log.warning("stopping while a reload still runs after %gs: cancelled", STOP_RELOAD_WAIT)
+            self._reloads.cancel()  # and the closed monitor source starts nothing for it
         for task in (self._discovery_task, self._own_metrics_task):
             if task is not None:
                 task.cancel()

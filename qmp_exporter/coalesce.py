@@ -4,7 +4,6 @@ flight and one queued; every request made while one is queued shares that queued
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 
@@ -36,8 +35,8 @@ class Coalescer:
         return await self._work()
 
     async def _after(self, previous: asyncio.Task[bool]) -> bool:
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(previous)
+        # asyncio.wait: the previous run's outcome is not ours, but a cancel of this run is
+        await asyncio.wait([previous])
         self._running, self._queued = self._queued, None
         return await self._run()
 
@@ -47,5 +46,10 @@ class Coalescer:
             pending = self._queued or self._running
             if pending is None or pending.done():
                 return
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(pending)
+            await asyncio.wait([pending])  # its outcome is not ours; a cancel of ours is
+
+    def cancel(self) -> None:
+        """Cancel the run in flight and the one queued (their awaiters get the cancel)."""
+        for task in (self._running, self._queued):
+            if task is not None:
+                task.cancel()

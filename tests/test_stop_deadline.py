@@ -214,3 +214,36 @@ def test_ready_answers_503_while_a_poller_is_detached_or_a_reload_runs_long(
             await exporter.stop()
 
     bounded(scenario())
+
+
+def test_a_stop_does_not_wait_for_ever_behind_a_stuck_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload stuck in its scan (a hung /proc read) is cancelled after STOP_RELOAD_WAIT,
+    and the closed monitor source starts nothing afterwards."""
+    monkeypatch.setattr(app_module, "STOP_RELOAD_WAIT", 0.3)
+    path = tmp_path / "config.yml"
+    monitor = {"name": "vm", "address": f"unix:{tmp_path}/vm.qmp", "mode": "poll"}
+    path.write_text(yaml.safe_dump({"poll_interval": "1s", "monitors": [monitor]}))
+
+    async def scenario() -> int:
+        options = Options(config_path=str(path), listen_address="127.0.0.1:0")
+        exporter = Exporter(load_config(path), options)
+        await exporter.start()
+        never = asyncio.Event()
+
+        async def stuck_rescan() -> Any:
+            await never.wait()
+
+        monkeypatch.setattr(exporter.discoverer, "rescan", stuck_rescan)
+        reload = asyncio.ensure_future(exporter.reload())
+        await asyncio.sleep(0.1)
+        await exporter.stop()  # bounded() below fails the test if this never returns
+        with pytest.raises(asyncio.CancelledError):
+            await reload  # the reload was cancelled, not finished
+        await exporter.monitor_source.apply([MonitorConfig("late", f"unix:{tmp_path}/l.qmp")])
+        return len(exporter.monitor_source)
+
+    with caplog.at_level(logging.WARNING, logger="qmp_exporter.app"):
+        assert bounded(scenario()) == 0
+    assert any("stopping while a reload still runs" in r.getMessage() for r in caplog.records)

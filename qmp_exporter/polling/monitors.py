@@ -46,6 +46,7 @@ class MonitorSource:
         self._detached: set[asyncio.Task[None]] = set()
         self._on_event = on_event
         self._host = host
+        self._closed = False
 
     def __len__(self) -> int:
         """How many monitors are watched."""
@@ -92,6 +93,8 @@ class MonitorSource:
         restart the changed; an unchanged monitor keeps its connection and counters. New
         settings restart every poller (their counters are kept). Bounded: each stop waits
         at most its deadline, and a detached poller's monitor gets a successor."""
+        if self._closed:
+            return  # a reload that outlived the exporter's stop starts nothing
         wanted: dict[str, MonitorConfig] = {}
         for monitor in monitors:
             wanted.setdefault(monitor.name, monitor)
@@ -121,6 +124,7 @@ class MonitorSource:
                 self._add(monitor)
 
     async def close(self) -> None:
-        """Stop every poller; every VM is withdrawn."""
+        """Stop every poller; every VM is withdrawn; later applies start nothing."""
+        self._closed = True
         pollers = [self._remove(name) for name in list(self._pollers)]
         await asyncio.gather(*(self._stop(p) for p in pollers))
