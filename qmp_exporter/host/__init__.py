@@ -6,6 +6,7 @@ makes, in one home.
 - :mod:`~qmp_exporter.host.listeners`: whether a monitor a command line names is that
   process's own;
 - :mod:`~qmp_exporter.host.peer`: the process behind a connected monitor socket;
+- :mod:`~qmp_exporter.host.sockdiag`: what ``sock_diag`` tells of unix sockets (both use it);
 - :mod:`~qmp_exporter.host.processes`, :mod:`~qmp_exporter.host.cmdline`: the host's QEMU
   processes and what their command lines say;
 - :mod:`~qmp_exporter.host.process`: one process's figures; :mod:`~qmp_exporter.host.unwatched`:

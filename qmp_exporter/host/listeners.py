@@ -22,102 +22,25 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import socket
 import stat
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from qmp_exporter.host import cmdline
+from qmp_exporter.host import cmdline, sockdiag
 
 #: Problems of a monitor named by a command line (beside :mod:`cmdline`'s).
 NOT_VISIBLE = "not_visible"  # the socket file does not exist for the exporter (its sandbox)
 FOREIGN_SOCKET = "foreign_socket"  # something else than the process listens there
 NOT_LOOPBACK = "not_loopback"  # a TCP monitor on another address than loopback
 
-_NETLINK_SOCK_DIAG = 4
-_SOCK_DIAG_BY_FAMILY = 20
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_TCP_LISTEN = 10
-_UDIAG_SHOW_VFS = 0x2
-_UNIX_DIAG_VFS = 1
-_NLMSGHDR = struct.Struct("=IHHII")
-_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
-_UNIX_DIAG_MSG = struct.Struct("=BBBBIII")
-_RTATTR = struct.Struct("=HH")
-_VFS = struct.Struct("=II")
-
 
 def unix_listeners() -> dict[tuple[int, int], int] | None:
-    """Each listening unix socket of this network namespace by the file it is bound to:
-    (device, inode) of the file (the kernel's device numbering) -> the socket's inode.
-    ``None`` where ``sock_diag`` cannot be used (not Linux, ``AF_NETLINK`` not allowed)."""
+    """Each listening unix socket by the file it is bound to (see
+    :func:`~qmp_exporter.host.sockdiag.listening_by_file`); ``None`` where ``sock_diag``
+    cannot be used (not Linux, ``AF_NETLINK`` not allowed)."""
     try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+        return sockdiag.listening_by_file()
     except (OSError, AttributeError):
         return None
-    with sock:
-        try:
-            request = _UNIX_DIAG_REQ.pack(
-                socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0, _UDIAG_SHOW_VFS, 0xFFFFFFFF, 0xFFFFFFFF
-            )
-            header = _NLMSGHDR.pack(
-                _NLMSGHDR.size + len(request),
-                _SOCK_DIAG_BY_FAMILY,
-                _NLM_F_REQUEST | _NLM_F_DUMP,
-                1,
-                0,
-            )
-            sock.settimeout(2.0)
-            sock.send(header + request)
-            found: dict[tuple[int, int], int] = {}
-            while True:
-                data = sock.recv(1 << 16)
-                for kind, body in _messages(data):
-                    if kind == _NLMSG_DONE:
-                        return found
-                    if kind == _NLMSG_ERROR:
-                        return None
-                    if kind == _SOCK_DIAG_BY_FAMILY and len(body) >= _UNIX_DIAG_MSG.size:
-                        inode = _UNIX_DIAG_MSG.unpack_from(body)[4]
-                        vfs = _vfs(body[_UNIX_DIAG_MSG.size :])
-                        if vfs is not None:
-                            found[vfs] = inode
-                if not data:
-                    return None
-        except OSError:
-            return None
-
-
-def _messages(data: bytes) -> Iterator[tuple[int, bytes]]:
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
-            return
-        yield kind, data[offset + _NLMSGHDR.size : offset + length]
-        offset += (length + 3) & ~3
-
-
-def _vfs(attributes: bytes) -> tuple[int, int] | None:
-    """(device, inode) from a ``UNIX_DIAG_VFS`` attribute."""
-    offset = 0
-    while offset + _RTATTR.size <= len(attributes):
-        length, kind = _RTATTR.unpack_from(attributes, offset)
-        if length < _RTATTR.size:
-            return None
-        if kind == _UNIX_DIAG_VFS and length >= _RTATTR.size + _VFS.size:
-            inode, device = _VFS.unpack_from(attributes, offset + _RTATTR.size)
-            return device, inode
-        offset += (length + 3) & ~3
-    return None
-
-
-def kernel_device(st_dev: int) -> int:
-    """``st_dev`` in the kernel's own numbering (``MKDEV``: major << 20 | minor), as
-    ``sock_diag`` reports it."""
-    return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
 def tcp_listeners(proc_root: str = "/proc") -> dict[tuple[str, int], list[tuple[int, int]]]:
@@ -228,7 +151,7 @@ def _check_unix(
         monitor = replace(monitor, address=f"unix:{resolved}")
     by_file = listeners.unix() if held is not None else None
     if by_file is not None and held is not None:
-        listener = by_file.get((kernel_device(st.st_dev), st.st_ino))
+        listener = by_file.get((sockdiag.kernel_device(st.st_dev), st.st_ino))
         # None: nothing listens there (yet: QEMU binds, then listens): a connection would
         # be refused, and one made later is checked against SO_PEERCRED
         ours = listener is None or listener in held

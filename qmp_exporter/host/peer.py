@@ -38,25 +38,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qmp_exporter.host.procfs import ReadError, parse_start, read_bytes
+from qmp_exporter.host import sockdiag
+from qmp_exporter.host.procfs import ReadError, parse_start, parse_uids, read_bytes
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 #: ``SO_PEERPIDFD`` (Linux 6.5; Python 3.11's ``socket`` has no name for it).
 SO_PEERPIDFD = 77
 _INT = struct.Struct("i")
-#: sock_diag (linux/sock_diag.h, linux/unix_diag.h)
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-_NLM_F_REQUEST = 1
-_NLMSG_ERROR = 2
-_UDIAG_SHOW_PEER = 4
-_UNIX_DIAG_PEER = 2
-_NO_COOKIE = 0xFFFFFFFF
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_UNIX_DIAG_REQ = struct.Struct("=BBHIII2I")  # family, protocol, pad, states, ino, show, cookie
-_UNIX_DIAG_MSG = struct.Struct("=BBBBI2I")  # family, type, state, pad, ino, cookie
-_RTATTR = struct.Struct("=HH")  # len, type
-
 #: How a peer was identified.
 PIDFD = "pidfd"
 CREDENTIALS = "credentials"
@@ -211,12 +199,7 @@ def _alive(pidfd: int) -> bool:
 
 def _uids(pid: int, proc_root: str) -> tuple[int, int]:
     """The real and effective UID of ``pid`` (``Uid:`` of ``status``)."""
-    status = read_bytes(f"{proc_root}/{pid}/status")
-    start = status.find(b"\nUid:")
-    fields = status[start + 5 : status.find(b"\n", start + 5)].split() if start >= 0 else []
-    if len(fields) < 2:
-        raise PeerUnknown(f"no Uid in /proc/{pid}/status", pid)
-    return int(fields[0]), int(fields[1])
+    return parse_uids(read_bytes(f"{proc_root}/{pid}/status"))
 
 
 def _started(pid: int, proc_root: str) -> float:
@@ -227,35 +210,7 @@ def unix_peer_inode(sock: PeerSocket) -> int:
     """The inode of the socket at the other end of the connected unix socket ``sock`` (the
     one ``accept()`` gave the server), from ``sock_diag``; ``OSError`` when netlink is not
     allowed here (a sandbox without ``AF_NETLINK``)."""
-    ours = os.fstat(sock.fileno()).st_ino
-    request = _UNIX_DIAG_REQ.pack(
-        socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ours, _UDIAG_SHOW_PEER, _NO_COOKIE, _NO_COOKIE
-    )
-    header = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(request), SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0
-    )
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as diag:
-        diag.sendto(header + request, (0, 0))
-        answer = diag.recv(8192, socket.MSG_DONTWAIT)  # answered within sendto
-    length, kind, _, _, _ = _NLMSGHDR.unpack_from(answer)
-    if kind == _NLMSG_ERROR:
-        (code,) = _INT.unpack_from(answer, _NLMSGHDR.size)
-        raise OSError(-code, os.strerror(-code))
-    if kind != SOCK_DIAG_BY_FAMILY or length > len(answer):
-        raise OSError(errno.EPROTO, f"unexpected sock_diag answer (type {kind})")
-    _, _, _, _, inode, _, _ = _UNIX_DIAG_MSG.unpack_from(answer, _NLMSGHDR.size)
-    if inode != ours:
-        raise OSError(errno.EPROTO, "sock_diag answered for another socket")
-    offset = _NLMSGHDR.size + _UNIX_DIAG_MSG.size
-    while offset + _RTATTR.size <= length:
-        size, attribute = _RTATTR.unpack_from(answer, offset)
-        if size < _RTATTR.size:
-            break
-        if attribute == _UNIX_DIAG_PEER and size >= _RTATTR.size + 4:
-            (peer,) = struct.unpack_from("=I", answer, offset + _RTATTR.size)
-            return int(peer)
-        offset += (size + 3) & ~3
-    raise OSError(errno.ENOTCONN, "sock_diag: no peer")
+    return sockdiag.peer_inode(sock)
 
 
 def _check_holder(pid: int, inode: int, proc_root: str, hints: PeerHints, scan: bool) -> str:
