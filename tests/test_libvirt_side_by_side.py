@@ -10,18 +10,16 @@ programs are missing the test fails; ``QMP_EXPORTER_SKIP_LIBVIRT=1`` skips it in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.exporter import ExporterProcess, wait_for
-from tests.helpers.libvirt import LibvirtSession, missing_tools
+from tests.helpers.libvirt import LibvirtSession, missing_tools, require
 
 pytestmark = pytest.mark.libvirt
 
-SKIP_LIBVIRT_ENV = "QMP_EXPORTER_SKIP_LIBVIRT"
 DOMAIN = "lvside"
 #: A boot sector that loops forever (``jmp $``): the one vCPU stays busy.
 BUSY_BOOT_SECTOR = b"\xeb\xfe" + bytes(508) + b"\x55\xaa"
@@ -54,12 +52,7 @@ DOMAIN_XML = """\
 
 @pytest.fixture
 def libvirt() -> Iterator[LibvirtSession]:
-    missing = missing_tools()
-    if missing:
-        reason = f"libvirt side by side needs {', '.join(missing)} (scripts/install-test-deps.sh)"
-        if os.environ.get(SKIP_LIBVIRT_ENV) == "1":
-            pytest.skip(f"{reason}; skipped since {SKIP_LIBVIRT_ENV}=1")
-        pytest.fail(f"{reason}; set {SKIP_LIBVIRT_ENV}=1 to skip it.", pytrace=False)
+    require(missing_tools(), "libvirt side by side")
     with LibvirtSession() as session:
         yield session
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.libvirt import require
 from tests.helpers.libvirt_system import CLIENT_PYTHON, Domain, SystemLibvirt, missing
 from tests.helpers.pidns import AS_NOBODY
 from tests.helpers.rfb import rfb_handshake
 
 pytestmark = pytest.mark.libvirt
 
-SKIP_LIBVIRT_ENV = "QMP_EXPORTER_SKIP_LIBVIRT"
 DOMAIN = "lvsys1"
 CLIENT = Path(__file__).parent / "helpers" / "libvirt_ro_client.py"
 CLIENT_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C", "HOME": "/nonexistent"}
@@ -71,12 +71,7 @@ def host_state() -> dict[str, list[tuple[str, int, int]] | None]:
 
 @pytest.fixture(scope="module")
 def system_libvirt() -> Iterator[tuple[SystemLibvirt, Domain]]:
-    lacking = missing()
-    if lacking:
-        reason = f"system libvirt needs {', '.join(lacking)} (scripts/install-test-deps.sh)"
-        if os.environ.get(SKIP_LIBVIRT_ENV) == "1":
-            pytest.skip(f"{reason}; skipped since {SKIP_LIBVIRT_ENV}=1")
-        pytest.fail(f"{reason}; set {SKIP_LIBVIRT_ENV}=1 to skip it.", pytrace=False)
+    require(missing(), "system libvirt")
     before = host_state()
     began = time.monotonic()
     with SystemLibvirt() as lv:

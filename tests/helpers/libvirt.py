@@ -39,6 +39,34 @@ class LibvirtStartError(RuntimeError):
     """libvirtd did not answer in time; the message carries its log."""
 
 
+#: Set to 1 to skip the libvirt tests where what they need is missing (else they fail).
+SKIP_LIBVIRT_ENV = "QMP_EXPORTER_SKIP_LIBVIRT"
+
+
+def require(missing: list[str], what: str) -> None:
+    """Fail (or, with :data:`SKIP_LIBVIRT_ENV` set to 1, skip) the test when ``missing``
+    names what ``what`` needs."""
+    import pytest
+
+    if not missing:
+        return
+    reason = f"{what} needs {', '.join(missing)} (scripts/install-test-deps.sh)"
+    if os.environ.get(SKIP_LIBVIRT_ENV) == "1":
+        pytest.skip(f"{reason}; skipped since {SKIP_LIBVIRT_ENV}=1")
+    pytest.fail(f"{reason}; set {SKIP_LIBVIRT_ENV}=1 to skip it.", pytrace=False)
+
+
+def stop_daemon(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s; reaped."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)
+
+
 def missing_tools() -> list[str]:
     """The programs of :data:`TOOLS` that are not on PATH (nor in /usr/sbin)."""
     path = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
@@ -152,13 +180,7 @@ class LibvirtSession:
                     self.virsh("undefine", name, check=False)
         finally:
             for daemon in reversed(self._daemons):
-                if daemon.poll() is None:
-                    daemon.terminate()
-                    try:
-                        daemon.wait(15)
-                    except subprocess.TimeoutExpired:
-                        daemon.kill()
-                        daemon.wait(15)
+                stop_daemon(daemon)
             self._kill_leftover_qemus()
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -416,8 +416,10 @@ class SystemLibvirt:
                     self.virsh("destroy", name, check=False)
                     self.virsh("undefine", name, check=False)
         finally:
+            from tests.helpers.libvirt import stop_daemon  # here: this file also runs as a script
+
             for daemon in reversed(self._daemons):
-                _stop(daemon)
+                stop_daemon(daemon)
             if self._holder is not None:
                 with contextlib.suppress(OSError):
                     assert self._holder.stdin is not None
@@ -441,16 +443,6 @@ class SystemLibvirt:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
 
 
 def _hold(spec: str) -> None:
