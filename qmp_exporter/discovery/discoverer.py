@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from qmp_exporter.config import DEFAULT_RESCAN, Config
-from qmp_exporter.discovery.scan import Scan, scan
+from qmp_exporter.discovery.scan import Scan, newly_skipped, scan
 from qmp_exporter.host import Host
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ class Discoverer:
 def _log_skipped(found: Scan, before: Scan) -> None:
     """One line for the processes a scan skipped that the last did not (never one per
     process: any user may start many)."""
-    earlier = {(s.pid, s.start) for s in before.skipped}
-    new = [s for s in found.skipped if (s.pid, s.start) not in earlier]
+    new = newly_skipped(found, before)
     if not new:
         return
     reasons = Counter(s.reason for s in new)

@@ -142,3 +142,10 @@ def _scan_processes(
                 claims.take(monitor, key, finder, finder)
         rows.append(ProcessRow(process.pid, vm, line.name or "", uuid, address, problem))
     return rows
+
+
+def newly_skipped(found: Scan, before: Scan) -> list[SkippedProcess]:
+    """The processes ``found`` skipped that ``before`` did not (one process is its PID and
+    start: a PID reused is another process)."""
+    earlier = {(s.pid, s.start) for s in before.skipped}
+    return [s for s in found.skipped if (s.pid, s.start) not in earlier]

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from qmp_exporter import __version__
 from qmp_exporter.discovery import ProcessRow, Scan
+from qmp_exporter.discovery.scan import newly_skipped
 from qmp_exporter.exposition.counters import OwnCounter
 from qmp_exporter.exposition.families import PROCESS_INFO, PROCESSES, PROCESSES_SKIPPED
 from qmp_exporter.host.trust import SKIP_REASONS
@@ -27,17 +28,15 @@ class QemuProcesses(Collector):
     def __init__(self) -> None:
         self._rows: tuple[ProcessRow, ...] | None = None
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
-        self._skipped_before: frozenset[tuple[int, float]] = frozenset()
+        self._before = Scan()
 
     def scanned(self, scan: Scan) -> None:
         """Take the QEMU processes of a new scan; count each process it skipped once (by PID
         and start), however many scans skip it."""
         self._rows = scan.processes
-        now = frozenset((s.pid, s.start) for s in scan.skipped)
-        for skipped in scan.skipped:
-            if (skipped.pid, skipped.start) not in self._skipped_before:
-                self.skipped[skipped.reason] = self.skipped.get(skipped.reason, 0) + 1
-        self._skipped_before = now
+        for skipped in newly_skipped(scan, self._before):
+            self.skipped[skipped.reason] = self.skipped.get(skipped.reason, 0) + 1
+        self._before = scan
 
     def collect(self) -> Iterator[Metric]:
         rows = self._rows

@@ -149,8 +149,7 @@ def _check_unix(
         if cmdline.proxmox_vmid(resolved, proxmox_dir) != monitor.vmid:
             return replace(monitor, problem=FOREIGN_SOCKET)  # a link into Proxmox's directory
         monitor = replace(monitor, address=f"unix:{resolved}")
-    by_file = listeners.unix() if held is not None else None
-    if by_file is not None and held is not None:
+    if held is not None and (by_file := listeners.unix()) is not None:
         listener = by_file.get((sockdiag.kernel_device(st.st_dev), st.st_ino))
         # None: nothing listens there (yet: QEMU binds, then listens): a connection would
         # be refused, and one made later is checked against SO_PEERCRED

@@ -16,7 +16,14 @@ import os
 from dataclasses import dataclass, field
 
 from qmp_exporter.host import cmdline
-from qmp_exporter.host.listeners import Listeners, check_monitor, socket_inodes
+from qmp_exporter.host.listeners import (
+    FOREIGN_SOCKET,
+    NOT_LOOPBACK,
+    NOT_VISIBLE,
+    Listeners,
+    check_monitor,
+    socket_inodes,
+)
 from qmp_exporter.host.procfs import GONE, ReadError, parse_start, read_bytes
 from qmp_exporter.host.trust import check_vm_process
 
@@ -28,9 +35,7 @@ QEMU_COMMS = ("qemu-system-", "qemu-kvm", "kvm")
 BAD_COMMAND_LINE = "bad_command_line"
 #: Problems that say the process's monitor is not to be believed (shown before
 #: ``no_monitor`` when no monitor is usable).
-_MONITOR_PROBLEMS = frozenset(
-    ("not_visible", "foreign_socket", "not_loopback", cmdline.OWNED_BY_LIBVIRT)
-)
+_MONITOR_PROBLEMS = frozenset((NOT_VISIBLE, FOREIGN_SOCKET, NOT_LOOPBACK, cmdline.OWNED_BY_LIBVIRT))
 
 
 @dataclass(frozen=True)
