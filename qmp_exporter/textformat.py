@@ -26,6 +26,8 @@ def label_text(value: str, limit: int = MAX_LABEL_CHARS) -> str:
     most ``limit`` characters (else its first ``limit - 1`` and :data:`CUT_MARKER`)."""
     if len(value) > limit:
         value = value[: limit - 1] + CUT_MARKER
+    if value.isascii():  # the common case, checked without a copy
+        return value
     try:
         value.encode()
     except UnicodeEncodeError:
